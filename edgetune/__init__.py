@@ -1,0 +1,33 @@
+"""edgetune: search compression recipes for a fine-tuned transformer and ship the best on the edge.
+
+The package is laid out by concept (DESIGN.md §1):
+
+- ``edgetune.search``: config, Optuna study, trials, Pareto front and the ``edgetune`` CLI;
+- ``edgetune.spaces``: what can be tried, one module per knob, sampled into a ``Recipe``;
+- ``edgetune.objectives``: how a recipe becomes an ONNX model and measured numbers;
+- ``edgetune.reports``: the HTML report people read to choose.
+"""
+
+import logging
+import os
+
+__version__ = "0.1.0"
+
+# Offline and private: no model hub, no telemetry (DESIGN §2). NNCF replaces its telemetry with a
+# stub when NNCF_CI is set. Each default yields to a value the user set explicitly.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "NNCF_CI": "1",
+    "DO_NOT_TRACK": "1",
+    # Quiet libraries: progress and load reports belong to edgetune's own progress display.
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+# torchao (imported by transformers and nncf) warns about optional CUDA kernels it cannot load on
+# a CPU machine, and torch's pytree about enum registrations: neither concerns a user here.
+for _logger in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_logger).setLevel(logging.ERROR)

@@ -1,0 +1,17 @@
+"""The one error type for bad input: the CLI prints it as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input, named by where it is (a config field path or a file) and what was expected.
+
+    Example:
+        >>> str(InputError("task.data.path", "no such file: data.csv"))
+        'task.data.path: no such file: data.csv'
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message

@@ -1,0 +1,35 @@
+"""Accuracy of an ONNX model on a split, under ONNX Runtime with the target's threads.
+
+The same function scores a trial and re-scores an exported model, so both agree exactly on the
+same data and runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.objectives.runtime import TargetConfig, feeds, session
+
+EVAL_BATCH = 32
+
+
+def predict(model: Path, inputs: dict[str, np.ndarray], target: TargetConfig) -> np.ndarray:
+    """Logits for every row of ``inputs``."""
+    sess = session(model, target)
+    rows = len(next(iter(inputs.values())))
+    return np.concatenate(
+        [
+            sess.run(None, feeds(sess, inputs, slice(start, start + EVAL_BATCH)))[0]
+            for start in range(0, rows, EVAL_BATCH)
+        ]
+    )
+
+
+def accuracy(model: Path, inputs: dict[str, np.ndarray], labels: np.ndarray,
+             target: TargetConfig) -> float:
+    logits = predict(model, inputs, target)
+    if not np.isfinite(logits).all():
+        raise FloatingPointError("the model produced non-finite logits")
+    return float((logits.argmax(axis=1) == labels).mean())

@@ -1,0 +1,206 @@
+"""From a recipe to an ONNX candidate and its measured numbers.
+
+The stages run in a fixed order so that every combination the space allows builds:
+
+    fine-tuned base ─► prune ─► recover ─┬─► export ─► fuse graph ─► PTQ (dynamic / static)
+                                         └─► QAT (NNCF) ─► export Q/DQ
+
+Pruned + recovered models and exports are cached, so quantization variants of one pruned model
+reuse it. Each stage's wall time is recorded on the candidate.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.cache import Cache
+from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.export import export_onnx
+from edgetune.objectives.graph import fuse
+from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure
+from edgetune.objectives.pruning import make_permanent, prune, save_pruned
+from edgetune.objectives.qat import quantization_aware_training
+from edgetune.objectives.quantization import quantize_dynamic_int8, quantize_static_int8
+from edgetune.objectives.recovery import recover
+from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.task import Task
+from edgetune.objectives.training import StepCallback
+from edgetune.spaces.quantization import DynamicQuantization, StaticQuantization
+from edgetune.spaces.qat import QatRecipe
+from edgetune.spaces.recipe import Recipe
+
+
+@dataclass
+class Workbench:
+    """What every candidate of a study is built from and measured against."""
+
+    task: Task
+    base: Path  # the fine-tuned checkpoint folder
+    cache: Cache
+    target: TargetConfig
+    measure: MeasureConfig
+    batch_size: int  # for recovery and QAT training
+    seed: int
+
+    @property
+    def model_type(self) -> str:
+        import json
+
+        return json.loads((self.base / "config.json").read_text())["model_type"]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.task.encoded("validation"))
+
+    def reference(self) -> Path:
+        """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
+        return self.export(self.base) / "model.onnx"
+
+    def export(self, checkpoint: Path) -> Path:
+        """The cached FP32 ONNX export of a checkpoint folder (a folder holding model.onnx)."""
+        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names}
+        return self.cache.get_or_build(
+            "onnx", key,
+            lambda folder: export_onnx(load_classifier(checkpoint), self.input_names,
+                                       folder / "model.onnx"),
+        )
+
+
+@dataclass
+class Candidate:
+    path: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    accuracy: float
+    latency: Latency
+    reference_latency: Latency
+    size_mb: float
+    zipped_mb: float
+
+    @property
+    def ratio(self) -> float:
+        return self.latency.median_ms / self.reference_latency.median_ms
+
+
+def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
+          callback: StepCallback | None = None, callback_every: int = 0) -> Candidate:
+    """Build ``recipe``'s ONNX model at ``candidate.path``, timing each stage on ``candidate``.
+
+    Raises:
+        StageError: a stage failed; the timings up to it stay on ``candidate``.
+    """
+    workdir = candidate.path.parent
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _stage(candidate, "prune_recover"):
+        checkpoint = _pruned(recipe, bench, callback, callback_every)
+    quantization = recipe.quantization
+    if isinstance(quantization, QatRecipe):
+        with _stage(candidate, "qat"):
+            quantization_aware_training(
+                load_classifier(checkpoint), bench.task, quantization, bench.batch_size,
+                bench.seed, candidate.path, callback, callback_every,
+            )
+        return candidate
+    with _stage(candidate, "export"):
+        current = bench.export(checkpoint) / "model.onnx"
+    if recipe.graph.fusion:
+        with _stage(candidate, "fuse"):
+            fused = workdir / "fused.onnx"
+            candidate.notes["fused_ops"] = fuse(current, fused, bench.model_type)
+            current = fused
+    with _stage(candidate, "quantize"):
+        if isinstance(quantization, DynamicQuantization):
+            quantize_dynamic_int8(current, candidate.path, quantization)
+        elif isinstance(quantization, StaticQuantization):
+            quantize_static_int8(current, candidate.path, quantization,
+                                 bench.task.encoded("calibration"))
+        else:
+            shutil.copyfile(current, candidate.path)
+    return candidate
+
+
+def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:
+    """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
+    with _stage(candidate, "measure"):
+        score = accuracy(candidate.path, bench.task.encoded(split), bench.task.labels(split),
+                         bench.target)
+        inputs = latency_inputs(bench.task.encoded("validation"), bench.target,
+                                bench.measure.inputs)
+        latencies = measure({"candidate": candidate.path, "reference": bench.reference()},
+                            inputs, bench.target, bench.measure)
+    return Measurement(
+        accuracy=score,
+        latency=latencies["candidate"],
+        reference_latency=latencies["reference"],
+        size_mb=candidate.path.stat().st_size / 1e6,
+        zipped_mb=zipped_size(candidate.path) / 1e6,
+    )
+
+
+def zipped_size(path: Path) -> int:
+    """Bytes of the file deflated as in a .zip download: what unstructured sparsity saves."""
+    target = path.with_suffix(".zip")
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(path, path.name)
+    size = target.stat().st_size
+    target.unlink()
+    return size
+
+
+def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
+            callback_every: int) -> Path:
+    if recipe.pruning.method == "none":
+        return bench.base
+    key = {
+        "stage": "prune_recover",
+        "base": bench.base.name,
+        "pruning": recipe.pruning.model_dump(),
+        "recovery": recipe.recovery.model_dump(),
+        "batch_size": bench.batch_size,
+        "seed": bench.seed,
+    }
+
+    def build_pruned(folder: Path) -> None:
+        model = prune(load_classifier(bench.base), recipe.pruning)
+        teacher = load_classifier(bench.base) if recipe.recovery.distillation else None
+        recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
+                callback, callback_every)
+        save_pruned(make_permanent(model), folder)
+
+    return bench.cache.get_or_build("pruned", key, build_pruned)
+
+
+class StageError(Exception):
+    """A build or measurement stage failed; ``stage`` names it, the cause is chained."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"{stage}: {type(error).__name__}: {error}")
+        self.stage = stage
+
+
+@contextmanager
+def _stage(candidate: Candidate, name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except Exception as error:
+        raise StageError(name, error) from error
+    finally:
+        candidate.stage_seconds[name] = candidate.stage_seconds.get(name, 0.0) + (
+            time.perf_counter() - start
+        )

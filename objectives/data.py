@@ -1,0 +1,275 @@
+"""Labelled text data: loading a user's file or folder and splitting it, seeded and stratified.
+
+Four splits with one job each (DESIGN §2): ``train`` for fine-tuning, recovery and QAT;
+``calibration`` for post-training quantization; ``validation`` for the objective the search sees;
+``test`` reported for the front only, never used to choose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from edgetune.errors import InputError
+from edgetune.objectives.paths import resolve_path
+from edgetune.spaces.base import Strict
+
+SPLITS = ("train", "calibration", "validation", "test")
+DataFormat = Literal["auto", "csv", "jsonl", "folders", "datasets"]
+
+
+class SplitConfig(Strict):
+    train: float = Field(default=0.6, gt=0, lt=1)
+    calibration: float = Field(default=0.05, gt=0, lt=1)
+    validation: float = Field(default=0.15, gt=0, lt=1)
+    test: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.calibration + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + calibration + validation + test must be 1, not {total:g}")
+        return self
+
+
+class DataConfig(Strict):
+    """Where the labelled texts are and how to read them.
+
+    ``format: folders`` reads ``<path>/<label>/*.txt`` (one file per text); ``csv`` and ``jsonl``
+    read the ``text_column`` and ``label_column``; ``datasets`` reads a folder written by
+    ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` with ``train``/``validation``/``test``
+    keeps those splits and carves calibration from train).
+    """
+
+    path: str
+    format: DataFormat = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    splits: SplitConfig = SplitConfig()
+
+
+@dataclass(frozen=True)
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # int64 indices into Dataset.label_names
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    label_names: list[str]
+    splits: dict[str, Split]
+    fingerprint: str  # sha256 of every text, label and split assignment
+
+    def summary(self) -> dict[str, object]:
+        """What a study records about its data: sizes, labels and the fingerprint."""
+        return {
+            "labels": self.label_names,
+            "sizes": {name: len(split) for name, split in self.splits.items()},
+            "fingerprint": self.fingerprint,
+        }
+
+
+def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
+    """Read the texts and labels ``config`` names and split them.
+
+    Raises:
+        InputError: the file is missing, empty, lacks the named columns, cannot be decoded, or a
+            held-out split has labels that train lacks.
+    """
+    path = resolve_path(config.path, base)
+    if not path.exists():
+        raise InputError("task.data.path", f"no such file or folder: {path}")
+    fmt = _detect_format(path) if config.format == "auto" else config.format
+    if fmt == "datasets":
+        frames = _read_datasets_folder(path, config)
+    else:
+        frames = {"all": _read_table(path, fmt, config)}
+    for name, frame in frames.items():
+        if frame.empty:
+            raise InputError("task.data.path", f"{path}: the {name} data holds no rows")
+    return _split(frames, config.splits)
+
+
+def _detect_format(path: Path) -> DataFormat:
+    if path.is_dir():
+        return "datasets" if (path / "dataset_dict.json").exists() or (
+            path / "dataset_info.json"
+        ).exists() else "folders"
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    raise InputError(
+        "task.data.format",
+        f"cannot tell the format of {path.name}: set format to csv, jsonl, folders or datasets",
+    )
+
+
+def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame:
+    try:
+        if fmt == "folders":
+            frame = _read_label_folders(path, config.encoding)
+        elif fmt == "csv":
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            frame = pd.read_csv(path, sep=sep, encoding=config.encoding, dtype=str,
+                                keep_default_na=False)
+        else:
+            frame = pd.read_json(path, lines=True, encoding=config.encoding, dtype=False)
+    except UnicodeDecodeError as error:
+        raise InputError(
+            "task.data.encoding", f"{path}: not valid {config.encoding} text ({error.reason} at "
+            f"byte {error.start}); set encoding to the file's encoding"
+        ) from error
+    except (pd.errors.EmptyDataError, ValueError) as error:
+        raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
+    if fmt == "folders":
+        return frame
+    return _select_columns(frame, config, str(path))
+
+
+def _read_label_folders(root: Path, encoding: str) -> pd.DataFrame:
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(folder.glob("*.txt")):
+            try:
+                rows.append((file.read_text(encoding=encoding), folder.name))
+            except UnicodeDecodeError as error:
+                raise InputError(
+                    "task.data.encoding",
+                    f"{file}: not valid {encoding} text ({error.reason} at byte {error.start}); "
+                    "set encoding to the files' encoding",
+                ) from error
+    if not rows:
+        raise InputError("task.data.path", f"{root}: no <label>/*.txt files in this folder")
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
+    for field, column in (("text_column", config.text_column),
+                          ("label_column", config.label_column)):
+        if column not in frame.columns:
+            raise InputError(
+                f"task.data.{field}",
+                f"{source} has no column {column!r} (columns: {', '.join(map(str, frame.columns))})",
+            )
+    selected = frame[[config.text_column, config.label_column]].copy()
+    selected.columns = ["text", "label"]
+    selected["text"] = selected["text"].astype(str)
+    selected["label"] = selected["label"].astype(str)
+    return selected
+
+
+def _read_datasets_folder(path: Path, config: DataConfig) -> dict[str, pd.DataFrame]:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        missing = {"train", "validation", "test"} - set(loaded)
+        if missing:
+            raise InputError(
+                "task.data.path",
+                f"{path}: a DatasetDict needs train, validation and test splits "
+                f"(missing: {', '.join(sorted(missing))})",
+            )
+        return {
+            name: _select_columns(_named_labels(loaded[name]).to_pandas(), config, f"{path}[{name}]")
+            for name in ("train", "validation", "test")
+        }
+    return {"all": _select_columns(_named_labels(loaded).to_pandas(), config, str(path))}
+
+
+def _named_labels(split: object) -> object:
+    """Replace ClassLabel integers by their names so labels compare across splits."""
+    import datasets
+
+    for name, feature in split.features.items():  # type: ignore[attr-defined]
+        if isinstance(feature, datasets.ClassLabel):
+            split = split.cast_column(name, datasets.Value("string"))  # type: ignore[attr-defined]
+            names = feature.names
+            split = split.map(lambda row, n=name: {n: names[int(row[n])]})  # type: ignore
+    return split
+
+
+def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
+    rng = np.random.default_rng(config.seed)
+    if "all" in frames:
+        frame = frames["all"]
+        label_names = sorted(frame["label"].unique())
+        assignment = _stratified_assignment(frame["label"].to_numpy(), config, rng)
+        parts = {name: frame[assignment == name] for name in SPLITS}
+    else:
+        train = frames["train"]
+        label_names = sorted(train["label"].unique())
+        fraction = config.calibration / (config.train + config.calibration)
+        is_calibration = _stratified_take(train["label"].to_numpy(), fraction, rng)
+        parts = {
+            "train": train[~is_calibration],
+            "calibration": train[is_calibration],
+            "validation": frames["validation"],
+            "test": frames["test"],
+        }
+    index = {label: i for i, label in enumerate(label_names)}
+    for name in ("validation", "test"):
+        unknown = sorted(set(parts[name]["label"]) - set(index))
+        if unknown:
+            raise InputError(
+                "task.data.path",
+                f"the {name} split has labels that train lacks: {', '.join(unknown[:5])}",
+            )
+    splits = {
+        name: Split(
+            texts=part["text"].tolist(),
+            labels=part["label"].map(index).to_numpy(dtype=np.int64),
+        )
+        for name, part in parts.items()
+    }
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise InputError(
+                f"task.data.splits.{name}", "too few rows for this split: give it a larger share"
+            )
+    return Dataset(label_names, splits, _fingerprint(label_names, splits))
+
+
+def _stratified_assignment(labels: np.ndarray, config: SplitConfig,
+                           rng: np.random.Generator) -> np.ndarray:
+    """Assign each row to a split, keeping each label's share the same in every split."""
+    assignment = np.empty(len(labels), dtype=object)
+    shares = np.cumsum([getattr(config, name) for name in SPLITS])
+    for label in sorted(set(labels)):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.round(shares * len(rows)).astype(int)
+        for name, start, stop in zip(SPLITS, np.r_[0, bounds[:-1]], bounds):
+            assignment[rows[start:stop]] = name
+    return assignment
+
+
+def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    taken = np.zeros(len(labels), dtype=bool)
+    for label in sorted(set(labels)):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        taken[rows[: int(round(fraction * len(rows)))]] = True
+    return taken
+
+
+def _fingerprint(label_names: list[str], splits: dict[str, Split]) -> str:
+    digest = hashlib.sha256(json.dumps(label_names).encode())
+    for name, split in splits.items():
+        digest.update(name.encode())
+        for text, label in zip(split.texts, split.labels.tolist()):
+            digest.update(text.encode("utf-8", "surrogatepass"))
+            digest.update(label.to_bytes(4, "little"))
+    return digest.hexdigest()

@@ -1,0 +1,87 @@
+"""Task fine-tuning (the seed's step 2): the base every candidate is compressed from.
+
+Full fine-tuning updates every weight; ``lora`` trains low-rank adapters with peft and merges
+them into the weights before compression, so every later stage sees a plain model. The result is
+cached by a hash of the model files, the data and these settings: a resumed or second study on
+the same base does not fine-tune again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from edgetune.objectives.cache import Cache, file_hash
+from edgetune.objectives.checkpoint import load_classifier, save_classifier
+from edgetune.objectives.task import Task
+from edgetune.objectives.training import TrainSettings, train
+from edgetune.spaces.base import Strict
+
+
+class LoraConfig(Strict):
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(default=["query", "key", "value", "dense"], min_length=1)
+
+
+class FinetuneConfig(Strict):
+    """The ``finetune:`` section."""
+
+    method: Literal["full", "lora", "none"] = Field(
+        default="full", description="none: the checkpoint is already fine-tuned for the task"
+    )
+    steps: int = Field(default=100, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    seed: int = 0
+    lora: LoraConfig = LoraConfig()
+
+
+def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
+    """The task-fine-tuned checkpoint folder, built once and then read from the cache."""
+    key = {
+        "stage": "finetune",
+        "model": file_hash(task.model_path),
+        "data": task.dataset.fingerprint,
+        "max_length": task.config.max_length,
+        "settings": config.model_dump(),
+    }
+    return cache.get_or_build("base", key, lambda folder: _fine_tune(task, config, folder))
+
+
+def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:
+    torch.manual_seed(config.seed)  # the new classification head starts the same every time
+    model = load_classifier(
+        task.model_path, task.label_names, trust_remote_code=task.config.trust_remote_code
+    )
+    settings = TrainSettings(
+        steps=config.steps if config.method != "none" else 0,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+    )
+    if config.method == "lora":
+        model = _train_lora(model, task, config, settings)
+    else:
+        train(model, task, settings)
+    save_classifier(model, folder)
+    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+
+
+def _train_lora(model, task: Task, config: FinetuneConfig, settings: TrainSettings):  # type: ignore[no-untyped-def]
+    import peft
+
+    lora = peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS,
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+    )
+    adapted = peft.get_peft_model(model, lora)
+    train(adapted, task, settings)
+    return adapted.merge_and_unload().eval()

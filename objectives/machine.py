@@ -1,0 +1,38 @@
+"""Where a figure was measured: fronts never mix latencies from different machines unawares."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+import onnxruntime
+
+import edgetune
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        import cpuinfo
+
+        return str(cpuinfo.get_cpu_info().get("brand_raw") or platform.processor())
+    except Exception:  # cpuinfo probes the CPU in ways some sandboxes refuse
+        return platform.processor() or "unknown"
+
+
+def machine_record(threads: int) -> dict[str, object]:
+    """CPU model, core count, threads, and the versions that shape a latency figure."""
+    return {
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "onnxruntime": onnxruntime.__version__,
+        "edgetune": edgetune.__version__,
+    }
+
+
+def machine_key(record: dict[str, object]) -> str:
+    """What must match for two latencies to share one front: CPU, cores, threads, runtime."""
+    return f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · ORT {record['onnxruntime']}"

@@ -1,0 +1,38 @@
+"""Recovery build step: fine-tune a pruned model, optionally distilled from the unpruned one.
+
+Search space: ``edgetune.spaces.recovery``.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+
+from edgetune.objectives.task import Task
+from edgetune.objectives.training import StepCallback, TrainSettings, train
+from edgetune.spaces.recovery import RecoveryRecipe
+
+
+def recover(
+    model: PreTrainedModel,
+    teacher: PreTrainedModel | None,
+    task: Task,
+    recipe: RecoveryRecipe,
+    batch_size: int,
+    seed: int,
+    callback: StepCallback | None = None,
+    callback_every: int = 0,
+) -> PreTrainedModel:
+    """Train ``model`` for ``recipe.steps``; ``teacher`` is used only when the recipe distils."""
+    settings = TrainSettings(
+        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate, seed=seed
+    )
+    return train(
+        model,
+        task,
+        settings,
+        teacher=teacher if recipe.distillation else None,
+        temperature=recipe.temperature,
+        alpha=recipe.alpha,
+        callback=callback,
+        callback_every=callback_every,
+    )

@@ -1,0 +1,97 @@
+"""The one training loop: fine-tuning the base, recovery after pruning, and QAT all use it.
+
+Batches are drawn from the tokenized train split with a seeded generator, so the same settings
+train the same model. With a teacher, the loss mixes cross-entropy with the KL divergence to the
+teacher's temperature-softened logits (Hinton et al., 2015), scaled by T² so its gradients keep
+their size as T changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from transformers import get_linear_schedule_with_warmup
+
+from edgetune.objectives.task import Task
+from edgetune.spaces.base import Strict
+
+StepCallback = Callable[[int, torch.nn.Module], None]
+
+
+class TrainSettings(Strict):
+    steps: int = Field(ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    seed: int = 0
+
+
+def train(
+    model: torch.nn.Module,
+    task: Task,
+    settings: TrainSettings,
+    teacher: torch.nn.Module | None = None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    callback: StepCallback | None = None,
+    callback_every: int = 0,
+) -> torch.nn.Module:
+    """Train ``model`` in place on the train split and return it in eval mode.
+
+    ``callback(step, model)`` runs every ``callback_every`` steps (and may raise to stop early,
+    as an Optuna pruner does).
+    """
+    if settings.steps == 0:
+        return model.eval()
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    inputs = {name: torch.tensor(array) for name, array in task.encoded("train").items()}
+    labels = torch.tensor(task.labels("train"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(settings.warmup_ratio * settings.steps), settings.steps
+    )
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    for step in range(1, settings.steps + 1):
+        rows = torch.randint(len(labels), (settings.batch_size,), generator=generator)
+        batch = {name: tensor[rows] for name, tensor in inputs.items()}
+        logits = model(**batch).logits
+        loss = F.cross_entropy(logits, labels[rows])
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(**batch).logits
+            loss = (1 - alpha) * loss + alpha * distillation_loss(logits, target, temperature)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if callback is not None and callback_every and step % callback_every == 0:
+            model.eval()
+            callback(step, model)
+            model.train()
+    return model.eval()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher ‖ student) on temperature-softened distributions, scaled by T²."""
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=-1),
+            F.softmax(teacher_logits / temperature, dim=-1),
+            reduction="batchmean",
+        )
+        * temperature**2
+    )

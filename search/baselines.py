@@ -1,0 +1,48 @@
+"""Start from what is known: trials every study runs first, so its front is never worse than them.
+
+Baselines are written as the space's own parameters, so the sampler learns from them like from
+any trial. A baseline the user's space cannot express (say, dynamic INT8 when the space allows only
+static) is skipped; a user's own ``search.enqueue`` entry that does not fit is an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+
+from edgetune.spaces.space import SearchSpace
+
+Params = dict[str, Any]
+
+BASELINES: dict[str, Params] = {
+    "dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
+                     "quantization.per_channel": False, "graph.fusion": False},
+    "fusion + dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
+                              "quantization.per_channel": False, "graph.fusion": True},
+}
+
+
+def misfit(space: SearchSpace, params: Params) -> str | None:
+    """Why ``params`` is not one point of ``space`` (a missing, unknown or out-of-range value)."""
+    trial = optuna.trial.FixedTrial(params)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # FixedTrial only warns about out-of-range values
+            space.sample(trial)
+    except (ValueError, UserWarning) as error:
+        return str(error).split(". Please")[0]
+    unused = sorted(set(params) - set(trial.params))
+    if unused:
+        return f"parameters this recipe does not use: {', '.join(unused)}"
+    return None
+
+
+def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params]) -> None:
+    """Queue the built-in baselines that fit ``space``, then the user's own recipes."""
+    for name, params in BASELINES.items():
+        if misfit(space, params) is None:
+            study.enqueue_trial(params, user_attrs={"role": "baseline", "baseline": name})
+    for params in extra:
+        study.enqueue_trial(params, user_attrs={"role": "enqueued"})

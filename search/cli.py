@@ -1,0 +1,141 @@
+"""The ``edgetune`` command line: ``run`` a study, show its ``status``.
+
+Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
+file and what was expected, and exits with code 2, as click does for usage errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edgetune import __version__
+from edgetune.errors import InputError
+from edgetune.search.front import FrontRow, front
+
+USAGE_ERROR = 2
+
+
+def main() -> None:
+    cli(prog_name="edgetune")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgetune")
+def cli() -> None:
+    """Search compression recipes for a fine-tuned model; keep the Pareto front of latency
+    (ONNX Runtime) vs accuracy; report it and export the trial you choose."""
+
+
+def input_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``InputError`` into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as error:
+            click.echo(f"edgetune: error: {error}", err=True)
+            sys.exit(USAGE_ERROR)
+
+    return wrapper
+
+
+def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--run-dir, --storage and --study: where a study lives (DESIGN §5)."""
+    for option in reversed([
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Run folder [default: runs/<study>]."),
+        click.option("--storage", metavar="URL",
+                     help="Optuna storage URL [default: sqlite:///<run-dir>/study.db]."),
+        click.option("--study", "study_name", metavar="NAME", help="Optuna study name."),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Finished trials the study should hold [default: search.trials].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Stop starting trials after this many seconds.")
+@study_options
+@click.option("--json", "as_json", is_flag=True, help="Print the front as JSON on stdout.")
+@input_errors
+def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: Path | None,
+        storage: str | None, study_name: str | None, as_json: bool) -> None:
+    """Run (or resume) the study CONFIG_FILE describes, up to its trial budget."""
+    from edgetune.search.config import load_config
+    from edgetune.search.run import run as run_study
+    from edgetune.search.study import Location
+
+    overrides = {"study": study_name} if study_name else {}
+    config = load_config(config_file, overrides)
+    location = Location.resolve(config.study, run_dir, storage or config.storage)
+    console = Console(stderr=True)
+    study = run_study(config, location, config_file.parent, console, trials, timeout)
+    _print_front(front(study), study.study_name, as_json)
+
+
+@cli.command()
+@study_options
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@input_errors
+def status(run_dir: Path | None, storage: str | None, study_name: str | None,
+           config_file: Path | None, as_json: bool) -> None:
+    """Show the trials and the Pareto front of an existing study.
+
+    Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
+    """
+    from edgetune.search.study import load_study
+
+    study = load_study(_location(config_file, study_name, run_dir, storage))
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    if not as_json:
+        Console(stderr=True).print(
+            f"study [bold]{study.study_name}[/bold]: "
+            + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        )
+    _print_front(front(study), study.study_name, as_json, extra={"trials": counts})
+
+
+def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,
+              storage: str | None):  # type: ignore[no-untyped-def]
+    from edgetune.search.config import load_config
+    from edgetune.search.study import Location
+
+    if config_file is not None:
+        config = load_config(config_file)
+        return Location.resolve(study_name or config.study, run_dir, storage or config.storage)
+    if study_name is None:
+        if run_dir is None or storage is not None:
+            raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
+        study_name = run_dir.name
+    return Location.resolve(study_name, run_dir, storage)
+
+
+def _print_front(rows: list[FrontRow], study: str, as_json: bool,
+                 extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({"study": study, **(extra or {}),
+                               "front": [row.as_dict() for row in rows]}, indent=2))
+        return
+    table = Table(title=f"Pareto front of {study}: accuracy (validation) vs latency")
+    for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
+        table.add_column(column, justify="left" if column == "recipe" else "right")
+    for row in rows:
+        table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", f"{row.latency_ms:.2f}",
+                      f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
+    Console().print(table)

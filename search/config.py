@@ -1,0 +1,115 @@
+"""The study config (``study.yaml``): loading, validation and the hash that fixes a study.
+
+Every section is a strict pydantic model declared beside the code it configures (the task in
+``objectives.task``, a knob's ranges in ``spaces/<knob>.py``); this module composes them. A wrong
+config raises ``InputError`` naming the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from edgetune.errors import InputError
+from edgetune.objectives.finetune import FinetuneConfig
+from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.task import TaskConfig
+from edgetune.spaces.base import Strict
+from edgetune.spaces.space import SearchSpace
+
+Sampler = Literal["tpe", "nsga2", "gp", "random"]
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class SearchConfig(Strict):
+    """The ``search:`` section: how trials are chosen and how many."""
+
+    trials: int = Field(default=12, ge=1, description="finished trials the study aims for")
+    timeout: float | None = Field(default=None, gt=0, description="seconds for this run")
+    sampler: Sampler = "tpe"
+    seed: int = 0
+    enqueue: list[dict[str, Any]] = Field(
+        default=[], description="recipes to try first, as space parameters (pruning.method: ...)"
+    )
+
+
+class StudyConfig(Strict):
+    study: str = Field(pattern=STUDY_NAME_PATTERN, description="the Optuna study name")
+    task: TaskConfig
+    finetune: FinetuneConfig = FinetuneConfig()
+    target: TargetConfig = TargetConfig()
+    measure: MeasureConfig = MeasureConfig()
+    space: SearchSpace = SearchSpace()
+    search: SearchConfig = SearchConfig()
+    storage: str | None = Field(default=None, description="an Optuna storage URL")
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _enqueued_recipes_fit_the_space(self) -> StudyConfig:
+        from edgetune.search.baselines import misfit
+
+        for i, params in enumerate(self.search.enqueue):
+            problem = misfit(self.space, params)
+            if problem:
+                raise ValueError(f"search.enqueue[{i}] is not a recipe of this space: {problem}")
+        return self
+
+    def fingerprint(self) -> str:
+        """A hash of what fixes a study's results; budgets and locations may change on resume."""
+        fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
+                                                      "search": {"trials", "timeout"}})
+        return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate ``path``; ``overrides`` maps dotted field paths to values (CLI flags)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(str(path), f"cannot read the config: {error.strerror}") from error
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InputError(where, f"not valid YAML: {getattr(error, 'problem', error)}") from error
+    if not isinstance(raw, dict):
+        raise InputError(str(path), "expected a mapping of sections (study, task, space, ...)")
+    for dotted, value in (overrides or {}).items():
+        _set(raw, dotted.split("."), value)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as error:
+        raise InputError(*_describe(error)) from error
+
+
+def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    """The first problem's field path, and its message with the value given."""
+    problems = error.errors()
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "config"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling and section)"
+    elif first["type"] != "missing":
+        message += f" (got {json.dumps(first.get('input'), default=str)[:80]})"
+    if len(problems) > 1:
+        message += f"; and {len(problems) - 1} more problem(s)"
+    return where, message
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic inserts the chosen union member's name into error locations; users never wrote it."""
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)

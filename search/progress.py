@@ -1,0 +1,47 @@
+"""The live view of a running study: a bar per trial with the front's size and best figures."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgetune.search.front import front
+
+
+class TrialProgress:
+    """An Optuna callback that advances a progress bar as trials finish."""
+
+    def __init__(self, total: int, done: int, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=console, transient=False,
+        )
+        self.task = self.progress.add_task("", total=total, completed=done)
+
+    def __enter__(self) -> TrialProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def status(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            failure = trial.user_attrs.get("failure", {})
+            self.console.print(f"[red]trial {trial.number} failed[/red] in "
+                               f"{failure.get('stage', '?')}: {failure.get('error', '')[:200]}")
+        rows = front(study)
+        best = ""
+        if rows:
+            fastest = rows[0]
+            most_accurate = max(rows, key=lambda r: r.accuracy)
+            best = (f" · fastest {fastest.latency_ms:.2f} ms ({fastest.ratio:.2f}x)"
+                    f" · best accuracy {most_accurate.accuracy:.2%}")
+        self.progress.update(self.task, advance=1,
+                             description=f"front {len(rows)}{best}")

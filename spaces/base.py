@@ -1,0 +1,71 @@
+"""Building blocks shared by every knob's search space: ranges, choices and strict models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """A config or recipe model that refuses unknown keys and cannot be changed once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(Strict):
+    """A float parameter searched between ``low`` and ``high`` (inclusive)."""
+
+    low: float
+    high: float
+    step: float | None = Field(default=None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a log-scaled range cannot have a step")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class IntRange(Strict):
+    """An integer parameter searched between ``low`` and ``high`` (inclusive)."""
+
+    low: int
+    high: int
+    step: int = Field(default=1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+
+def suggest_choice(trial: optuna.Trial, name: str, choices: Sequence[T]) -> T:
+    """Sample one of ``choices`` (strings, numbers or booleans, as Optuna stores them)."""
+    return trial.suggest_categorical(name, list(choices))  # type: ignore[arg-type,return-value]
+
+
+class CountRange(IntRange):
+    """A count that cannot be negative, such as training steps."""
+
+    low: int = Field(ge=0)
+    high: int = Field(ge=0)

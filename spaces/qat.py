@@ -1,0 +1,41 @@
+"""Quantization-aware training knob: NNCF inserts fake-quantizers, the model trains with them.
+
+QAT recovers accuracy that INT8 rounding costs, at the price of training steps. Sampled as the
+``qat`` quantization scheme. Build step: ``edgetune.objectives.qat``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import optuna
+from pydantic import Field, field_validator
+
+from edgetune.spaces.base import CountRange, FloatRange, Strict
+
+
+class QatRecipe(Strict):
+    scheme: Literal["qat"] = "qat"
+    steps: int = Field(ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+
+    def short(self) -> str:
+        return f"qat{self.steps}"
+
+
+class QatSpace(Strict):
+    steps: CountRange = CountRange(low=10, high=40, step=10)
+    learning_rate: FloatRange = FloatRange(low=5e-6, high=5e-5, log=True)
+
+    @field_validator("steps")
+    @classmethod
+    def _trains(cls, steps: CountRange) -> CountRange:
+        if steps.low < 1:
+            raise ValueError("QAT needs at least 1 training step (low >= 1)")
+        return steps
+
+    def sample(self, trial: optuna.Trial) -> QatRecipe:
+        return QatRecipe(
+            steps=self.steps.suggest(trial, "qat.steps"),
+            learning_rate=self.learning_rate.suggest(trial, "qat.learning_rate"),
+        )

@@ -1,0 +1,35 @@
+"""A compression recipe: everything needed to rebuild one candidate, as plain data.
+
+A recipe is stored on its Optuna trial as JSON and rebuilt from it (``Recipe.model_validate``),
+so ``export`` can rebuild a candidate whose file was not kept.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgetune.spaces.base import Strict
+from edgetune.spaces.graph import GraphRecipe
+from edgetune.spaces.pruning import NoPruning, PruningRecipe
+from edgetune.spaces.quantization import NoQuantization, QuantizationRecipe
+from edgetune.spaces.recovery import RecoveryRecipe
+
+
+class Recipe(Strict):
+    pruning: PruningRecipe = Field(default_factory=NoPruning)
+    recovery: RecoveryRecipe = Field(default_factory=lambda: RecoveryRecipe(steps=0))
+    quantization: QuantizationRecipe = Field(default_factory=NoQuantization)
+    graph: GraphRecipe = Field(default_factory=GraphRecipe)
+
+    @property
+    def is_reference(self) -> bool:
+        """The FP32 reference: nothing pruned, quantized or fused."""
+        return self == Recipe()
+
+    def short(self) -> str:
+        """A compact one-line description, such as ``heads0.50/ffn0.50/L4+rec50+kd · fused · dyn-int8``."""
+        if self.is_reference:
+            return "fp32 reference"
+        prune = "+".join(p for p in (self.pruning.short(), self.recovery.short()) if p)
+        parts = [prune, self.graph.short(), self.quantization.short()]
+        return " · ".join(p for p in parts if p)

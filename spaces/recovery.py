@@ -1,0 +1,50 @@
+"""Recovery knob: fine-tuning after pruning, optionally distilled from the unpruned model.
+
+Pruning costs accuracy; a few hundred examples of further training win most of it back. With
+distillation the pruned student also matches the fine-tuned teacher's softened logits.
+Sampled only when the recipe prunes. Build step: ``edgetune.objectives.recovery``.
+"""
+
+from __future__ import annotations
+
+import optuna
+from pydantic import Field
+
+from edgetune.spaces.base import CountRange, FloatRange, Strict, suggest_choice
+
+
+class RecoveryRecipe(Strict):
+    steps: int = Field(ge=0)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    distillation: bool = False
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1, description="weight of the distillation loss")
+
+    def short(self) -> str:
+        if self.steps == 0:
+            return ""
+        kd = f"+kd(T{self.temperature:g},a{self.alpha:g})" if self.distillation else ""
+        return f"rec{self.steps}{kd}"
+
+
+class RecoverySpace(Strict):
+    steps: CountRange = CountRange(low=25, high=100, step=25)
+    learning_rate: FloatRange = FloatRange(low=2e-5, high=1e-4, log=True)
+    distillation: list[bool] = Field(default=[True, False], min_length=1)
+    temperature: FloatRange = FloatRange(low=1.0, high=4.0, step=0.5)
+    alpha: FloatRange = FloatRange(low=0.3, high=0.9, step=0.1)
+
+    def sample(self, trial: optuna.Trial) -> RecoveryRecipe:
+        steps = self.steps.suggest(trial, "recovery.steps")
+        if steps == 0:
+            return RecoveryRecipe(steps=0)
+        learning_rate = self.learning_rate.suggest(trial, "recovery.learning_rate")
+        if not suggest_choice(trial, "recovery.distillation", self.distillation):
+            return RecoveryRecipe(steps=steps, learning_rate=learning_rate)
+        return RecoveryRecipe(
+            steps=steps,
+            learning_rate=learning_rate,
+            distillation=True,
+            temperature=self.temperature.suggest(trial, "recovery.temperature"),
+            alpha=self.alpha.suggest(trial, "recovery.alpha"),
+        )

@@ -1,0 +1,41 @@
+"""The whole search space: the knobs together, and the conditions between them."""
+
+from __future__ import annotations
+
+import optuna
+
+from edgetune.spaces.base import Strict
+from edgetune.spaces.graph import GraphRecipe, GraphSpace
+from edgetune.spaces.pruning import PruningSpace
+from edgetune.spaces.quantization import QuantizationSpace
+from edgetune.spaces.recipe import Recipe
+from edgetune.spaces.recovery import RecoveryRecipe, RecoverySpace
+
+
+class SearchSpace(Strict):
+    """The ``space:`` section of a study config.
+
+    Example:
+        >>> import optuna
+        >>> space = SearchSpace.model_validate({"pruning": {"methods": ["none"]}})
+        >>> study = optuna.create_study(directions=["maximize", "minimize"])
+        >>> recipe = space.sample(study.ask())
+        >>> recipe.pruning.method
+        'none'
+    """
+
+    pruning: PruningSpace = PruningSpace()
+    recovery: RecoverySpace = RecoverySpace()
+    quantization: QuantizationSpace = QuantizationSpace()
+    graph: GraphSpace = GraphSpace()
+
+    def sample(self, trial: optuna.Trial) -> Recipe:
+        pruning = self.pruning.sample(trial)
+        # Recovery only means something after pruning: never sample it for an unpruned model.
+        recovery = (
+            self.recovery.sample(trial) if pruning.method != "none" else RecoveryRecipe(steps=0)
+        )
+        quantization = self.quantization.sample(trial)
+        # QAT exports its own Q/DQ graph, which the transformer fusions do not apply to.
+        graph = self.graph.sample(trial) if quantization.scheme != "qat" else GraphRecipe()
+        return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph)

@@ -1,0 +1,86 @@
+"""Data loads from CSV, JSON Lines, label folders and datasets folders, split seeded and stratified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetune.errors import InputError
+from edgetune.objectives.data import DataConfig, SplitConfig, load_dataset
+from conftest import make_texts
+
+
+def test_splits_are_stratified_seeded_and_disjoint(tiny_csv: Path) -> None:
+    first = load_dataset(DataConfig(path=str(tiny_csv)))
+    again = load_dataset(DataConfig(path=str(tiny_csv)))
+    other_seed = load_dataset(DataConfig(path=str(tiny_csv), splits=SplitConfig(seed=1)))
+    assert first.fingerprint == again.fingerprint != other_seed.fingerprint
+    sizes = {name: len(split) for name, split in first.splits.items()}
+    assert sizes == {"train": 180, "calibration": 15, "validation": 45, "test": 60}
+    for split in first.splits.values():  # every label in every split, in equal shares
+        assert sorted(np.bincount(split.labels).tolist()) == [len(split) // 3] * 3
+    texts = [set(s.texts) for s in first.splits.values()]
+    assert sum(len(t) for t in texts) == len(set().union(*texts))
+
+
+def test_jsonl_and_label_folders_read_like_csv(tmp_path: Path) -> None:
+    rows = make_texts(20)
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"body": t, "topic": l}) for t, l in rows))
+    folders = tmp_path / "folders"
+    for i, (text, label) in enumerate(rows):
+        (folders / label).mkdir(parents=True, exist_ok=True)
+        (folders / label / f"{i}.txt").write_text(text)
+    from_jsonl = load_dataset(DataConfig(path=str(jsonl), text_column="body", label_column="topic"))
+    from_folders = load_dataset(DataConfig(path=str(folders)))
+    assert from_jsonl.label_names == from_folders.label_names == ["politics", "sport", "tech"]
+    assert sum(map(len, from_jsonl.splits.values())) == sum(map(len, from_folders.splits.values()))
+
+
+def test_datasets_folder_keeps_its_splits(tmp_path: Path) -> None:
+    import datasets
+
+    rows = make_texts(30)
+    as_dict = {"text": [t for t, _ in rows], "label": [l for _, l in rows]}
+    full = datasets.Dataset.from_dict(as_dict)
+    dataset_dict = datasets.DatasetDict({"train": full.select(range(60)),
+                                         "validation": full.select(range(60, 75)),
+                                         "test": full.select(range(75, 90))})
+    dataset_dict.save_to_disk(str(tmp_path / "dd"))
+    loaded = load_dataset(DataConfig(path=str(tmp_path / "dd")))
+    assert len(loaded.splits["validation"]) == 15 and len(loaded.splits["test"]) == 15
+    assert len(loaded.splits["train"]) + len(loaded.splits["calibration"]) == 60
+
+
+@pytest.mark.parametrize(("content", "config", "where", "words"), [
+    ("text,label\n", {}, "task.data.path", "holds no rows"),
+    ("body,label\nhello,a\n", {}, "task.data.text_column", "no column 'text'"),
+    (b"text,label\ncaf\xe9,a\n", {}, "task.data.encoding", "not valid utf-8"),
+])
+def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: dict,
+                                  where: str, words: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError) as error:
+        load_dataset(DataConfig(path=str(path), **config))
+    assert error.value.where == where and words in error.value.message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        load_dataset(DataConfig(path=str(tmp_path / "absent.csv")))
+
+
+def test_held_out_labels_unknown_to_train_are_refused(tmp_path: Path) -> None:
+    import datasets
+
+    rows = make_texts(20)
+    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
+    train = full.filter(lambda r: r["label"] != "tech")
+    datasets.DatasetDict({"train": train, "validation": full, "test": full}).save_to_disk(
+        str(tmp_path / "dd"))
+    with pytest.raises(InputError, match="labels that train lacks: tech"):
+        load_dataset(DataConfig(path=str(tmp_path / "dd")))

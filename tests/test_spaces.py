@@ -1,0 +1,91 @@
+"""The search space samples only what it builds, and recipes survive a round trip as JSON."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from edgetune.spaces.recipe import Recipe
+from edgetune.spaces.space import SearchSpace
+
+
+def sample_many(space: SearchSpace, n: int = 200) -> list[tuple[optuna.Trial, Recipe]]:
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append((trial, space.sample(trial)))
+        study.tell(trial, [0.0, 0.0])
+    return out
+
+
+def test_recovery_is_sampled_only_for_pruned_models() -> None:
+    for trial, recipe in sample_many(SearchSpace()):
+        recovery_params = [p for p in trial.params if p.startswith("recovery.")]
+        if recipe.pruning.method == "none":
+            assert recovery_params == []
+            assert recipe.recovery.steps == 0
+        else:
+            assert "recovery.steps" in recovery_params
+
+
+def test_distillation_settings_are_sampled_only_when_distilling() -> None:
+    for trial, recipe in sample_many(SearchSpace()):
+        has_temperature = "recovery.temperature" in trial.params
+        assert has_temperature == (recipe.recovery.steps > 0 and recipe.recovery.distillation)
+
+
+def test_graph_fusion_is_not_sampled_for_qat() -> None:
+    seen_qat = False
+    for trial, recipe in sample_many(SearchSpace()):
+        if recipe.quantization.scheme == "qat":
+            seen_qat = True
+            assert "graph.fusion" not in trial.params
+            assert recipe.graph.fusion is False
+    assert seen_qat
+
+
+def test_each_method_samples_only_its_own_parameters() -> None:
+    for trial, recipe in sample_many(SearchSpace()):
+        pruning = {p for p in trial.params if p.startswith("pruning.")} - {"pruning.method"}
+        expected = {
+            "none": set(),
+            "structured": {"pruning.heads_kept", "pruning.ffn_kept", "pruning.layers_kept"},
+            "unstructured": {"pruning.ratio"},
+        }[recipe.pruning.method]
+        assert pruning == expected
+
+
+def test_a_restricted_space_samples_only_the_listed_choices() -> None:
+    space = SearchSpace.model_validate(
+        {"pruning": {"methods": ["structured"], "structured": {"layers_kept": {"low": 3, "high": 4}}},
+         "quantization": {"schemes": ["dynamic"]}}
+    )
+    for _, recipe in sample_many(space, 50):
+        assert recipe.pruning.method == "structured"
+        assert recipe.pruning.layers_kept in (3, 4)
+        assert recipe.quantization.scheme == "dynamic"
+
+
+def test_recipes_round_trip_through_json() -> None:
+    for _, recipe in sample_many(SearchSpace(), 50):
+        assert Recipe.model_validate_json(recipe.model_dump_json()) == recipe
+
+
+def test_the_default_recipe_is_the_fp32_reference() -> None:
+    assert Recipe().is_reference
+    assert Recipe().short() == "fp32 reference"
+
+
+@pytest.mark.parametrize("bad", [
+    {"pruning": {"methods": []}},
+    {"pruning": {"unstructured": {"ratio": {"low": 0.5, "high": 1.0}}}},
+    {"pruning": {"structured": {"heads_kept": {"low": 0.0, "high": 0.5}}}},
+    {"recovery": {"steps": {"low": -5, "high": 10}}},
+    {"quantization": {"schemes": ["int3"]}},
+    {"pruning": {"structured": {"layers_kept": {"low": 4, "high": 2}}}},
+])
+def test_invalid_spaces_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        SearchSpace.model_validate(bad)
