@@ -68,7 +68,7 @@ class Cache:
         if final.is_dir():
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(final.with_suffix(".lock")):
+        with locked(final.with_suffix(".lock")):
             if final.is_dir():  # another worker built it while we waited
                 return final
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
@@ -82,7 +82,8 @@ class Cache:
 
 
 @contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
+def locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if missing) for the block."""
     with lock_file.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

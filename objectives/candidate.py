@@ -26,7 +26,14 @@ from edgetune.objectives.cache import Cache
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.graph import fuse
-from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure
+from edgetune.objectives.latency import (
+    Latency,
+    MeasureConfig,
+    Ratio,
+    latency_inputs,
+    measure,
+    ratio,
+)
 from edgetune.objectives.pruning import make_permanent, prune, save_pruned
 from edgetune.objectives.qat import quantization_aware_training
 from edgetune.objectives.quantization import quantize_dynamic_int8, quantize_static_int8
@@ -91,8 +98,8 @@ class Measurement:
     zipped_mb: float
 
     @property
-    def ratio(self) -> float:
-        return self.latency.median_ms / self.reference_latency.median_ms
+    def ratio(self) -> Ratio:
+        return ratio(self.latency, self.reference_latency)
 
 
 def build(recipe: Recipe, bench: Workbench, candidate: Candidate,

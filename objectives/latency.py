@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
+from edgetune.objectives.isolation import measurement_cores, run_pinned
 from edgetune.objectives.runtime import TargetConfig, feeds, session
 from edgetune.spaces.base import Strict
 
@@ -28,6 +29,11 @@ class MeasureConfig(Strict):
     rounds: int = Field(default=5, ge=1)
     runs: int = Field(default=30, ge=1)
     inputs: int = Field(default=8, ge=1, description="distinct validation batches cycled through")
+    isolate: bool = Field(default=False, description="measure in a fresh process pinned to cores")
+    cores: list[int] | None = Field(
+        default=None, min_length=1,
+        description="CPU ids a measurement is pinned to (with isolate; training keeps off them)",
+    )
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,25 @@ class Latency:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A model's latency relative to another's measured beside it, round by round."""
+
+    value: float  # the median of the per-round ratios of round medians
+    spread: float  # (max - min) of the per-round ratios, relative to their median
+
+
+def ratio(latency: Latency, reference: Latency) -> Ratio:
+    """``latency`` relative to ``reference``, both from one ``measure`` call.
+
+    Rounds are paired: in each round both models ran back to back under the same load, so each
+    round's ratio cancels the load of its moment, and the median over rounds drops outliers.
+    """
+    per_round = [a / b for a, b in zip(latency.round_medians_ms, reference.round_medians_ms,
+                                       strict=True)]
+    return Ratio(value=float(np.median(per_round)), spread=_spread(per_round))
 
 
 def latency_inputs(encoded: dict[str, np.ndarray], target: TargetConfig,
@@ -62,7 +87,18 @@ def _fit(value: np.ndarray, length: int) -> np.ndarray:
 
 def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
             target: TargetConfig, config: MeasureConfig) -> dict[str, Latency]:
-    """Measure ``models`` together, interleaved, and return each one's latency."""
+    """Measure ``models`` together, interleaved, and return each one's latency.
+
+    With ``config.isolate`` the measurement runs in a fresh process pinned to ``config.cores``.
+    """
+    if config.isolate:
+        cores = measurement_cores(config.cores, target.threads)
+        return run_pinned(_measure_here, cores, models, inputs, target, config)
+    return _measure_here(models, inputs, target, config)
+
+
+def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
+                  target: TargetConfig, config: MeasureConfig) -> dict[str, Latency]:
     runners = {}
     for name, path in models.items():
         sess = session(path, target)
@@ -86,10 +122,13 @@ def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
 
 def _summarise(rounds: list[list[float]]) -> Latency:
     medians = [float(np.median(r)) for r in rounds]
-    median = float(np.median(medians))
     return Latency(
-        median_ms=median,
+        median_ms=float(np.median(medians)),
         p90_ms=float(np.percentile(np.concatenate(rounds), 90)),
-        spread=(max(medians) - min(medians)) / median,
+        spread=_spread(medians),
         round_medians_ms=medians,
     )
+
+
+def _spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / float(np.median(values))

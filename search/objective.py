@@ -20,11 +20,9 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from edgetune.objectives.candidate import Candidate, StageError, Workbench, build, evaluate
 from edgetune.objectives.machine import machine_record
-from edgetune.search.study import REFERENCE, ROLE
+from edgetune.search.study import REFERENCE, REFERENCE_LATENCY, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
-
-REFERENCE_LATENCY = "reference_latency_ms"
 
 
 class Objective:
@@ -64,11 +62,12 @@ class Objective:
             trial.set_user_attr("stage_seconds",
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
         reference_ms = _study_reference_ms(trial.study, measurement.reference_latency.median_ms)
-        latency_ms = measurement.ratio * reference_ms
+        latency_ms = measurement.ratio.value * reference_ms
         trial.set_user_attr("measurement", {
             "accuracy": measurement.accuracy,
             "latency_ms": latency_ms,
-            "ratio": measurement.ratio,
+            "ratio": measurement.ratio.value,
+            "ratio_spread": measurement.ratio.spread,
             "latency": measurement.latency.as_dict(),
             "reference_latency": measurement.reference_latency.as_dict(),
             "size_mb": measurement.size_mb,

@@ -66,3 +66,39 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(make_texts(100))
     return path
+
+
+LABELS = sorted(TOPICS)
+INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with a 3-topic head, exported to ONNX: fast to run."""
+    import torch
+
+    from edgetune.objectives.checkpoint import load_classifier
+    from edgetune.objectives.export import export_onnx
+
+    torch.manual_seed(0)
+    model = load_classifier(tiny_model, LABELS)
+    return export_onnx(model, INPUT_NAMES, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def slow_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT on the tiny vocabulary, wide and deep enough to run many times slower than tiny."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from edgetune.objectives.checkpoint import load_classifier
+    from edgetune.objectives.export import export_onnx
+
+    torch.manual_seed(0)
+    tiny = BertConfig.from_pretrained(tiny_model)
+    config = BertConfig(vocab_size=tiny.vocab_size, hidden_size=256, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=1024, max_position_embeddings=64,
+                        num_labels=len(LABELS))
+    folder = tmp_path_factory.mktemp("slow-bert")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return export_onnx(load_classifier(folder), INPUT_NAMES, folder / "slow.onnx")
