@@ -20,6 +20,7 @@ from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.search.confirm import ConfirmConfig
 from edgetune.spaces.base import Strict
 from edgetune.spaces.space import SearchSpace
 
@@ -45,6 +46,7 @@ class StudyConfig(Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     target: TargetConfig = TargetConfig()
     measure: MeasureConfig = MeasureConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
     space: SearchSpace = SearchSpace()
     search: SearchConfig = SearchConfig()
     storage: str | None = Field(default=None, description="an Optuna storage URL")
@@ -61,9 +63,15 @@ class StudyConfig(Strict):
         return self
 
     def fingerprint(self) -> str:
-        """A hash of what fixes a study's results; budgets and locations may change on resume."""
+        """A hash of what fixes a study's results.
+
+        Budgets, locations, the confirmation and where on a machine measurements run may change
+        on resume (workers on different machines pin different cores).
+        """
         fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
-                                                      "search": {"trials", "timeout"}})
+                                                      "search": {"trials", "timeout"},
+                                                      "measure": {"isolate", "cores"},
+                                                      "confirm": True})
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -39,7 +39,7 @@ class TrialProgress:
         rows = front(study)
         best = ""
         if rows:
-            fastest = rows[0]
+            fastest = min(rows, key=lambda r: r.latency_ms)
             most_accurate = max(rows, key=lambda r: r.accuracy)
             best = (f" · fastest {fastest.latency_ms:.2f} ms ({fastest.ratio:.2f}x)"
                     f" · best accuracy {most_accurate.accuracy:.2%}")

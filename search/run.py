@@ -1,4 +1,5 @@
-"""``edgetune run``: validate everything, fine-tune the base once, then run trials to the budget.
+"""``edgetune run``: validate everything, fine-tune the base once, run trials to the budget, then
+confirm the front (``confirm.after_run``; skipped when the last confirmation is still current).
 
 Nothing is written before the config, the model folder, the data and the storage URL have been
 checked, so bad input costs nothing. Trials run one ``study.optimize(n_trials=1)`` at a time so
@@ -22,12 +23,15 @@ from rich.console import Console
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.finetune import fine_tuned_base
+from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_supported
 from edgetune.objectives.task import load_task
 from edgetune.search.config import StudyConfig
+from edgetune.search.confirm import confirm, is_current
+from edgetune.search.front import reference
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
-from edgetune.search.study import Location, make_storage, open_study
+from edgetune.search.study import CONFIG_DIR, Location, load_study, make_storage, open_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -45,9 +49,16 @@ def run(config: StudyConfig, location: Location, config_dir: Path, console: Cons
 
     Libraries print progress of their own (NNCF's bars, ONNX Runtime's calibrators) on stdout;
     it goes to stderr so that stdout carries only edgetune's result (``--json`` reads it).
+    With ``measure.isolate`` this process, which trains, keeps off the measurement cores.
     """
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _training_apart(config):
         return _run(config, location, config_dir, console, trials, timeout)
+
+
+def _training_apart(config: StudyConfig) -> contextlib.AbstractContextManager[None]:
+    if not config.measure.isolate:
+        return contextlib.nullcontext()
+    return training_apart(measurement_cores(config.measure.cores, config.target.threads))
 
 
 def _run(config: StudyConfig, location: Location, config_dir: Path, console: Console,
@@ -64,6 +75,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
 
     study = open_study(config, location)
     study.set_user_attr("data", task.dataset.summary() | {"split_seed": config.task.data.splits.seed})
+    study.set_user_attr(CONFIG_DIR, str(config_dir.resolve()))  # the config's relative paths
     cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     with console.status("fine-tuning the base model (cached after the first time)"):
         base = fine_tuned_base(task, config.finetune, cache)
@@ -79,6 +91,11 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                            gc_after_trial=True)
+    if (config.confirm.after_run and reference(study) is not None
+            and not is_current(study, config.confirm.margin, config.target.threads)):
+        with console.status("confirming the front: measuring it again, together"):
+            confirm(study, location, task, config)
+        study = load_study(location)  # Optuna caches finished trials: read the confirmation
     return study
 
 

@@ -11,17 +11,22 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
-from edgetune.search.config import StudyConfig
+
+if TYPE_CHECKING:  # the config's confirm section imports this module's names
+    from edgetune.search.config import StudyConfig
 
 OBJECTIVES = ("accuracy", "latency_ms")
 DIRECTIONS = ("maximize", "minimize")
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
+REFERENCE_LATENCY = "reference_latency_ms"  # study user attr: the reference's latency at start
+CONFIG_DIR = "config_dir"  # study user attr: the folder the config's relative paths start from
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

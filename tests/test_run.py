@@ -67,6 +67,28 @@ def test_trials_record_recipe_measurement_and_stage_times(finished_run: tuple[Pa
     assert study.user_attrs["data"]["sizes"]["validation"] == 45
 
 
+def test_the_run_ends_by_confirming_its_front(finished_run: tuple[Path, dict]) -> None:
+    folder, output = finished_run
+    study = study_of(folder)
+    confirmed = study.user_attrs["confirmation"]["trials"]
+    assert {t.number for t in study.best_trials} <= set(confirmed)
+    for number in confirmed:
+        figures = study.trials[number].user_attrs["confirmed"]
+        assert (figures["test_accuracy"] is not None) == figures["on_front"]
+    assert {row["trial"] for row in output["confirmed_front"]} == {
+        n for n in confirmed if study.trials[n].user_attrs["confirmed"]["on_front"]}
+
+
+def test_a_run_that_adds_nothing_keeps_the_confirmation(finished_run: tuple[Path, dict]) -> None:
+    folder, _ = finished_run
+    before = study_of(folder).user_attrs["confirmation"]
+    finished = len(study_of(folder).trials)
+    result = CliRunner().invoke(cli, ["run", str(folder / "study.yaml"), "--run-dir",
+                                      str(folder / "run"), "--trials", str(finished)])
+    assert result.exit_code == 0
+    assert study_of(folder).user_attrs["confirmation"] == before
+
+
 def test_running_again_resumes_up_to_the_budget(finished_run: tuple[Path, dict]) -> None:
     folder, _ = finished_run
     before = [t.number for t in study_of(folder).trials]
@@ -97,3 +119,13 @@ def test_a_changed_config_cannot_reuse_the_study(finished_run: tuple[Path, dict]
     result = CliRunner().invoke(cli, ["run", str(changed), "--run-dir", str(folder / "run")])
     assert result.exit_code == 2
     assert "different config" in result.output
+
+
+def test_isolating_on_cores_the_machine_lacks_exits_2_and_writes_nothing(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    config = write_config(tmp_path, tiny_config(
+        tiny_model, tiny_csv, measure={"isolate": True, "cores": [4096]}))
+    result = CliRunner().invoke(cli, ["run", str(config), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "measure.cores" in result.output
+    assert not (tmp_path / "run").exists()
