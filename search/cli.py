@@ -1,4 +1,5 @@
-"""The ``edgetune`` command line: ``run`` a study, show its ``status``.
+"""The ``edgetune`` command line: ``run`` a study, show its ``status``, ``confirm`` its front,
+``bench`` any ONNX file.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -11,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,7 +20,14 @@ from rich.table import Table
 
 from edgetune import __version__
 from edgetune.errors import InputError
-from edgetune.search.front import FrontRow, front
+from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.runtime import TargetConfig
+from edgetune.search import front as fronts
+
+if TYPE_CHECKING:
+    import optuna
+
+    from edgetune.search.config import StudyConfig
 
 USAGE_ERROR = 2
 
@@ -83,7 +91,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
     study = run_study(config, location, config_file.parent, console, trials, timeout)
-    _print_front(front(study), study.study_name, as_json)
+    _print_study(study, as_json)
 
 
 @cli.command()
@@ -108,7 +116,131 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         )
-    _print_front(front(study), study.study_name, as_json, extra={"trials": counts})
+    _print_study(study, as_json, extra={"trials": counts})
+
+
+@cli.command()
+@study_options
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@input_errors
+def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
+            config_file: Path | None, as_json: bool) -> None:
+    """Measure the front and the trials near it again, together, with more rounds.
+
+    Stores the confirmed figures on the trials, recomputes the front from them, flags trials
+    confirmation moved off it, and computes the confirmed front's test accuracy. Name the study
+    by its CONFIG_FILE (its confirm section applies), or by --study (with --storage or --run-dir).
+    """
+    import contextlib
+
+    from edgetune.objectives.task import load_task
+    from edgetune.search.confirm import confirm as confirm_front
+    from edgetune.search.study import load_study
+
+    location = _location(config_file, study_name, run_dir, storage)
+    study = load_study(location)
+    config, config_dir = _study_config(study, config_file)
+    task = load_task(config.task, config_dir)
+    console = Console(stderr=True)
+    with contextlib.redirect_stdout(sys.stderr), console.status("measuring the front again"):
+        confirm_front(study, location, task, config)
+    _print_study(load_study(location), as_json)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
+              help="An ONNX model to measure beside MODEL, interleaved; prints the ratio.")
+@click.option("--threads", type=click.IntRange(min=1), default=TargetConfig().threads,
+              show_default=True, help="Intra-op threads: the target device's cores.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=TargetConfig().batch_size,
+              show_default=True)
+@click.option("--sequence-length", type=click.IntRange(min=1),
+              default=TargetConfig().sequence_length, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=MeasureConfig().rounds,
+              show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=MeasureConfig().runs,
+              show_default=True, help="Runs of each model per round.")
+@click.option("--warmup", type=click.IntRange(min=0), default=MeasureConfig().warmup,
+              show_default=True)
+@click.option("--cores", metavar="IDS",
+              help="Measure in a fresh process pinned to these CPUs (e.g. 0,1).")
+@click.option("--tokenizer", type=click.Path(path_type=Path),
+              help="A tokenizer folder: with --text-file, time real texts.")
+@click.option("--text-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Texts, one per line, tokenized with --tokenizer.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@input_errors
+def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
+          sequence_length: int, rounds: int, runs: int, warmup: int, cores: str | None,
+          tokenizer: Path | None, text_file: Path | None, as_json: bool) -> None:
+    """Time MODEL (an ONNX file) with the protocol trials use: warm-up, then rounds of runs,
+    interleaved with --baseline; the median of round medians, p90 and spread.
+
+    Without --tokenizer and --text-file, inputs are made from the model's signature.
+    """
+    from edgetune.objectives import bench as benchmark
+
+    if (tokenizer is None) != (text_file is None):
+        raise InputError("--tokenizer" if tokenizer is None else "--text-file",
+                         "real texts need both --tokenizer and --text-file")
+    target = TargetConfig(threads=threads, batch_size=batch_size, sequence_length=sequence_length)
+    protocol = MeasureConfig(warmup=warmup, rounds=rounds, runs=runs,
+                             isolate=cores is not None, cores=_core_ids(cores))
+    sessions = {model: benchmark.open_model(model, "MODEL", target)}
+    if baseline is not None:
+        sessions[baseline] = benchmark.open_model(baseline, "--baseline", target)
+    if tokenizer is not None and text_file is not None:
+        inputs, kind = benchmark.text_inputs(tokenizer, text_file, target, protocol.inputs), "text"
+    else:
+        inputs, kind = benchmark.synthetic_inputs(sessions, target, protocol.inputs), "synthetic"
+    result = benchmark.bench(model, baseline, inputs, target, protocol, kind)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"ONNX Runtime CPU, {threads} thread(s), batch {batch_size}, sequence "
+                        f"{sequence_length}, {kind} inputs: {rounds} rounds of {runs} runs")
+    for column in ("model", "median ms", "p90 ms", "spread", "× baseline"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, figures in result["models"].items():
+        relative = result["ratio"]
+        times = (f"{relative['value']:.3f} ± {relative['spread']:.1%}" if relative
+                 and name == "model" else "")
+        table.add_row(figures["path"], f"{figures['median_ms']:.3f}", f"{figures['p90_ms']:.3f}",
+                      f"{figures['spread']:.1%}", times)
+    Console().print(table)
+
+
+def _core_ids(cores: str | None) -> list[int] | None:
+    if cores is None:
+        return None
+    try:
+        return sorted({int(part) for part in cores.split(",") if part.strip()})
+    except ValueError as error:
+        raise InputError("--cores", f"expected CPU ids such as 0,1 (got {cores!r})") from error
+
+
+def _study_config(study: optuna.Study, config_file: Path | None) -> tuple[StudyConfig, Path]:
+    """The study's config and the folder its relative paths start from: CONFIG_FILE's own when
+    given (it must be this study's), else the config stored in the study."""
+    from pydantic import ValidationError
+
+    from edgetune.search.config import StudyConfig, load_config
+    from edgetune.search.study import CONFIG_DIR
+
+    if config_file is not None:
+        config = load_config(config_file)
+        if config.fingerprint() != study.user_attrs.get("config_fingerprint"):
+            raise InputError(str(config_file), f"not the config of study {study.study_name!r} "
+                             "(a study's config is fixed)")
+        return config, config_file.parent
+    try:
+        config = StudyConfig.model_validate(study.user_attrs.get("config"))
+    except ValidationError as error:
+        raise InputError("--study", f"study {study.study_name!r} holds no usable config: name "
+                         "its CONFIG_FILE") from error
+    return config, Path(study.user_attrs.get(CONFIG_DIR, "."))
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,
@@ -126,16 +258,62 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
     return Location.resolve(study_name, run_dir, storage)
 
 
-def _print_front(rows: list[FrontRow], study: str, as_json: bool,
-                 extra: dict[str, Any] | None = None) -> None:
+def _print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """The front of each machine, then the confirmed front (with test accuracy) when there is one.
+    """
+    from edgetune.search.confirm import is_current
+
+    rows = fronts.front(study)
+    machines = fronts.machines(rows)
+    record = fronts.confirmation(study)
+    confirmed = fronts.confirmed_rows(study)
+    current = record is not None and is_current(study)
     if as_json:
-        click.echo(json.dumps({"study": study, **(extra or {}),
-                               "front": [row.as_dict() for row in rows]}, indent=2))
+        click.echo(json.dumps({
+            "study": study.study_name, **(extra or {}),
+            "machines": machines,
+            "front": [row.as_dict() for row in rows],
+            "confirmation": {**record, "current": current} if record else None,
+            "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
+            "moved_off_front": [row.as_dict() for row in confirmed if row.moved_off_front],
+        }, indent=2))
         return
-    table = Table(title=f"Pareto front of {study}: accuracy (validation) vs latency")
-    for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
+    console = Console()
+    if len(machines) > 1:
+        console.print(f"[yellow]trials were measured on {len(machines)} different machines: "
+                      "latencies from different machines are not compared, each has its own "
+                      "front[/yellow]")
+    for machine in machines:
+        table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
+                            f"latency, measured on {machine}")
+        for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
+            table.add_column(column, justify="left" if column == "recipe" else "right")
+        for row in rows:
+            if row.machine == machine:
+                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}",
+                              f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
+        console.print(table)
+    if record is not None:
+        _print_confirmed(console, record, confirmed, current)
+
+
+def _print_confirmed(console: Console, record: dict[str, Any],
+                     rows: list[fronts.ConfirmedRow], current: bool) -> None:
+    table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
+                        f"{record['date']}, on {record['machine']}")
+    for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
+                   "± spread"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for row in rows:
-        table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", f"{row.latency_ms:.2f}",
-                      f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
-    Console().print(table)
+        if row.on_front:
+            test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
+            table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
+                          f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.spread:.1%}")
+    console.print(table)
+    for row in rows:
+        if row.moved_off_front:
+            console.print(f"[yellow]trial {row.trial} ({row.recipe}) moved off the front on "
+                          f"confirmation: {row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32)[/yellow]")
+    if not current:
+        console.print("[yellow]trials finished since this confirmation: run `edgetune confirm` "
+                      "to confirm the front again[/yellow]")
