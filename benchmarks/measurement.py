@@ -8,6 +8,11 @@ prints each process's ratio and the spread of the ratios, (max - min) / median: 
 study's ranking depends on. The absolute milliseconds are printed beside it to show what the
 ratio protects against.
 
+``--protocols 5x30,15x10`` compares protocols (rounds x runs per round), each process measuring
+every protocol in turn, and each protocol's ratio is computed two ways from the same runs: the
+median of the candidate's round medians over the reference's (``median``, the walking skeleton's)
+and the median of per-round ratios (``paired``, ``objectives.latency.ratio``).
+
     flock /tmp/edgetune-heavy.lock python benchmarks/measurement.py [--processes 5]
 """
 
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,11 +43,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--cases", default="quiet,heavy", help="quiet, heavy or both")
-    parser.add_argument("--child", nargs=3, metavar=("CANDIDATE", "REFERENCE", "INPUTS"),
+    parser.add_argument("--protocols", default="",
+                        help="rounds x runs to compare, e.g. 5x30,15x10 [default: the config's]")
+    parser.add_argument("--child", nargs=4, metavar=("CANDIDATE", "REFERENCE", "INPUTS", "RxN"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_once(args.config, *map(Path, args.child))))
+        *paths, protocol = args.child
+        print(json.dumps(measure_once(args.config, *map(Path, paths), protocol)))
         return
     with tempfile.TemporaryDirectory() as folder:
         candidate, reference, inputs = prepare(args.config, Path(folder))
@@ -81,59 +88,74 @@ def prepare(config_file: Path, folder: Path) -> tuple[Path, Path, Path]:
 
 
 def measure_once(config_file: Path, candidate: Path, reference: Path,
-                 inputs_file: Path) -> dict[str, object]:
+                 inputs_file: Path, protocol: str) -> dict[str, object]:
     """One process's measurement, exactly as a trial takes it."""
     from edgetune.objectives.latency import measure
     from edgetune.search.config import load_config
 
     config = load_config(config_file)
+    rounds, runs = (int(n) for n in protocol.split("x"))
     stored = np.load(inputs_file)
     batches: dict[int, dict[str, np.ndarray]] = {}
     for key in stored.files:
         index, name = key.split("/")
         batches.setdefault(int(index), {})[name] = stored[key]
     latencies = measure({"candidate": candidate, "reference": reference},
-                        [batches[i] for i in sorted(batches)], config.target, config.measure)
+                        [batches[i] for i in sorted(batches)], config.target,
+                        config.measure.model_copy(update={"rounds": rounds, "runs": runs}))
     return {name: latency.as_dict() for name, latency in latencies.items()}
 
 
 def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Path,
              inputs: Path) -> dict[str, object]:
+    from edgetune.objectives.latency import Latency, ratio
+    from edgetune.objectives.machine import cpu_model
+    from edgetune.search.config import load_config
+
+    default = load_config(args.config).measure
+    protocols = args.protocols.split(",") if args.protocols else [
+        f"{default.rounds}x{default.runs}"]
     load = None
     if case == "heavy":
         load = subprocess.Popen([sys.executable, "-c", HEAVY_LOAD],
                                 env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
         time.sleep(2)
     loadavg = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {protocol: [] for protocol in protocols}
     try:
-        runs = []
         for _ in range(args.processes):
-            out = subprocess.run(
-                [sys.executable, __file__, "--config", str(args.config), "--child",
-                 str(candidate), str(reference), str(inputs)],
-                capture_output=True, text=True, check=True,
-            ).stdout
-            runs.append(json.loads(out.strip().splitlines()[-1]))
+            for protocol in protocols:  # in turn, so slow changes of load reach every protocol
+                out = subprocess.run(
+                    [sys.executable, __file__, "--config", str(args.config), "--child",
+                     str(candidate), str(reference), str(inputs), protocol],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+                runs[protocol].append(json.loads(out.strip().splitlines()[-1]))
     finally:
         if load is not None:
             load.terminate()
             load.wait()
-    ratios = [r["candidate"]["median_ms"] / r["reference"]["median_ms"] for r in runs]
-    reference_ms = [r["reference"]["median_ms"] for r in runs]
-    summary = {
-        "case": case,
-        "load_average_at_start": round(loadavg, 2),
-        "ratios": [round(r, 4) for r in ratios],
-        "ratio_median": round(float(np.median(ratios)), 4),
-        "ratio_spread": round(spread(ratios), 4),
-        "reference_ms": [round(ms, 2) for ms in reference_ms],
-        "reference_ms_spread": round(spread(reference_ms), 4),
-        "candidate_ms": [round(r["candidate"]["median_ms"], 2) for r in runs],
-        "machine": f"{platform.processor() or platform.machine()} ×{os.cpu_count()}",
-    }
-    print(f"{case}: ratios {summary['ratios']} spread {summary['ratio_spread']:.1%}; "
-          f"reference ms {summary['reference_ms']} spread {summary['reference_ms_spread']:.1%}",
-          file=sys.stderr)
+    summary: dict[str, object] = {"case": case, "load_average_at_start": round(loadavg, 2),
+                                  "machine": f"{cpu_model()} ×{os.cpu_count()}"}
+    for protocol, measured in runs.items():
+        figures = [{name: Latency(**value) for name, value in r.items()} for r in measured]
+        estimates = {
+            # the walking skeleton's estimator: one median over the other
+            "median": [f["candidate"].median_ms / f["reference"].median_ms for f in figures],
+            "paired": [ratio(f["candidate"], f["reference"]).value for f in figures],
+        }
+        reference_ms = [f["reference"].median_ms for f in figures]
+        summary[protocol] = {
+            **{f"{name}_ratios": [round(r, 4) for r in values]
+               for name, values in estimates.items()},
+            **{f"{name}_ratio_spread": round(spread(values), 4)
+               for name, values in estimates.items()},
+            "reference_ms": [round(ms, 2) for ms in reference_ms],
+            "reference_ms_spread": round(spread(reference_ms), 4),
+        }
+        print(f"{case} {protocol}: paired ratios {summary[protocol]['paired_ratios']} spread "
+              f"{spread(estimates['paired']):.1%} (median: {spread(estimates['median']):.1%}); "
+              f"reference ms spread {spread(reference_ms):.1%}", file=sys.stderr)
     return summary
 
 
