@@ -70,6 +70,15 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def existing_study(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A study named by its CONFIG_FILE or by the study options, and --json."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")(
+        command)
+    command = click.argument("config_file", required=False,
+                             type=click.Path(dir_okay=False, path_type=Path))(command)
+    return study_options(command)
+
+
 @cli.command()
 @click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1),
@@ -95,9 +104,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
 
 
 @cli.command()
-@study_options
-@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@existing_study
 @input_errors
 def status(run_dir: Path | None, storage: str | None, study_name: str | None,
            config_file: Path | None, as_json: bool) -> None:
@@ -120,9 +127,7 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
 
 
 @cli.command()
-@study_options
-@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+@existing_study
 @input_errors
 def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
             config_file: Path | None, as_json: bool) -> None:
