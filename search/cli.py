@@ -206,14 +206,14 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
         return
     table = Table(title=f"ONNX Runtime CPU, {threads} thread(s), batch {batch_size}, sequence "
                         f"{sequence_length}, {kind} inputs: {rounds} rounds of {runs} runs")
-    for column in ("model", "median ms", "p90 ms", "spread", "× baseline"):
+    for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "ratio spread"):
         table.add_column(column, justify="left" if column == "model" else "right")
+    relative = result["ratio"]
     for name, figures in result["models"].items():
-        relative = result["ratio"]
-        times = (f"{relative['value']:.3f} ± {relative['spread']:.1%}" if relative
-                 and name == "model" else "")
+        ratio_cells = ([f"{relative['value']:.3f}", f"{relative['spread']:.1%}"]
+                       if relative and name == "model" else ["", ""])
         table.add_row(figures["path"], f"{figures['median_ms']:.3f}", f"{figures['p90_ms']:.3f}",
-                      f"{figures['spread']:.1%}", times)
+                      f"{figures['spread']:.1%}", *ratio_cells)
     Console().print(table)
 
 
@@ -307,7 +307,7 @@ def _print_confirmed(console: Console, record: dict[str, Any],
     table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
                         f"{record['date']}, on {record['machine']}")
     for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
-                   "± spread"):
+                   "ratio spread"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for row in rows:
         if row.on_front:
