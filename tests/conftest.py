@@ -6,6 +6,7 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,38 @@ def hostile_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``tiny_csv``, but the politics texts are labelled ``HOSTILE_LABEL``."""
     return write_csv(tmp_path_factory.mktemp("hostile-data") / "texts.csv",
                      make_texts(100, labels={"politics": HOSTILE_LABEL}))
+
+
+@dataclass(frozen=True)
+class HostileRun:
+    folder: Path  # study.yaml, and the run folder run/
+    stderr_without_report: str  # of the first run, with --no-report
+    report_after_first_run: bool
+    stderr: str  # of the second run, which resumed the study and wrote the report
+
+
+@pytest.fixture(scope="session")
+def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                hostile_csv: Path) -> HostileRun:
+    """A real tiny study run by ``edgetune run`` on data with ``HOSTILE_LABEL``.
+
+    It runs twice: 4 trials with ``--no-report``, then resumed to 5 trials (FP32, the two
+    dynamic INT8 baselines, two sampled recipes) writing the report.
+    """
+    from click.testing import CliRunner
+
+    from edgetune.search.cli import cli
+    from helpers import tiny_config, write_config
+
+    folder = tmp_path_factory.mktemp("hostile-run")
+    config = write_config(folder, tiny_config(
+        tiny_model, hostile_csv, space={"quantization": {"schemes": ["none", "dynamic", "static"]}}))
+    outputs = []
+    for trials, extra in (("4", ["--no-report"]), ("5", [])):
+        result = CliRunner().invoke(cli, ["run", str(config), "--trials", trials, "--run-dir",
+                                          str(folder / "run"), *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stderr)
+        if extra:
+            report_after_first_run = (folder / "run" / "report.html").exists()
+    return HostileRun(folder, outputs[0], report_after_first_run, outputs[1])
