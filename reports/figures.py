@@ -85,6 +85,8 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
 
 def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: str,
                       ref_accuracy: float | None, visible: bool) -> None:
+    """One trace per colour; each point's symbol by the other attribute, explained in the legend
+    by point-less traces."""
     symbol_by = VIEWS[colour_by]
     colours = _colours(colour_by, done[colour_by])
     for value, rows in done.groupby(colour_by, sort=False):
@@ -99,6 +101,13 @@ def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: str,
             hovertemplate="%{hovertext}<extra></extra>",
             visible=visible, meta={"kind": "trial", "view": colour_by},
         ))
+    for value in dict.fromkeys(done[symbol_by]):
+        figure.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", name=escape(NAMES[symbol_by].get(value, value)),
+            legendgroup=f"{colour_by}-symbols",
+            legendgrouptitle={"text": f"symbol: {symbol_by}"},
+            marker={"color": GREY, "size": 10, "symbol": SYMBOLS[symbol_by].get(value, "x")},
+            hoverinfo="skip", visible=visible, meta={"kind": "legend", "view": colour_by}))
 
 
 def _add_front(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | None) -> None:
