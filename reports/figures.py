@@ -116,7 +116,8 @@ def _add_front(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | Non
         x=kept["shown_latency_ms"], y=kept["accuracy"], mode="lines+markers+text",
         line={"shape": "hv", "color": "black", "width": 2},
         marker={"size": 16, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
-        text=[f"#{n}" for n in kept["trial"]], textposition="top left",
+        text=[f"#{row['trial']}" + _cost(row["accuracy"], ref_accuracy)
+              for _, row in kept.iterrows()], textposition="top left",
         textfont={"size": 12, "color": "black"},
         name="Pareto front", hovertext=[_hover(row, ref_accuracy) for _, row in kept.iterrows()],
         hovertemplate="%{hovertext}<extra>front</extra>", meta={"kind": "front"},
@@ -156,13 +157,18 @@ def _add_constraints(figure: go.Figure, constraints: Constraints,
                          annotation_position="top right")
 
 
+def _cost(accuracy: float, ref_accuracy: float | None, against: str = "") -> str:
+    """The accuracy a trial gives up against FP32, in points: what shipping it costs."""
+    if ref_accuracy is None:
+        return ""
+    return f" ({(accuracy - ref_accuracy) * 100:+.1f} pt{against})"
+
+
 def _hover(row: pd.Series, ref_accuracy: float | None) -> str:
     lines = [f"<b>trial #{row['trial']}</b>" + (f" · {escape(row['role'])}" if row["role"] else ""),
              escape(row["recipe"] or "(no recipe recorded)")]
-    accuracy = f"validation accuracy {row['accuracy']:.2%}"
-    if ref_accuracy is not None:
-        accuracy += f" ({(row['accuracy'] - ref_accuracy) * 100:+.2f} pt vs FP32)"
-    lines.append(accuracy)
+    lines.append(f"validation accuracy {row['accuracy']:.2%}"
+                 + _cost(row["accuracy"], ref_accuracy, " vs FP32"))
     lines.append(f"latency {row['latency_ms']:.2f} ms · {row['ratio']:.2f}× FP32"
                  + (f" · rounds spread {row['spread']:.0%}" if pd.notna(row["spread"]) else ""))
     if pd.notna(row["confirmed_latency_ms"]):

@@ -57,7 +57,7 @@ def test_the_front_is_joined_as_a_staircase_through_trials_still_on_it(trials) -
     (front,) = kind(pareto(trials), "front")
     assert front.line.shape == "hv"
     assert list(front.x) == [5.0, 10.0]  # trial 2 left the front when confirmed
-    assert list(front.text) == ["#1", "#0"]
+    assert list(front.text) == ["#1 (-1.0 pt)", "#0 (+0.0 pt)"]  # what shipping it costs
 
 
 def test_confirmed_figures_carry_the_range_of_their_rounds(trials) -> None:
