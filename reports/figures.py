@@ -79,6 +79,8 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
             } for colour_by in VIEWS],
         }],
     )
+    # From zero, distances along the axis read as speed-ups, and labels left of points fit.
+    figure.update_xaxes(rangemode="tozero")
     return _styled(figure, "Accuracy vs latency: every complete trial, the front joined",
                    latency_title, "validation accuracy", y_format=".1%", height=560)
 
@@ -154,7 +156,7 @@ def _add_constraints(figure: go.Figure, constraints: Constraints,
         figure.add_vline(x=constraints.max_latency_ms,
                          line={"dash": "dash", "color": ALERT, "width": 1.5},
                          annotation_text=f"latency budget {constraints.max_latency_ms:g} ms",
-                         annotation_position="top right")
+                         annotation_position="bottom right")
 
 
 def _cost(accuracy: float, ref_accuracy: float | None, against: str = "") -> str:

@@ -148,10 +148,11 @@ def _glance(front: pd.DataFrame, reference: pd.Series | None,
         close = kept[kept["accuracy"] >= ref_accuracy - drop]
         picks.append((f"fastest within {drop * 100:g} pt of FP32 accuracy",
                       close.iloc[0] if not close.empty else None))
-    if constraints.max_latency_ms is not None:
-        under = kept[kept["shown_latency_ms"] <= constraints.max_latency_ms]
-        picks.append((f"most accurate under {constraints.max_latency_ms:g} ms",
-                      under.loc[under["accuracy"].idxmax()] if not under.empty else None))
+    if constraints != Constraints():
+        floor = constraints.accuracy_floor(ref_accuracy)
+        within = kept[[not _violations(row, floor, constraints) for _, row in kept.iterrows()]]
+        picks.append((f"most accurate within the constraints ({constraints.describe(floor)})",
+                      within.loc[within["accuracy"].idxmax()] if not within.empty else None))
     picks.append(("most accurate on the front", kept.loc[kept["accuracy"].idxmax()]))
     return [{"label": label, "row": None if row is None else {
         "trial": int(row["trial"]),
