@@ -80,10 +80,10 @@ def test_the_front_table_has_a_row_and_an_export_command_per_front_trial(page: P
 
 
 def test_constraints_and_the_fp32_cost_are_spelled_out(page: Page) -> None:
-    text = " ".join("".join(page.text).split())
+    text = " ".join(" ".join(page.text).split())  # one space between cells
     # trials 1 (5 ms) and 2 (3 ms) are within 6 ms; trial 1 is the more accurate
-    assert "most accurate within the constraints (≤ 6 ms) #1 dyn-int8 5.00" in text
-    assert "-1.00 pt" in text  # trial 1 costs one point of accuracy against FP32
+    assert "most accurate within the constraints (≤ 6 ms) #1 dyn-int8 5.00 0.50× 96.00%" in text
+    assert "96.00% -1.00 pt" in text  # trial 1 costs one point of accuracy against FP32
 
 
 def test_a_study_with_no_trials_still_renders(tmp_path: Path) -> None:
