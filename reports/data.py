@@ -23,8 +23,13 @@ NAN = float("nan")
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order, with its recipe, figures, confirmation and failure."""
+    trials = study.get_trials(deepcopy=False)
     front = {trial.number for trial in study.best_trials}
-    rows = [_trial_row(trial, trial.number in front) for trial in study.get_trials(deepcopy=False)]
+    # Optuna's retry callback records, on the retry, the trials it retries (last: the one before).
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
+                  if t.system_attrs.get("retry_history")}
+    rows = [_trial_row(trial, trial.number in front) | {"retried_as": retried_as.get(trial.number)}
+            for trial in trials]
     frame = pd.DataFrame(rows, columns=list(_trial_row_columns()))
     return frame.set_index("trial", drop=False)
 
@@ -62,7 +67,7 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trial_row_columns() -> dict[str, None]:
-    return dict.fromkeys(_trial_row(_EMPTY_TRIAL, False))
+    return dict.fromkeys([*_trial_row(_EMPTY_TRIAL, False), "retried_as"])
 
 
 def _trial_row(trial: FrozenTrial, on_search_front: bool) -> dict[str, Any]:

@@ -66,6 +66,8 @@ def render(study: optuna.Study, location: Location) -> str:
         plotly_js=Markup(get_plotlyjs()),
         plots={name: _div(figure, name) for name, figure in plots.items()},
         counts=trials["state"].value_counts().to_dict(),
+        running=[{"trial": int(row["trial"]), "started": f"{row['started']:%Y-%m-%d %H:%M}"}
+                 for _, row in trials[trials["state"] == "running"].iterrows()],
         glance=_glance(front, reference, about.constraints),
         front_rows=_front_rows(front, reference, location, about.constraints),
         failures=_failure_rows(data.failures(trials)),
@@ -169,9 +171,19 @@ def _failure_rows(failed: pd.DataFrame) -> list[dict[str, Any]]:
         "trial": int(row["trial"]),
         "state": row["state"],
         "stage": row["failure_stage"] or "—",
-        "reason": (f"{row['failure_type']}: " if row["failure_type"] else "")
-                  + (row["failure_error"] or ("pruned by the sampler's pruner"
-                                              if row["state"] == "pruned" else "no reason recorded")),
+        "reason": _reason(row),
         "recipe": row["recipe"],
         "traceback": row["failure_traceback"],
     } for _, row in failed.iterrows()]
+
+
+def _reason(row: pd.Series) -> str:
+    if row["failure_error"]:
+        reason = (f"{row['failure_type']}: " if row["failure_type"] else "") + row["failure_error"]
+    elif row["state"] == "pruned":
+        reason = "pruned by the study's pruner"
+    else:  # edgetune records every error it catches: the process itself stopped
+        reason = "its worker stopped mid-trial (killed, or lost its heartbeat)"
+    if pd.notna(row["retried_as"]):
+        reason += f"; retried as trial #{int(row['retried_as'])}"
+    return reason

@@ -33,7 +33,8 @@ def latency_stats(median_ms: float, rounds: list[float] | None = None) -> dict[s
 
 
 def trial(accuracy: float, latency_ms: float, recipe: Recipe = Recipe(), role: str = "",
-          size_mb: float = 20.0, zipped_mb: float = 18.0, **attrs: Any) -> FrozenTrial:
+          size_mb: float = 20.0, zipped_mb: float = 18.0,
+          system_attrs: dict[str, Any] | None = None, **attrs: Any) -> FrozenTrial:
     """A complete trial as the objective records it (plus any extra user attrs)."""
     user_attrs = {
         "recipe": recipe.model_dump(mode="json"), "recipe_short": recipe.short(),
@@ -45,7 +46,8 @@ def trial(accuracy: float, latency_ms: float, recipe: Recipe = Recipe(), role: s
                         "size_mb": size_mb, "zipped_mb": zipped_mb},
         **({"role": role} if role else {}), **attrs,
     }
-    return optuna.trial.create_trial(values=[accuracy, latency_ms], user_attrs=user_attrs)
+    return optuna.trial.create_trial(values=[accuracy, latency_ms], user_attrs=user_attrs,
+                                     system_attrs=system_attrs)
 
 
 def failed(stage: str, error: str, recipe: Recipe = DYNAMIC) -> FrozenTrial:
@@ -53,6 +55,17 @@ def failed(stage: str, error: str, recipe: Recipe = DYNAMIC) -> FrozenTrial:
         "recipe": recipe.model_dump(mode="json"), "recipe_short": recipe.short(),
         "failure": {"stage": stage, "error": error, "type": "RuntimeError",
                     "traceback": f"Traceback ...\nRuntimeError: {error}"}})
+
+
+def killed() -> FrozenTrial:
+    """A trial whose process died: Optuna marked it failed, with nothing recorded by edgetune."""
+    return optuna.trial.create_trial(state=TrialState.FAIL)
+
+
+def retry_of(number: int, accuracy: float, latency_ms: float) -> FrozenTrial:
+    """The trial Optuna's retry callback runs in place of trial ``number``."""
+    return trial(accuracy, latency_ms, DYNAMIC,
+                 system_attrs={"failed_trial": number, "retry_history": [number]})
 
 
 def study_of(trials: list[FrozenTrial], config: dict[str, Any] | None = None,

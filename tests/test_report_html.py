@@ -9,7 +9,7 @@ import pytest
 
 from edgetune.reports.html import render
 from edgetune.search.study import Location
-from studies import DYNAMIC, STRUCTURED, failed, study_of, trial
+from studies import DYNAMIC, STRUCTURED, failed, killed, retry_of, study_of, trial
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -50,6 +50,8 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Page:
         trial(0.96, 5.0, DYNAMIC),
         trial(0.90, 3.0, STRUCTURED, recipe_short=HOSTILE),
         failed("quantize", HOSTILE),
+        killed(),
+        retry_of(4, 0.5, 20.0),
     ], config=config)
     study.set_user_attr("data", {"labels": [HOSTILE, "sport"], "sizes": {"validation": 10}})
     run_dir = tmp_path_factory.mktemp("runs") / f"run {HOSTILE}"
@@ -84,6 +86,13 @@ def test_constraints_and_the_fp32_cost_are_spelled_out(page: Page) -> None:
     # trials 1 (5 ms) and 2 (3 ms) are within 6 ms; trial 1 is the more accurate
     assert "most accurate within the constraints (≤ 6 ms) #1 dyn-int8 5.00 0.50× 96.00%" in text
     assert "96.00% -1.00 pt" in text  # trial 1 costs one point of accuracy against FP32
+
+
+def test_failures_say_why_and_where_a_killed_trial_was_retried(page: Page) -> None:
+    text = " ".join(" ".join(page.text).split())
+    assert f"#3 fail quantize RuntimeError: {HOSTILE}" in text
+    assert "#4 fail — its worker stopped mid-trial (killed, or lost its heartbeat); " \
+           "retried as trial #5" in text
 
 
 def test_a_study_with_no_trials_still_renders(tmp_path: Path) -> None:
