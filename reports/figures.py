@@ -62,7 +62,8 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
             name="FP32 reference", text=["FP32"], textposition="middle left",
             marker={"symbol": "star", "size": 18, "color": "gold",
                     "line": {"color": "black", "width": 1}},
-            hovertext=[_hover(reference, ref_accuracy)], hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=[_hover(reference, ref_accuracy)],
+            hovertemplate="%{hovertext}<extra></extra>",
             meta={"kind": "reference"}))
         figure.add_hline(y=ref_accuracy, line={"dash": "dot", "color": GREY, "width": 1},
                          annotation_text=f"FP32 accuracy {ref_accuracy:.2%}",
@@ -167,7 +168,8 @@ def _cost(accuracy: float, ref_accuracy: float | None, against: str = "") -> str
 
 
 def _hover(row: pd.Series, ref_accuracy: float | None) -> str:
-    lines = [f"<b>trial #{row['trial']}</b>" + (f" · {escape(row['role'])}" if row["role"] else ""),
+    role = f" · {escape(row['role'])}" if row["role"] else ""
+    lines = [f"<b>trial #{row['trial']}</b>{role}",
              escape(row["recipe"] or "(no recipe recorded)")]
     lines.append(f"validation accuracy {row['accuracy']:.2%}"
                  + _cost(row["accuracy"], ref_accuracy, " vs FP32"))
@@ -176,7 +178,8 @@ def _hover(row: pd.Series, ref_accuracy: float | None) -> str:
     if pd.notna(row["confirmed_latency_ms"]):
         lines.append(f"confirmed {row['confirmed_latency_ms']:.2f} ms "
                      f"({row['confirmed_low_ms']:.2f}–{row['confirmed_high_ms']:.2f}) · "
-                     f"{row['confirmed_ratio']:.2f}× FP32 · test accuracy {row['test_accuracy']:.2%}"
+                     f"{row['confirmed_ratio']:.2f}× FP32 · "
+                     f"test accuracy {row['test_accuracy']:.2%}"
                      + (" · <b>moved off the front</b>" if row["moved_off_front"] else ""))
     lines.append(f"size {row['size_mb']:.1f} MB · zipped {row['zipped_mb']:.1f} MB")
     return "<br>".join(lines)
@@ -200,7 +203,7 @@ def importances(result: Importances) -> go.Figure | None:
 
 
 def parallel(study: optuna.Study) -> go.Figure:
-    """Optuna's parallel coordinates: both objectives and every parameter, coloured by Pareto rank."""
+    """Optuna's parallel coordinates: both objectives, every parameter, colour by Pareto rank."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         figure = optuna.visualization.plot_parallel_coordinate(study)

@@ -98,8 +98,9 @@ def _violations(row: pd.Series, floor: float | None, constraints: Constraints) -
     problems = []
     if floor is not None and row["accuracy"] < floor:
         problems.append(f"accuracy below {floor:.2%}")
-    if constraints.max_latency_ms is not None and row["shown_latency_ms"] > constraints.max_latency_ms:
-        problems.append(f"slower than {constraints.max_latency_ms:g} ms")
+    budget = constraints.max_latency_ms
+    if budget is not None and row["shown_latency_ms"] > budget:
+        problems.append(f"slower than {budget:g} ms")
     if constraints.max_size_mb is not None and row["size_mb"] > constraints.max_size_mb:
         problems.append(f"larger than {constraints.max_size_mb:g} MB")
     return problems

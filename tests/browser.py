@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from selenium.webdriver.remote.webdriver import WebDriver
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 RECORD_DIALOGS = """
@@ -35,7 +37,7 @@ def missing() -> str | None:
 
 
 @contextlib.contextmanager
-def offline_chromium(width: int = 1400, height: int = 1000) -> Iterator:
+def offline_chromium(width: int = 1400, height: int = 1000) -> Iterator[WebDriver]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -62,7 +64,7 @@ def offline_chromium(width: int = 1400, height: int = 1000) -> Iterator:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def requested_urls(driver) -> list[str]:  # type: ignore[no-untyped-def]
+def requested_urls(driver: WebDriver) -> list[str]:
     """Every URL the browser asked for since the last call (from the performance log)."""
     urls = []
     for entry in driver.get_log("performance"):
@@ -72,7 +74,7 @@ def requested_urls(driver) -> list[str]:  # type: ignore[no-untyped-def]
     return urls
 
 
-def save_full_page(driver, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def save_full_page(driver: WebDriver, path: Path) -> Path:
     """A screenshot of the whole page, however long it is."""
     width = driver.execute_script("return document.documentElement.scrollWidth")
     height = driver.execute_script("return document.documentElement.scrollHeight")

@@ -9,11 +9,13 @@ The screenshot lands in tests/artifacts/report.png.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from click.testing import CliRunner
+from selenium.webdriver.remote.webdriver import WebDriver
 
 import browser
 from conftest import HOSTILE_LABEL, HostileRun
@@ -42,7 +44,7 @@ def report(hostile_run: HostileRun, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def page(report: Path):  # type: ignore[no-untyped-def]
+def page(report: Path) -> Iterator[WebDriver]:
     if reason := browser.missing():
         pytest.fail(reason)
     with browser.offline_chromium() as driver:
@@ -60,18 +62,19 @@ def study(report: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{report.parent}/study.db")
 
 
-def test_the_page_logs_no_console_error(page) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_logs_no_console_error(page: WebDriver) -> None:
     errors = [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
 
 
-def test_the_page_requests_nothing_but_its_own_file(page, report: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_requests_nothing_but_its_own_file(page: WebDriver, report: Path) -> None:
     urls = browser.requested_urls(page)
     assert report.as_uri() in urls
     assert [url for url in urls if not url.startswith(("file:", "data:", "blob:"))] == []
 
 
-def test_the_pareto_plot_draws_a_point_per_complete_trial(page, study) -> None:  # type: ignore[no-untyped-def]
+def test_the_pareto_plot_draws_a_point_per_complete_trial(page: WebDriver,
+                                                          study: optuna.Study) -> None:
     complete = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
     count_points = """
         const plot = document.getElementById('plot-pareto');
@@ -90,12 +93,12 @@ def test_the_pareto_plot_draws_a_point_per_complete_trial(page, study) -> None: 
         "return Plotly.restyle(plot, plot.layout.updatemenus[0].buttons[0].args[0]);")
 
 
-def test_the_front_table_has_a_row_per_front_trial(page, study) -> None:  # type: ignore[no-untyped-def]
+def test_the_front_table_has_a_row_per_front_trial(page: WebDriver, study: optuna.Study) -> None:
     rows = page.execute_script("return document.querySelectorAll('#front-table tbody tr').length")
     assert rows == len(study.best_trials) > 0
 
 
-def test_the_front_table_sorts_by_a_clicked_column(page) -> None:  # type: ignore[no-untyped-def]
+def test_the_front_table_sorts_by_a_clicked_column(page: WebDriver) -> None:
     column = "return Array.from(document.querySelectorAll('#front-table tbody tr'))" \
              ".map(r => parseFloat(r.cells[5].dataset.sort))"
     header = page.find_element("css selector", "#front-table th:nth-child(6)")
@@ -105,7 +108,7 @@ def test_the_front_table_sorts_by_a_clicked_column(page) -> None:  # type: ignor
     assert ascending == sorted(ascending) and page.execute_script(column) == ascending[::-1]
 
 
-def test_a_hostile_label_stays_text_in_the_page_and_in_hover(page) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_label_stays_text_in_the_page_and_in_hover(page: WebDriver) -> None:
     labels = page.execute_script("return document.getElementById('labels').textContent")
     assert HOSTILE_LABEL in labels
     hover = page.execute_script("""
@@ -124,6 +127,6 @@ def test_a_hostile_label_stays_text_in_the_page_and_in_hover(page) -> None:  # t
     assert injected == 0
 
 
-def test_screenshot(page) -> None:  # type: ignore[no-untyped-def]
+def test_screenshot(page: WebDriver) -> None:
     path = browser.save_full_page(page, ARTIFACTS / "report.png")
     assert path.stat().st_size > 50_000

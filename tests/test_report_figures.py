@@ -1,4 +1,4 @@
-"""The figures show every trial once per view, the front as shown, FP32, constraints, and text only."""
+"""Figures show every trial once per view, the front as shown, FP32, constraints; text as text."""
 
 from __future__ import annotations
 
