@@ -73,24 +73,29 @@ class Hypervolume:
     explanation: str
 
 
-def hypervolume(study: optuna.Study, trials: pd.DataFrame) -> Hypervolume | None:
+def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> Hypervolume | None:
     """Optuna's hypervolume history, against a reference point that means something here.
 
-    The point is (lowest accuracy any complete trial reached, the FP32 reference's latency): the
-    area counts accuracy above the worst trial and milliseconds saved against the uncompressed
-    model, so a candidate slower than FP32 adds nothing, as it is never worth shipping. Without a
-    complete reference trial the slowest trial's latency stands in.
+    The point is (chance accuracy, the FP32 reference's latency): a model no better than guessing
+    among ``labels`` classes, or no faster than the uncompressed model, is worth nothing, so the
+    area counts accuracy above chance times milliseconds saved, and every useful trial adds to
+    it. (The worst trial's accuracy, the usual nadir point, would make the least accurate trial
+    add nothing however fast it is.) Without labels the lowest accuracy reached stands in for
+    chance; without a complete reference trial, the slowest trial's latency for FP32's.
     """
     done = complete(trials)
     if done.empty:
         return None
     ref = reference(trials)
-    worst_accuracy = float(done["accuracy"].min())
+    if labels:
+        floor, floor_source = 1 / labels, f"chance among {labels} labels"
+    else:
+        floor, floor_source = float(done["accuracy"].min()), "the lowest any complete trial reached"
     if ref is not None:
         latency, latency_source = float(ref["latency_ms"]), "the FP32 reference's latency"
     else:
         latency, latency_source = float(done["latency_ms"].max()), "the slowest trial's latency"
-    point = (worst_accuracy, latency)
+    point = (floor, latency)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental" labels, and empty-study notices
         history = optuna.visualization.plot_hypervolume_history(study, list(point)).data[0]
@@ -100,10 +105,10 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame) -> Hypervolume | None
     frame = pd.DataFrame({"trial": numbers, "minutes": minutes,
                           "hypervolume": np.asarray(history.y, dtype=float)})
     explanation = (
-        f"Reference point: accuracy {worst_accuracy:.2%} (the lowest any complete trial reached) "
-        f"and latency {latency:.2f} ms ({latency_source}). The hypervolume is the area of "
-        "(accuracy gained above that floor) × (milliseconds saved against that latency) that the "
-        "front dominates: it grows when a trial is faster or more accurate than the front so far, "
-        "and a candidate slower than the reference adds nothing. When it flattens, more trials "
-        "of this search are unlikely to pay off.")
+        f"Reference point: accuracy {floor:.2%} ({floor_source}) and latency {latency:.2f} ms "
+        f"({latency_source}). The hypervolume is the area of (accuracy above that floor) × "
+        "(milliseconds saved against that latency) that the front dominates: it grows when a "
+        "trial is faster or more accurate than the front so far; a candidate no faster than the "
+        "reference or no better than the floor adds nothing. When it flattens, more trials of "
+        "this search are unlikely to pay off.")
     return Hypervolume(frame, point, explanation)

@@ -52,7 +52,7 @@ def render(study: optuna.Study, location: Location) -> str:
     about = context(study, location, trials)
     latency_title = _latency_title(about.config)
     importances = analysis.importances(study)
-    progress = analysis.hypervolume(study, trials)
+    progress = analysis.hypervolume(study, trials, len(about.data.get("labels") or []))
     has_trials = (trials["state"] == data.COMPLETE).any()
     plots = {
         "pareto": figures.pareto(trials, front, reference, about.constraints, latency_title),

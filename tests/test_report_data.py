@@ -89,12 +89,12 @@ def test_importances_give_each_objective_a_share_per_sampled_parameter() -> None
     assert result.frame.sum().tolist() == pytest.approx([1.0, 1.0])
 
 
-def test_hypervolume_is_measured_from_the_worst_accuracy_and_the_fp32_latency() -> None:
+def test_hypervolume_is_measured_from_chance_accuracy_and_the_fp32_latency() -> None:
     study = sampled_study(10)
     trials = data.trials_frame(study)
-    result = analysis.hypervolume(study, trials)
+    result = analysis.hypervolume(study, trials, labels=4)
     done = data.complete(trials)
-    assert result.reference_point == (done["accuracy"].min(), 10.0)
+    assert result.reference_point == (0.25, 10.0)
     assert list(result.frame["trial"]) == list(done["trial"])
     assert result.frame["hypervolume"].is_monotonic_increasing
     assert (result.frame["minutes"] >= 0).all()
@@ -106,6 +106,13 @@ def test_hypervolume_is_measured_from_the_worst_accuracy_and_the_fp32_latency() 
         best = max(best, accuracy)
         area += (best - floor) * (next_latency - latency)
     assert result.frame["hypervolume"].iloc[-1] == pytest.approx(area)
+
+
+def test_without_labels_the_worst_accuracy_is_the_hypervolume_floor() -> None:
+    study = sampled_study(4)
+    trials = data.trials_frame(study)
+    floor, _ = analysis.hypervolume(study, trials).reference_point
+    assert floor == data.complete(trials)["accuracy"].min()
 
 
 def test_constraints_are_read_from_the_config_and_floor_accuracy_below_fp32() -> None:
