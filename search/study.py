@@ -18,7 +18,9 @@ import optuna
 from edgetune.errors import InputError
 from edgetune.search import baselines
 
-if TYPE_CHECKING:  # the config's confirm section imports this module's names
+# The config imports the training stack (and, by its confirm section, this module's names);
+# reading a study needs none of it.
+if TYPE_CHECKING:
     from edgetune.search.config import StudyConfig
 
 OBJECTIVES = ("accuracy", "latency_ms")
