@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from edgetune.objectives.isolation import measurement_cores, run_pinned
+from edgetune.objectives.isolation import available_cores, run_pinned
 from edgetune.objectives.runtime import TargetConfig, feeds, session
 from edgetune.spaces.base import Strict
 
@@ -89,10 +89,12 @@ def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
             target: TargetConfig, config: MeasureConfig) -> dict[str, Latency]:
     """Measure ``models`` together, interleaved, and return each one's latency.
 
-    With ``config.isolate`` the measurement runs in a fresh process pinned to ``config.cores``.
+    With ``config.isolate`` the measurement runs in a fresh process pinned to ``config.cores``
+    (checked by ``isolation.measurement_cores`` where the command starts: while it trains, this
+    process itself keeps off them) or, without cores, to all of this process's.
     """
     if config.isolate:
-        cores = measurement_cores(config.cores, target.threads)
+        cores = set(config.cores) if config.cores is not None else available_cores()
         return run_pinned(_measure_here, cores, models, inputs, target, config)
     return _measure_here(models, inputs, target, config)
 

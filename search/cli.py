@@ -174,6 +174,7 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     """
     import contextlib
 
+    from edgetune.objectives.isolation import measurement_cores
     from edgetune.objectives.task import load_task
     from edgetune.search.confirm import confirm as confirm_front
     from edgetune.search.study import load_study
@@ -181,6 +182,8 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     location = _location(config_file, study_name, run_dir, storage)
     study = load_study(location)
     config, config_dir = _study_config(study, config_file)
+    if config.measure.isolate:
+        measurement_cores(config.measure.cores, config.target.threads)
     task = load_task(config.task, config_dir)
     console = Console(stderr=True)
     with contextlib.redirect_stdout(sys.stderr), console.status("measuring the front again"):
@@ -221,6 +224,7 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
     Without --tokenizer and --text-file, inputs are made from the model's signature.
     """
     from edgetune.objectives import bench as benchmark
+    from edgetune.objectives.isolation import measurement_cores
 
     if (tokenizer is None) != (text_file is None):
         raise InputError("--tokenizer" if tokenizer is None else "--text-file",
@@ -228,6 +232,8 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
     target = TargetConfig(threads=threads, batch_size=batch_size, sequence_length=sequence_length)
     protocol = MeasureConfig(warmup=warmup, rounds=rounds, runs=runs,
                              isolate=cores is not None, cores=_core_ids(cores))
+    if protocol.isolate:
+        measurement_cores(protocol.cores, threads)
     sessions = {model: benchmark.open_model(model, "MODEL", target)}
     if baseline is not None:
         sessions[baseline] = benchmark.open_model(baseline, "--baseline", target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -129,3 +130,20 @@ def test_isolating_on_cores_the_machine_lacks_exits_2_and_writes_nothing(
     assert result.exit_code == 2
     assert "measure.cores" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_isolated_run_measures_in_pinned_processes_and_frees_this_one(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    before = os.sched_getaffinity(0)
+    config = write_config(tmp_path, tiny_config(
+        tiny_model, tiny_csv, measure={"isolate": True, "cores": [max(before)]},
+        space={"pruning": {"methods": ["none"]}, "quantization": {"schemes": ["none"]},
+               "graph": {"fusion": [False]}}))
+    result = CliRunner().invoke(cli, ["run", str(config), "--trials", "2", "--run-dir",
+                                      str(tmp_path / "run"), "--no-report"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run/study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert "confirmation" in study.user_attrs
+    assert os.sched_getaffinity(0) == before  # training kept off the core only while it ran
