@@ -8,7 +8,6 @@ file and what was expected, and exits with code 2, as click does for usage error
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edgetune import __version__
 from edgetune.errors import InputError
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
-from edgetune.search import front as fronts
+from edgetune.search.tables import print_bench, print_study
 
 if TYPE_CHECKING:
     import optuna
@@ -104,7 +102,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
     study = run_study(config, location, config_file.parent, console, trials, timeout)
-    _print_study(study, as_json)
+    print_study(study, as_json)
     if not no_report:
         _write_report(study, location, location.run_dir / "report.html")
 
@@ -158,7 +156,7 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         )
-    _print_study(study, as_json, extra={"trials": counts})
+    print_study(study, as_json, extra={"trials": counts})
 
 
 @cli.command()
@@ -188,7 +186,7 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     console = Console(stderr=True)
     with contextlib.redirect_stdout(sys.stderr), console.status("measuring the front again"):
         confirm_front(study, location, task, config)
-    _print_study(load_study(location), as_json)
+    print_study(load_study(location), as_json)
 
 
 @cli.command()
@@ -242,20 +240,7 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
     else:
         inputs, kind = benchmark.synthetic_inputs(sessions, target, protocol.inputs), "synthetic"
     result = benchmark.bench(model, baseline, inputs, target, protocol, kind)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    table = Table(title=f"ONNX Runtime CPU, {threads} thread(s), batch {batch_size}, sequence "
-                        f"{sequence_length}, {kind} inputs: {rounds} rounds of {runs} runs")
-    for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "ratio spread"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    relative = result["ratio"]
-    for name, figures in result["models"].items():
-        ratio_cells = ([f"{relative['value']:.3f}", f"{relative['spread']:.1%}"]
-                       if relative and name == "model" else ["", ""])
-        table.add_row(figures["path"], f"{figures['median_ms']:.3f}", f"{figures['p90_ms']:.3f}",
-                      f"{figures['spread']:.1%}", *ratio_cells)
-    Console().print(table)
+    print_bench(result, as_json)
 
 
 def _core_ids(cores: str | None) -> list[int] | None:
@@ -302,64 +287,3 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
             raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
         study_name = run_dir.name
     return Location.resolve(study_name, run_dir, storage)
-
-
-def _print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    """The front of each machine, then the confirmed front (with test accuracy) when there is one.
-    """
-    from edgetune.search.confirm import is_current
-
-    rows = fronts.front(study)
-    machines = fronts.machines(rows)
-    record = fronts.confirmation(study)
-    confirmed = fronts.confirmed_rows(study)
-    current = record is not None and is_current(study)
-    if as_json:
-        click.echo(json.dumps({
-            "study": study.study_name, **(extra or {}),
-            "machines": machines,
-            "front": [row.as_dict() for row in rows],
-            "confirmation": {**record, "current": current} if record else None,
-            "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
-            "moved_off_front": [row.as_dict() for row in confirmed if row.moved_off_front],
-        }, indent=2))
-        return
-    console = Console()
-    if len(machines) > 1:
-        console.print(f"[yellow]trials were measured on {len(machines)} different machines: "
-                      "latencies from different machines are not compared, each has its own "
-                      "front[/yellow]")
-    for machine in machines:
-        table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
-                            f"latency, measured on {machine}")
-        for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
-            table.add_column(column, justify="left" if column == "recipe" else "right")
-        for row in rows:
-            if row.machine == machine:
-                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}",
-                              f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
-        console.print(table)
-    if record is not None:
-        _print_confirmed(console, record, confirmed, current)
-
-
-def _print_confirmed(console: Console, record: dict[str, Any],
-                     rows: list[fronts.ConfirmedRow], current: bool) -> None:
-    table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
-                        f"{record['date']}, on {record['machine']}")
-    for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
-                   "ratio spread"):
-        table.add_column(column, justify="left" if column == "recipe" else "right")
-    for row in rows:
-        if row.on_front:
-            test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
-            table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
-                          f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.spread:.1%}")
-    console.print(table)
-    for row in rows:
-        if row.moved_off_front:
-            console.print(f"[yellow]trial {row.trial} ({row.recipe}) moved off the front on "
-                          f"confirmation: {row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32)[/yellow]")
-    if not current:
-        console.print("[yellow]trials finished since this confirmation: run `edgetune confirm` "
-                      "to confirm the front again[/yellow]")

@@ -1,0 +1,95 @@
+"""What ``run``, ``status``, ``confirm`` and ``bench`` print: rich tables, or JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+from edgetune.search import front as fronts
+
+
+def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """The front of each machine, then the confirmed front (with test accuracy) when there is one.
+    """
+    from edgetune.search.confirm import is_current
+
+    rows = fronts.front(study)
+    machines = fronts.machines(rows)
+    record = fronts.confirmation(study)
+    confirmed = fronts.confirmed_rows(study)
+    current = record is not None and is_current(study)
+    if as_json:
+        click.echo(json.dumps({
+            "study": study.study_name, **(extra or {}),
+            "machines": machines,
+            "front": [row.as_dict() for row in rows],
+            "confirmation": {**record, "current": current} if record else None,
+            "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
+            "moved_off_front": [row.as_dict() for row in confirmed if row.moved_off_front],
+        }, indent=2))
+        return
+    console = Console()
+    if len(machines) > 1:
+        console.print(f"[yellow]trials were measured on {len(machines)} different machines: "
+                      "latencies from different machines are not compared, each has its own "
+                      "front[/yellow]")
+    for machine in machines:
+        table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
+                            f"latency, measured on {machine}")
+        for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
+            table.add_column(column, justify="left" if column == "recipe" else "right")
+        for row in rows:
+            if row.machine == machine:
+                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}",
+                              f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
+        console.print(table)
+    if record is not None:
+        _confirmed(console, record, confirmed, current)
+
+
+def _confirmed(console: Console, record: dict[str, Any],
+                     rows: list[fronts.ConfirmedRow], current: bool) -> None:
+    table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
+                        f"{record['date']}, on {record['machine']}")
+    for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
+                   "ratio spread"):
+        table.add_column(column, justify="left" if column == "recipe" else "right")
+    for row in rows:
+        if row.on_front:
+            test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
+            table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
+                          f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.spread:.1%}")
+    console.print(table)
+    for row in rows:
+        if row.moved_off_front:
+            console.print(f"[yellow]trial {row.trial} ({row.recipe}) moved off the front on "
+                          f"confirmation: {row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32)[/yellow]")
+    if not current:
+        console.print("[yellow]trials finished since this confirmation: run `edgetune confirm` "
+                      "to confirm the front again[/yellow]")
+
+
+def print_bench(result: dict[str, Any], as_json: bool) -> None:
+    """``edgetune bench``'s figures: each model's latency and the ratio to the baseline."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    target, protocol = result["target"], result["measure"]
+    table = Table(title=f"ONNX Runtime CPU, {target['threads']} thread(s), batch "
+                        f"{target['batch_size']}, sequence {target['sequence_length']}, "
+                        f"{result['inputs']} inputs: {protocol['rounds']} rounds of "
+                        f"{protocol['runs']} runs")
+    for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "ratio spread"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    relative = result["ratio"]
+    for name, figures in result["models"].items():
+        ratio_cells = ([f"{relative['value']:.3f}", f"{relative['spread']:.1%}"]
+                       if relative and name == "model" else ["", ""])
+        table.add_row(figures["path"], f"{figures['median_ms']:.3f}", f"{figures['p90_ms']:.3f}",
+                      f"{figures['spread']:.1%}", *ratio_cells)
+    Console().print(table)
