@@ -11,7 +11,8 @@ ratio protects against.
 ``--protocols 5x30,15x10`` compares protocols (rounds x runs per round), each process measuring
 every protocol in turn, and each protocol's ratio is computed two ways from the same runs: the
 median of the candidate's round medians over the reference's (``median``, the walking skeleton's)
-and the median of per-round ratios (``paired``, ``objectives.latency.ratio``).
+the median of per-round ratios (``paired``, ``objectives.latency.ratio``), and the median of
+per-round ratios of mean run times (``paired_means``).
 
     flock /tmp/edgetune-heavy.lock python benchmarks/measurement.py [--processes 5]
 """
@@ -143,6 +144,11 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
             # the walking skeleton's estimator: one median over the other
             "median": [f["candidate"].median_ms / f["reference"].median_ms for f in figures],
             "paired": [ratio(f["candidate"], f["reference"]).value for f in figures],
+            # per-round ratio of mean run times, median over rounds: linear in time, so a
+            # competitor's share of the CPU divides both models' times alike
+            "paired_means": [float(np.median(np.divide(f["candidate"].round_means_ms,
+                                                        f["reference"].round_means_ms)))
+                             for f in figures],
         }
         reference_ms = [f["reference"].median_ms for f in figures]
         summary[protocol] = {
@@ -153,9 +159,9 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
             "reference_ms": [round(ms, 2) for ms in reference_ms],
             "reference_ms_spread": round(spread(reference_ms), 4),
         }
-        print(f"{case} {protocol}: paired ratios {summary[protocol]['paired_ratios']} spread "
-              f"{spread(estimates['paired']):.1%} (median: {spread(estimates['median']):.1%}); "
-              f"reference ms spread {spread(reference_ms):.1%}", file=sys.stderr)
+        spreads = ", ".join(f"{name} {spread(values):.1%}" for name, values in estimates.items())
+        print(f"{case} {protocol}: ratio spread {spreads}; reference ms spread "
+              f"{spread(reference_ms):.1%}", file=sys.stderr)
     return summary
 
 

@@ -42,6 +42,7 @@ class Latency:
     p90_ms: float
     spread: float  # (max - min) of the round medians, relative to their median
     round_medians_ms: list[float]
+    round_means_ms: list[float]
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -129,6 +130,7 @@ def _summarise(rounds: list[list[float]]) -> Latency:
         p90_ms=float(np.percentile(np.concatenate(rounds), 90)),
         spread=_spread(medians),
         round_medians_ms=medians,
+        round_means_ms=[float(np.mean(r)) for r in rounds],
     )
 
 
