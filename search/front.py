@@ -50,6 +50,7 @@ class ConfirmedRow:
     latency_ms: float
     ratio: float
     spread: float  # of the confirmed ratio over rounds
+    search_latency_ms: float  # what the trial measured
     on_front: bool
     moved_off_front: bool
 
@@ -166,6 +167,7 @@ def _confirmed_row(trial: FrozenTrial) -> ConfirmedRow:
         latency_ms=figures["latency_ms"],
         ratio=figures["ratio"],
         spread=figures.get("ratio_spread", figures["latency"]["spread"]),
+        search_latency_ms=trial.values[1],
         on_front=figures["on_front"],
         moved_off_front=figures["moved_off_front"],
     )

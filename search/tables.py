@@ -68,7 +68,8 @@ def _confirmed(console: Console, record: dict[str, Any],
     for row in rows:
         if row.moved_off_front:
             console.print(f"[yellow]trial {row.trial} ({row.recipe}) moved off the front on "
-                          f"confirmation: {row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32)[/yellow]")
+                          f"confirmation: {row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32), "
+                          f"{row.search_latency_ms:.2f} ms in its trial[/yellow]")
     if not current:
         console.print("[yellow]trials finished since this confirmation: run `edgetune confirm` "
                       "to confirm the front again[/yellow]")
