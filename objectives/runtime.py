@@ -34,6 +34,9 @@ def session(model: Path, target: TargetConfig) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = GRAPH_LEVELS[target.graph_optimization]
     options.log_severity_level = 3
+    # Models are timed beside each other (the FP32 reference, other candidates): an idle model's
+    # pool must not spin on the cores the next model runs on. Spinning resumes with each run.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
