@@ -9,10 +9,9 @@ study's ranking depends on. The absolute milliseconds are printed beside it to s
 ratio protects against.
 
 ``--protocols 5x30,15x10`` compares protocols (rounds x runs per round), each process measuring
-every protocol in turn, and each protocol's ratio is computed two ways from the same runs: the
-median of the candidate's round medians over the reference's (``median``, the walking skeleton's)
-the median of per-round ratios (``paired``, ``objectives.latency.ratio``), and the median of
-per-round ratios of mean run times (``paired_means``).
+every protocol in turn, and each protocol's ratio is estimated several ways from the same rounds
+(``ESTIMATORS``, and ``paired``: ``objectives.latency.ratio``, what trials store). The output
+keeps every process's round figures, so ``--analyse`` can summarise them again.
 
     flock /tmp/edgetune-heavy.lock python benchmarks/measurement.py [--processes 5]
 """
@@ -46,9 +45,15 @@ def main() -> None:
     parser.add_argument("--cases", default="quiet,heavy", help="quiet, heavy or both")
     parser.add_argument("--protocols", default="",
                         help="rounds x runs to compare, e.g. 5x30,15x10 [default: the config's]")
+    parser.add_argument("--analyse", type=Path, metavar="RESULTS.json",
+                        help="summarise the measurements a previous run printed, again")
     parser.add_argument("--child", nargs=4, metavar=("CANDIDATE", "REFERENCE", "INPUTS", "RxN"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.analyse:
+        saved = json.loads(args.analyse.read_text())
+        print(json.dumps({case: summarise(result) for case, result in saved.items()}, indent=2))
+        return
     if args.child:
         *paths, protocol = args.child
         print(json.dumps(measure_once(args.config, *map(Path, paths), protocol)))
@@ -109,7 +114,6 @@ def measure_once(config_file: Path, candidate: Path, reference: Path,
 
 def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Path,
              inputs: Path) -> dict[str, object]:
-    from edgetune.objectives.latency import Latency, ratio
     from edgetune.objectives.machine import cpu_model
     from edgetune.search.config import load_config
 
@@ -122,7 +126,7 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
                                 env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())})
         time.sleep(2)
     loadavg = os.getloadavg()[0]
-    runs: dict[str, list[dict]] = {protocol: [] for protocol in protocols}
+    measurements: dict[str, list[dict]] = {protocol: [] for protocol in protocols}
     try:
         for _ in range(args.processes):
             for protocol in protocols:  # in turn, so slow changes of load reach every protocol
@@ -131,27 +135,27 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
                      str(candidate), str(reference), str(inputs), protocol],
                     capture_output=True, text=True, check=True,
                 ).stdout
-                runs[protocol].append(json.loads(out.strip().splitlines()[-1]))
+                measurements[protocol].append(json.loads(out.strip().splitlines()[-1]))
     finally:
         if load is not None:
             load.terminate()
             load.wait()
-    summary: dict[str, object] = {"case": case, "load_average_at_start": round(loadavg, 2),
-                                  "machine": f"{cpu_model()} ×{os.cpu_count()}"}
-    for protocol, measured in runs.items():
+    return summarise({"case": case, "load_average_at_start": round(loadavg, 2),
+                      "machine": f"{cpu_model()} ×{os.cpu_count()}",
+                      "measurements": measurements})
+
+
+def summarise(result: dict) -> dict:
+    """Each protocol's ratios over the processes, by each estimator, and their spreads."""
+    from edgetune.objectives.latency import Latency, ratio
+
+    for protocol, measured in result["measurements"].items():
         figures = [{name: Latency(**value) for name, value in r.items()} for r in measured]
-        estimates = {
-            # the walking skeleton's estimator: one median over the other
-            "median": [f["candidate"].median_ms / f["reference"].median_ms for f in figures],
-            "paired": [ratio(f["candidate"], f["reference"]).value for f in figures],
-            # per-round ratio of mean run times, median over rounds: linear in time, so a
-            # competitor's share of the CPU divides both models' times alike
-            "paired_means": [float(np.median(np.divide(f["candidate"].round_means_ms,
-                                                        f["reference"].round_means_ms)))
-                             for f in figures],
-        }
+        estimates = {name: [estimate(f["candidate"], f["reference"]) for f in figures]
+                     for name, estimate in ESTIMATORS.items()}
+        estimates["paired"] = [ratio(f["candidate"], f["reference"]).value for f in figures]
         reference_ms = [f["reference"].median_ms for f in figures]
-        summary[protocol] = {
+        result[protocol] = {
             **{f"{name}_ratios": [round(r, 4) for r in values]
                for name, values in estimates.items()},
             **{f"{name}_ratio_spread": round(spread(values), 4)
@@ -160,9 +164,34 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
             "reference_ms_spread": round(spread(reference_ms), 4),
         }
         spreads = ", ".join(f"{name} {spread(values):.1%}" for name, values in estimates.items())
-        print(f"{case} {protocol}: ratio spread {spreads}; reference ms spread "
+        print(f"{result['case']} {protocol}: ratio spread {spreads}; reference ms spread "
               f"{spread(reference_ms):.1%}", file=sys.stderr)
-    return summary
+    return result
+
+
+def _median_over_median(candidate, reference) -> float:  # type: ignore[no-untyped-def]
+    """The walking skeleton's estimator: one model's median of round medians over the other's."""
+    return candidate.median_ms / reference.median_ms
+
+
+def _paired_means(candidate, reference) -> float:  # type: ignore[no-untyped-def]
+    """The median over rounds of the ratio of the rounds' mean run times."""
+    return float(np.median(np.divide(candidate.round_means_ms, reference.round_means_ms)))
+
+
+def _best_rounds(candidate, reference) -> float:  # type: ignore[no-untyped-def]
+    """Each model's fastest round median, as timeit takes the best of its repeats."""
+    return min(candidate.round_medians_ms) / min(reference.round_medians_ms)
+
+
+def _quiet_half(candidate, reference) -> float:  # type: ignore[no-untyped-def]
+    """The median of per-round ratios over the rounds in which the reference ran fastest."""
+    fast = np.asarray(reference.round_medians_ms) <= np.median(reference.round_medians_ms)
+    return float(np.median(np.divide(candidate.round_medians_ms, reference.round_medians_ms)[fast]))
+
+
+ESTIMATORS = {"median": _median_over_median, "paired_means": _paired_means,
+              "best_rounds": _best_rounds, "quiet_half": _quiet_half}
 
 
 def spread(values: list[float]) -> float:
