@@ -174,7 +174,7 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
     }
 
     def build_pruned(folder: Path) -> None:
-        model = prune(load_classifier(bench.base), recipe.pruning)
+        model = prune(load_classifier(bench.base), recipe.pruning, bench.task)
         teacher = load_classifier(bench.base) if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
-from edgetune.objectives.finetune import fine_tuned_base
+from edgetune.objectives.finetune import check_finetune, fine_tuned_base
 from edgetune.objectives.pruning import check_supported
 from edgetune.objectives.task import load_task
 from edgetune.search.config import StudyConfig
@@ -55,7 +55,8 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     budget = trials or config.search.trials
     timeout = timeout or config.search.timeout
     task = load_task(config.task, config_dir)
-    check_supported(_model_type(task.model_path), config.space.pruning.methods)
+    check_supported(task.model_path, config.space.pruning)
+    check_finetune(task, config.finetune)
     if not location.storage.startswith("sqlite:///"):
         make_storage(location.storage)  # fail on an unreachable database before writing anything
     # Failures are reported by the progress display and stored on the trial: not as tracebacks.
@@ -80,12 +81,6 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                            gc_after_trial=True)
     return study
-
-
-def _model_type(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "config.json").read_text())["model_type"]
 
 
 def _mkdir(path: Path) -> Path:

@@ -17,7 +17,7 @@ def tiny_config(model: Path, data: Path, **sections: Any) -> dict[str, Any]:
         "target": {"threads": 1, "batch_size": 1, "sequence_length": 32},
         "measure": {"warmup": 2, "rounds": 2, "runs": 5, "inputs": 2},
         "space": {
-            "pruning": {"structured": {"layers_kept": {"low": 1, "high": 2}}},
+            "pruning": {"structured": {"layers_dropped": {"low": 0, "high": 1}}},
             "recovery": {"steps": {"low": 10, "high": 20, "step": 10},
                          "learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
             "quantization": {"qat": {"steps": {"low": 5, "high": 10, "step": 5}}},
