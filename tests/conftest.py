@@ -6,6 +6,7 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,15 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test session gets its own edgetune cache, never the user's."""
-    monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test session gets its own edgetune cache, never the user's.
+
+    Session-scoped, so that module-scoped fixtures (a finished run, say) see it too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 def make_tiny_checkpoint(folder: Path, family: str = "bert", layers: int = 2) -> Path:
