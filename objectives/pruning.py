@@ -101,7 +101,8 @@ def check_supported(model_folder: Path, space: PruningSpace) -> None:
             f"structured pruning supports {', '.join(sorted(ARCHITECTURES))}, not {model_type!r}; "
             "remove 'structured' from the methods",
         )
-    layers = getattr(AutoConfig.from_pretrained(model_folder), ARCHITECTURES[model_type][1].layers_attr)
+    arch = ARCHITECTURES[model_type][1]
+    layers = getattr(AutoConfig.from_pretrained(model_folder), arch.layers_attr)
     if space.structured.layers_dropped.high >= layers:
         raise InputError(
             "space.pruning.structured.layers_dropped",

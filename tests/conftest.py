@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny BERT built from a config and a small dataset made here.
+"""Shared fixtures: tiny BERT, RoBERTa and DistilBERT models built from configs, a small dataset
+made here, and a tiny fine-tuned base to compress.
 
 Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 """
@@ -8,8 +9,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from edgetune.objectives.candidate import Workbench
 
 TOPICS = {
     "sport": "match goal team player score league cup win coach season",
@@ -67,8 +72,8 @@ def make_tiny_checkpoint(folder: Path, family: str = "bert", layers: int = 2) ->
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n"
     )
     # DistilBERT takes no token_type_ids: its tokenizer must not produce them.
-    inputs = {"model_input_names": ["input_ids", "attention_mask"]} if family == "distilbert" else {}
-    BertTokenizer(vocab=str(folder / "vocab.txt"), **inputs).save_pretrained(folder)
+    names = {"model_input_names": ["input_ids", "attention_mask"]} if family == "distilbert" else {}
+    BertTokenizer(vocab=str(folder / "vocab.txt"), **names).save_pretrained(folder)
     torch.manual_seed(0)
     vocab = len(words) + 5
     if family == "bert":
@@ -107,7 +112,7 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path):  # noqa: ANN201
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Workbench:
     """A Workbench on a 4-layer tiny BERT fine-tuned on the tiny task: what compression starts from.
 
     Four layers, so that layers can be dropped with some left to choose from.

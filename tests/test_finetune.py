@@ -59,7 +59,8 @@ def test_lora_settings_peft_cannot_apply_are_refused_before_any_work(
         check_finetune(task, FinetuneConfig(method="lora"))
     assert error.value.where == "finetune.lora.target_modules"
     with pytest.raises(InputError):
-        check_finetune(task, FinetuneConfig(method="lora", lora=LoraConfig(target_modules=["query"])))
+        check_finetune(task, FinetuneConfig(method="lora",
+                                            lora=LoraConfig(target_modules=["query"])))
     check_finetune(task, FinetuneConfig(method="lora",
                                         lora=LoraConfig(target_modules=["q_lin", "v_lin"])))
 

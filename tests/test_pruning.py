@@ -1,4 +1,4 @@
-"""Structured pruning removes the heads, neurons and layers it says, for BERT, RoBERTa and DistilBERT.
+"""Structured pruning removes the heads, neurons and layers it says (BERT, RoBERTa, DistilBERT).
 
 Pruned models save and reload exactly, export to ONNX with smaller MatMuls, and ONNX Runtime's
 attention fusion handles layers that keep different numbers of heads.
@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from conftest import make_tiny_checkpoint
 from edgetune.errors import InputError
+from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
@@ -145,7 +146,8 @@ def train_loss(model: torch.nn.Module, task: Task) -> float:
         return torch.nn.functional.cross_entropy(model(**inputs).logits, labels).item()
 
 
-def test_importance_selection_drops_the_layer_the_loss_misses_least(tiny_bench) -> None:  # noqa: ANN001
+def test_importance_selection_drops_the_layer_the_loss_misses_least(
+        tiny_bench: Workbench) -> None:
     task = tiny_bench.task
     original = load_classifier(tiny_bench.base)
     loss_without = {}
@@ -186,7 +188,8 @@ def test_pruned_models_reload_exactly_and_export_smaller_matmuls(
     shapes = layer_shapes(reloaded)["layers"]
     assert shapes == layer_shapes(model)["layers"] and len(shapes) == 3
     names = list(task.encoded("validation"))
-    full = matmul_weight_shapes(export_onnx(load_classifier(folder, task.label_names), names, tmp_path / "full.onnx"))
+    unpruned = load_classifier(folder, task.label_names)
+    full = matmul_weight_shapes(export_onnx(unpruned, names, tmp_path / "full.onnx"))
     small = matmul_weight_shapes(export_onnx(reloaded, names, tmp_path / "small.onnx"))
     expected_encoder = sorted(
         shape for layer in shapes for width in [layer["heads"] * HEAD_SIZE]

@@ -13,7 +13,7 @@ import torch
 
 from edgetune.objectives import candidate as candidate_module
 from edgetune.objectives.cache import Cache
-from edgetune.objectives.candidate import Candidate, build
+from edgetune.objectives.candidate import Candidate, Workbench, build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.pruning import make_permanent, prune
 from edgetune.objectives.recovery import recover
@@ -35,12 +35,12 @@ def accuracy(model: torch.nn.Module, task: Task) -> float:
     return float((predictions(model, task) == task.labels("validation")).mean())
 
 
-def heavily_pruned(bench) -> torch.nn.Module:  # noqa: ANN001
+def heavily_pruned(bench: Workbench) -> torch.nn.Module:
     """The tiny base with 90% of its Linear weights zeroed: it guesses."""
     return prune(load_classifier(bench.base), UnstructuredPruning(ratio=0.9), bench.task)
 
 
-def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench) -> None:  # noqa: ANN001
+def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench: Workbench) -> None:
     task = tiny_bench.task
     assert accuracy(load_classifier(tiny_bench.base), task) > 0.95
     model = heavily_pruned(tiny_bench)
@@ -51,7 +51,8 @@ def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench) -> None:  # no
     assert accuracy(model, task) > 0.9
 
 
-def test_distillation_learns_the_teachers_answers_with_the_weight_given(tiny_bench) -> None:  # noqa: ANN001
+def test_distillation_learns_the_teachers_answers_with_the_weight_given(
+        tiny_bench: Workbench) -> None:
     """A confident teacher that answers the next label: with weight 1 the student copies it,
     with weight 0 it follows the labels."""
     task = tiny_bench.task
@@ -76,7 +77,7 @@ def test_distillation_learns_the_teachers_answers_with_the_weight_given(tiny_ben
 def counting_prune(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
 
-    def prune_and_count(model, recipe, task):  # noqa: ANN001, ANN202
+    def prune_and_count(model: torch.nn.Module, recipe: object, task: Task) -> torch.nn.Module:
         calls.append(recipe)
         return prune(model, recipe, task)
 
@@ -85,7 +86,7 @@ def counting_prune(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def test_quantization_variants_of_one_pruned_recipe_prune_and_recover_once(
-        tiny_bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        tiny_bench: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bench = dataclasses.replace(tiny_bench, cache=Cache(tmp_path / "cache"))
     calls = counting_prune(monkeypatch)
     pruning = StructuredPruning(layers_dropped=2, layer_selection="even")
@@ -105,7 +106,7 @@ def test_quantization_variants_of_one_pruned_recipe_prune_and_recover_once(
     assert len(calls) == 2  # a different recovery is a different model
 
 
-def test_recovery_keeps_unstructured_zeros_from_regrowing(tiny_bench) -> None:  # noqa: ANN001
+def test_recovery_keeps_unstructured_zeros_from_regrowing(tiny_bench: Workbench) -> None:
     model = prune(load_classifier(tiny_bench.base), UnstructuredPruning(ratio=0.5),
                   tiny_bench.task)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgetune.objectives.candidate import Candidate, build, evaluate
+from edgetune.objectives.candidate import Candidate, Workbench, build, evaluate
 from edgetune.spaces.pruning import UnstructuredPruning
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe
@@ -21,7 +21,8 @@ def matmul_weights(path: Path) -> list[np.ndarray]:
             if n.op_type == "MatMul" and n.input[1] in weights]
 
 
-def test_zipped_size_shrinks_while_dense_shapes_stay(tiny_bench, tmp_path: Path) -> None:  # noqa: ANN001
+def test_zipped_size_shrinks_while_dense_shapes_stay(tiny_bench: Workbench,
+                                                     tmp_path: Path) -> None:
     sparse = Recipe(pruning=UnstructuredPruning(ratio=0.7),
                     recovery=RecoveryRecipe(steps=5, learning_rate=3e-3))
     built = {name: build(recipe, tiny_bench, Candidate(path=tmp_path / name / "model.onnx"))
