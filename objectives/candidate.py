@@ -24,7 +24,7 @@ import optuna
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
 from edgetune.objectives.checkpoint import load_classifier
-from edgetune.objectives.export import export_onnx
+from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure
 from edgetune.objectives.pruning import make_permanent, prune, save_pruned
@@ -67,7 +67,8 @@ class Workbench:
 
     def export(self, checkpoint: Path) -> Path:
         """The cached FP32 ONNX export of a checkpoint folder (a folder holding model.onnx)."""
-        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names}
+        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names,
+               "format": EXPORT_FORMAT}
         return self.cache.get_or_build(
             "onnx", key,
             lambda folder: export_onnx(load_classifier(checkpoint), self.input_names,

@@ -20,6 +20,9 @@ from transformers import PreTrainedModel
 
 OPSET = 17
 OUTPUT = "logits"
+# Part of every cached export's key: raise it when the exported graph changes, so that exports
+# cached by an older edgetune are not reused (2: head counts written into the Q/K/V Reshapes).
+EXPORT_FORMAT = 2
 
 
 def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
