@@ -69,6 +69,13 @@ def recipes() -> dict[str, Recipe]:
             drop(2, "importance", ffn_kept=0.5, scope="layer")),
         "keep 5 importance + heads+ffn half, global": compressed(
             drop(1, "importance", **half, scope="global")),
+        "keep 3 even, 100 steps": compressed(drop(3, "even"), steps=100),
+        "keep 3 even + ffn 3/4": compressed(drop(3, "even", ffn_kept=0.75, scope="layer")),
+        "keep 3 importance + ffn 3/4": compressed(
+            drop(3, "importance", ffn_kept=0.75, scope="layer")),
+        "keep 3 even + heads+ffn 3/4, global": compressed(
+            drop(3, "even", heads_kept=0.75, ffn_kept=0.75, scope="global")),
+        "keep 2 even, 100 steps": compressed(drop(4, "even"), steps=100),
     }
 
 

@@ -24,7 +24,7 @@ class RecoveryRecipe(Strict):
         if self.steps == 0:
             return ""
         kd = f"+kd(T{self.temperature:g},a{self.alpha:g})" if self.distillation else ""
-        return f"rec{self.steps}{kd}"
+        return f"rec{self.steps}@{self.learning_rate:.1e}{kd}"
 
 
 class RecoverySpace(Strict):
