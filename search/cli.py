@@ -99,16 +99,22 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     """
     from edgetune.search.study import load_study
 
+    from edgetune.search.constraints import infeasible_trials
+
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    infeasible = len(infeasible_trials(study))
     if not as_json:
         Console(stderr=True).print(
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
         )
-    _print_front(front(study), study.study_name, as_json, extra={"trials": counts})
+    _print_front(front(study), study.study_name, as_json,
+                 extra={"trials": counts, "infeasible": infeasible,
+                        "objectives": study.metric_names})
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,

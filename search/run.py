@@ -71,7 +71,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
                       measure=config.measure, batch_size=config.finetune.batch_size,
                       seed=config.finetune.seed)
     objective = Objective(config.space, bench, location.run_dir,
-                          FileSystemArtifactStore(str(_mkdir(location.artifacts))))
+                          FileSystemArtifactStore(str(_mkdir(location.artifacts))), config.search)
     start = time.monotonic()
     with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
         while finished_trials(study) < budget:
