@@ -21,12 +21,12 @@ from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
 from edgetune.search.constraints import Constraints
+from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
 from edgetune.spaces.space import SearchSpace
 
 Sampler = Literal["tpe", "nsga2", "gp", "random"]
 ObjectiveName = Literal["accuracy", "latency_ms", "size_mb"]
-REQUIRED_OBJECTIVES = ("accuracy", "latency_ms")
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -41,7 +41,7 @@ class SearchConfig(Strict):
         default=[], description="recipes to try first, as space parameters (pruning.method: ...)"
     )
     objectives: list[ObjectiveName] = Field(
-        default=list(REQUIRED_OBJECTIVES),
+        default=list(OBJECTIVES),
         description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
     )
     constraints: Constraints = Constraints()
@@ -51,7 +51,7 @@ class SearchConfig(Strict):
     def _accuracy_and_latency_first(cls, names: list[str]) -> list[str]:
         # Readers of a study (front, report, export) take values[0] and values[1] as accuracy
         # and latency: a third objective may only follow them.
-        if tuple(names[:2]) != REQUIRED_OBJECTIVES or len(set(names)) != len(names):
+        if tuple(names[:2]) != OBJECTIVES or len(set(names)) != len(names):
             raise ValueError("expected [accuracy, latency_ms] or [accuracy, latency_ms, size_mb]")
         return names
 

@@ -21,7 +21,9 @@ from edgetune.search import baselines
 if TYPE_CHECKING:  # the config imports the training stack; reading a study needs none of it
     from edgetune.search.config import StudyConfig
 
-DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVES = ("accuracy", "latency_ms")  # every study's first two; size_mb may follow
+DIRECTIONS = tuple(OBJECTIVE_DIRECTIONS[name] for name in OBJECTIVES)
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
 
@@ -106,7 +108,7 @@ def open_study(config: StudyConfig, location: Location) -> optuna.Study:
     study = optuna.create_study(
         storage=storage,
         study_name=location.study,
-        directions=[DIRECTIONS[name] for name in config.search.objectives],
+        directions=[OBJECTIVE_DIRECTIONS[name] for name in config.search.objectives],
         sampler=sampler(config),
         load_if_exists=True,
     )

@@ -117,3 +117,13 @@ def test_a_hopeless_trial_is_pruned_with_its_reason(hopeless_run: tuple[optuna.S
     assert "prune_recover" in hopeless.user_attrs["stage_seconds"]
     assert status["trials"] == {"complete": 1, "pruned": 1}
     assert [row["trial"] for row in status["front"]] == [0]
+
+
+def test_the_report_lists_the_stopped_trial_and_why(hopeless_run: tuple[optuna.Study, dict]
+                                                    ) -> None:
+    from edgetune.reports.data import failures, trials_frame
+
+    stopped = failures(trials_frame(hopeless_run[0]))
+    assert list(stopped["trial"]) == [1]
+    assert stopped.loc[1, "failure_stage"] == "recovery"
+    assert "below the floor" in stopped.loc[1, "failure_error"]
