@@ -171,3 +171,28 @@ def _at_least_as_good(better: list[float], other: list[float]) -> bool:
     accuracy, *costs = better
     other_accuracy, *other_costs = other
     return accuracy >= other_accuracy and all(c <= o for c, o in zip(costs, other_costs))
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "random"])
+def test_samplers_keep_proposing_after_pruned_failed_and_infeasible_trials(
+        tiny_model: Path, tiny_csv: Path, name: str) -> None:
+    """Past their start-up trials, every sampler reads the constraints of complete trials and the
+    lone accuracy constraint of early-stopped ones without error."""
+    config = config_with(tiny_model, tiny_csv, sampler=name, seed=1)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler(config))
+    for number in range(14):
+        trial = study.ask()
+        recipe = config.space.sample(trial)
+        if number % 5 == 3:
+            trial.set_constraint("accuracy_drop", 0.2)
+            study.tell(trial, state=TrialState.PRUNED)
+        elif number % 5 == 4:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            accuracy = 0.9 - 0.1 * recipe.pruning.method.startswith("s")
+            trial.set_constraint("accuracy_drop", 0.85 - accuracy)
+            trial.set_constraint("latency_ms", (number % 3 - 1) / 10)
+            study.tell(trial, [accuracy, 10.0 - number % 4])
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 9
+    assert len(study.best_trials) >= 1
+    assert all(all(v <= 0 for v in t.constraints.values()) for t in study.best_trials)
