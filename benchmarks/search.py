@@ -3,8 +3,12 @@
 Issue 8's benchmark. For every sampler and seed it runs one study of ``--trials`` trials with
 ``edgetune run`` on ``--config`` (the default task unless told otherwise), each in its own process
 and with its own cold cache of pruned models and exports (only the fine-tuned base is shared, as
-it is for a user's second study), so that wall times compare fairly. Then it prints Markdown for
-``benchmarks/RESULTS.md``:
+it is for a user's second study), so that wall times compare fairly. With ``--shared-cache`` the
+studies of one seed share their cache instead: seeded alike, all four samplers start with the
+same random recipes (Optuna's samplers draw their start-up trials from ``RandomSampler(seed)``),
+which are then trained once rather than four times. Trial counts still compare fairly; wall times
+then favour the studies run after the first (the order of ``--samplers``). Then it prints
+Markdown for ``benchmarks/RESULTS.md``:
 
 (a) hypervolume after 10, 20, ... trials and after equal wall time, per sampler (mean over seeds),
     and writes the curves to ``--plot`` (an HTML page; Plotly's script is loaded from its CDN to
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "search.html")
     parser.add_argument("--no-confirm", action="store_true", help="skip (b)")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="the studies of one seed share one cache (see above)")
     parser.add_argument("--reuse", action="store_true",
                         help="read studies this script already ran in --work instead of rerunning")
     args = parser.parse_args()
@@ -73,7 +79,7 @@ def main() -> None:
             for sampler in args.samplers.split(",")]
     curves = {(run.sampler, run.seed): hypervolume_curve(run) for run in runs}
     write_plot(curves, args.plot)
-    print(section_a(curves, args.trials))
+    print(section_a(curves, args.trials, args.shared_cache))
     if not args.no_confirm:
         print(section_b(runs[0]))
     print(section_c(runs[0]))
@@ -94,7 +100,8 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run:
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     timing = folder / "wall.json"
     if not (args.reuse and timing.exists()):
-        env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(folder / "cache"))}
+        cache = args.work / f"cache-s{seed}" if args.shared_cache else folder / "cache"
+        env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(cache))}
         started, start = datetime.now(), time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "edgetune", "run", str(config_file), "--run-dir",
@@ -178,7 +185,7 @@ def _at(curve: Curve, axis: list[float], x: float) -> float:
     return reached[-1] if reached else 0.0
 
 
-def section_a(curves: dict[tuple[str, int], Curve], trials: int) -> str:
+def section_a(curves: dict[tuple[str, int], Curve], trials: int, shared_cache: bool) -> str:
     samplers = list(dict.fromkeys(sampler for sampler, _ in curves))
     marks = sorted({max(1, trials * k // 4) for k in range(1, 5)})
     shortest = min(c.minutes[-1] for c in curves.values())
@@ -193,6 +200,9 @@ def section_a(curves: dict[tuple[str, int], Curve], trials: int) -> str:
         by_time = [statistics.mean(_at(c, c.minutes, m) for c in mine) for m in minutes]
         lines.append(f"| {sampler} | " + " | ".join(f"{v:.4f}" for v in by_trials + by_time)
                      + f" | {len(mine)} |")
+    if shared_cache:
+        lines += ["", "The studies of a seed shared one cache: by wall time, the studies after the "
+                  f"first ({samplers[0]}) reused its start-up recipes' recovered models."]
     return "\n".join(lines) + "\n"
 
 
