@@ -3,8 +3,9 @@
 Baselines are written as the space's own parameters, so the sampler learns from them like from
 any trial. So is the FP32 reference where the space can express it: a trial without parameters
 would empty the search space that NSGA-II and GP model (the parameters every complete trial
-shares), leaving them to sample at random. A baseline the user's space cannot express (say, dynamic INT8 when the space allows only
-static) is skipped; a user's own ``search.enqueue`` entry that does not fit is an error.
+shares), leaving them to sample at random. A baseline the user's space cannot express (say,
+dynamic INT8 when the space allows only static) is skipped; a user's own ``search.enqueue`` entry
+that does not fit is an error.
 """
 
 from __future__ import annotations

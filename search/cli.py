@@ -136,9 +136,8 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
 
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
-    from edgetune.search.study import load_study
-
     from edgetune.search.constraints import infeasible_trials
+    from edgetune.search.study import load_study
 
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}

@@ -29,7 +29,7 @@ class Constraints(Strict):
 
     max_accuracy_drop: float | None = Field(
         default=None, ge=0, le=1,
-        description="validation accuracy below the FP32 reference's, as a fraction (0.01 = 1 point)",
+        description="validation accuracy below the FP32 reference's (0.01 = 1 point)",
     )
     max_latency_ms: float | None = Field(
         default=None, gt=0, description="drift-corrected latency budget, milliseconds"

@@ -59,8 +59,8 @@ def forecast(checks: list[tuple[int, float]], steps_left: int) -> float | None:
 class EarlyStopping:
     """A training callback, called after every step, that stops a trial below ``floor``.
 
-    ``phases`` lists the training loops the build will run, in order (``candidate.training_phases``);
-    a step count that starts again marks the next phase.
+    ``phases`` lists the training loops the build will run, in order
+    (``candidate.training_phases``); a step count that starts again marks the next phase.
     """
 
     def __init__(self, floor: float, phases: list[tuple[str, int]],

@@ -1,4 +1,5 @@
-"""The Pareto front of a study: the feasible trials no other feasible trial beats on every objective.
+"""The Pareto front of a study: feasible trials that no other feasible trial beats on every
+objective.
 
 The objectives are accuracy and latency, and model size when the study adds it as a third.
 ``study.best_trials`` is Optuna's front; once any trial carries constraints it keeps only trials

@@ -95,8 +95,8 @@ def hopeless_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
-    status = CliRunner().invoke(cli, ["status", "--run-dir", str(run_dir), "--study", "tiny", "--json"],
-                                catch_exceptions=False)
+    status = CliRunner().invoke(cli, ["status", "--run-dir", str(run_dir), "--study", "tiny",
+                                      "--json"], catch_exceptions=False)
     return study, json.loads(status.stdout)
 
 
