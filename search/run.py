@@ -62,7 +62,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("nncf").setLevel(logging.ERROR)
 
-    study = open_study(config, location)
+    study = open_study(config, location, budget)
     study.set_user_attr("data", task.dataset.summary() | {"split_seed": config.task.data.splits.seed})
     cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     with console.status("fine-tuning the base model (cached after the first time)"):

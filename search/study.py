@@ -68,32 +68,39 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 # Sampler settings for budgets of a few dozen trials, each worth a minute of CPU or more (the
 # default task's study is 40 trials). The FP32 reference and the baselines are enqueued, complete
 # trials that count as start-up points too.
-# - TPE: 10 start-up trials (the reference, 2 baselines, 7 random) before the model takes over;
-#   multivariate with grouping, so the conditional knobs (recovery only after pruning, ...) are
-#   modelled jointly within each group; constant liar keeps parallel workers from sampling the
-#   same point.
+# - TPE and GP: a quarter of the budget as random start-up trials, 5 to 10 (Optuna's default):
+#   at 40 trials the reference, 2 baselines and 7 random trials before the model takes over; a
+#   12-trial study is not left mostly random. TPE is multivariate with grouping, so the
+#   conditional knobs (recovery only after pruning, ...) are modelled jointly within each group;
+#   constant liar keeps parallel workers from sampling the same point.
 # - NSGA-II: its default population of 50 would keep a 40-trial study in its random first
 #   generation; 10 gives 4 generations.
-# - GP: Optuna's default 10 start-up trials. Like NSGA-II it models only the parameters every
-#   trial has (the pruning method, the quantization scheme); the conditional ones are random.
-TPE_STARTUP_TRIALS = 10
+# - GP and NSGA-II model only the parameters every complete trial has (the pruning method, the
+#   quantization scheme, mostly the fusion): the conditional ones are sampled at random.
 NSGA2_POPULATION = 10
-GP_STARTUP_TRIALS = 10
 
 
-def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+def startup_trials(budget: int) -> int:
+    return min(10, max(5, budget // 4))
+
+
+def sampler(config: StudyConfig, budget: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded, with settings for a study of ``budget`` trials (default:
+    ``search.trials``)."""
     seed = config.search.seed
+    startup = startup_trials(budget or config.search.trials)
     if config.search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=seed)
     if config.search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=GP_STARTUP_TRIALS)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
+                                      n_startup_trials=startup, constant_liar=True)
 
 
-def open_study(config: StudyConfig, location: Location) -> optuna.Study:
+def open_study(config: StudyConfig, location: Location, budget: int | None = None
+               ) -> optuna.Study:
     """Create the study, or resume it if it exists with the same config.
 
     A new study enqueues the FP32 reference as trial 0, so every front is compared with it, then
@@ -109,7 +116,7 @@ def open_study(config: StudyConfig, location: Location) -> optuna.Study:
         storage=storage,
         study_name=location.study,
         directions=[OBJECTIVE_DIRECTIONS[name] for name in config.search.objectives],
-        sampler=sampler(config),
+        sampler=sampler(config, budget),
         load_if_exists=True,
     )
     stored = study.user_attrs.get("config_fingerprint")

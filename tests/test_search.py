@@ -39,9 +39,15 @@ def test_the_config_chooses_a_seeded_sampler(tiny_model: Path, tiny_csv: Path, n
     assert recipes[0] == recipes[1]
 
 
-def test_nsga2_evolves_within_a_40_trial_budget(tiny_model: Path, tiny_csv: Path) -> None:
-    nsga2 = sampler(config_with(tiny_model, tiny_csv, sampler="nsga2"))
+def test_sampler_settings_fit_the_budget(tiny_model: Path, tiny_csv: Path) -> None:
+    nsga2 = sampler(config_with(tiny_model, tiny_csv, sampler="nsga2"), 40)
     assert nsga2._population_size <= 10  # several generations, not one random population
+    for name in ("tpe", "gp"):
+        config = config_with(tiny_model, tiny_csv, sampler=name)
+        # Random start-up trials (the enqueued reference and baselines among them): a quarter
+        # of the budget, so that a short study is not mostly random.
+        assert [sampler(config, budget)._n_startup_trials for budget in (12, 40, 200)] == \
+            [5, 10, 10]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat")  # asked and told by hand, not by optimize()
