@@ -283,7 +283,8 @@ def section_c(run: Run) -> str:
              seconds) for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1])]
     rows += [("  of which early-stopping accuracy checks", checks),
              ("in trials, outside stages (sampling, storage, artifacts)", in_trials - staged),
-             ("between trials (start-up, data, base model, reference accuracy)", wall - in_trials)]
+             ("outside trials (start-up, data, base model, end-of-run report/confirmation)",
+              wall - in_trials)]
     states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState
               if any(t.state == s for t in trials)}
     overhead = (in_trials - staged) + (wall - in_trials) + checks
