@@ -45,6 +45,9 @@ class SearchConfig(Strict):
         description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
     )
     constraints: Constraints = Constraints()
+    early_stopping: bool = Field(
+        default=True, description="stop training that can no longer reach the accuracy floor"
+    )
 
     @field_validator("objectives")
     @classmethod

@@ -81,7 +81,7 @@ class Objective:
     def early_stopping(self, recipe: Recipe) -> EarlyStopping | None:
         """A training callback that stops the trial below the accuracy floor, if it trains."""
         phases = training_phases(recipe, self.bench)
-        if not phases or self.floor is None:
+        if not phases or not self.search.early_stopping or self.floor is None:
             return None
         task = self.bench.task
         return EarlyStopping(self.floor, phases, lambda model: torch_accuracy(

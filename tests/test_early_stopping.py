@@ -76,24 +76,31 @@ def test_later_training_phases_count_as_steps_left() -> None:
     assert with_qat.checks[3].forecast is None
 
 
-@pytest.fixture(scope="module")
-def hopeless_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
-                 tiny_csv: Path) -> tuple[optuna.Study, dict]:
-    """Zeroing 95 % of every weight, then a recovery whose learning rate moves nothing."""
-    folder = tmp_path_factory.mktemp("hopeless")
+# Zeroing 95 % of every weight, then a recovery whose learning rate moves nothing.
+HOPELESS_SPACE = {
+    "pruning": {"methods": ["unstructured"],
+                "unstructured": {"ratio": {"low": 0.95, "high": 0.95}}},
+    "recovery": {"steps": {"low": 20, "high": 20}, "distillation": [False],
+                 "learning_rate": {"low": 1.0e-9, "high": 1.0e-9}},
+    "quantization": {"schemes": ["none"]}, "graph": {"fusion": [False]},
+}
+
+
+def run_hopeless(folder: Path, tiny_model: Path, tiny_csv: Path, **search: object) -> Path:
     config = write_config(folder, tiny_config(
-        tiny_model, tiny_csv,
-        space={"pruning": {"methods": ["unstructured"],
-                           "unstructured": {"ratio": {"low": 0.95, "high": 0.95}}},
-               "recovery": {"steps": {"low": 20, "high": 20}, "distillation": [False],
-                            "learning_rate": {"low": 1.0e-9, "high": 1.0e-9}},
-               "quantization": {"schemes": ["none"]}, "graph": {"fusion": [False]}},
-        search={"trials": 2, "constraints": {"max_accuracy_drop": 0.05}},
-    ))
+        tiny_model, tiny_csv, space=HOPELESS_SPACE,
+        search={"trials": 2, "constraints": {"max_accuracy_drop": 0.05}, **search}))
     run_dir = folder / "run"
     result = CliRunner().invoke(cli, ["run", str(config), "--run-dir", str(run_dir)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def hopeless_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                 tiny_csv: Path) -> tuple[optuna.Study, dict]:
+    run_dir = run_hopeless(tmp_path_factory.mktemp("hopeless"), tiny_model, tiny_csv)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
     status = CliRunner().invoke(cli, ["status", "--run-dir", str(run_dir), "--study", "tiny",
                                       "--json"], catch_exceptions=False)
@@ -127,3 +134,13 @@ def test_the_report_lists_the_stopped_trial_and_why(hopeless_run: tuple[optuna.S
     assert list(stopped["trial"]) == [1]
     assert stopped.loc[1, "failure_stage"] == "recovery"
     assert "below the floor" in stopped.loc[1, "failure_error"]
+
+
+def test_early_stopping_can_be_turned_off(tmp_path: Path, tiny_model: Path, tiny_csv: Path
+                                          ) -> None:
+    run_dir = run_hopeless(tmp_path, tiny_model, tiny_csv, early_stopping=False)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    hopeless = study.trials[1]
+    assert hopeless.state == optuna.trial.TrialState.COMPLETE  # trained, measured, infeasible
+    assert "early_stopping" not in hopeless.user_attrs
+    assert hopeless.constraints["accuracy_drop"] > 0
