@@ -63,7 +63,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("nncf").setLevel(logging.ERROR)
 
-    study = open_study(config, location)
+    study = open_study(config, location, budget)
     study.set_user_attr("data", task.dataset.summary() | {"split_seed": config.task.data.splits.seed})
     cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     with console.status("fine-tuning the base model (cached after the first time)"):
@@ -72,7 +72,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
                       measure=config.measure, batch_size=config.finetune.batch_size,
                       seed=config.finetune.seed)
     objective = Objective(config.space, bench, location.run_dir,
-                          FileSystemArtifactStore(str(_mkdir(location.artifacts))))
+                          FileSystemArtifactStore(str(_mkdir(location.artifacts))), config.search)
     start = time.monotonic()
     with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
         while finished_trials(study) < budget:
