@@ -135,18 +135,26 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
 def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:
     """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
     with _stage(candidate, "measure"):
-        score = accuracy(candidate.path, bench.task.encoded(split), bench.task.labels(split),
-                         bench.target)
-        inputs = latency_inputs(bench.task.encoded("validation"), bench.target,
-                                bench.measure.inputs)
-        latencies = measure({"candidate": candidate.path, "reference": bench.reference()},
-                            inputs, bench.target, bench.measure)
+        return measure_model(candidate.path, bench.reference(), bench.task, bench.target,
+                             bench.measure, split)
+
+
+def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
+                  settings: MeasureConfig, split: str = "validation") -> Measurement:
+    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
+
+    A trial and the export of its model both measure through here, so they agree exactly on
+    accuracy (same data, same runtime).
+    """
+    score = accuracy(model, task.encoded(split), task.labels(split), target)
+    inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
+    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings)
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],
         reference_latency=latencies["reference"],
-        size_mb=candidate.path.stat().st_size / 1e6,
-        zipped_mb=zipped_size(candidate.path) / 1e6,
+        size_mb=model.stat().st_size / 1e6,
+        zipped_mb=zipped_size(model) / 1e6,
     )
 
 

@@ -6,7 +6,7 @@ What a trial stores (read by ``status``, ``report`` and ``export``):
   reference measured beside it, times the reference latency at study start);
 - user attrs ``recipe``, ``recipe_short``, ``measurement``, ``stage_seconds``, ``machine``, and on
   failure ``failure`` (stage and message);
-- the candidate's ONNX file as an Optuna artifact.
+- the candidate's ONNX file as an Optuna artifact (unless the config keeps none).
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from __future__ import annotations
 import shutil
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 
 from edgetune.objectives.candidate import Candidate, StageError, Workbench, build, evaluate
 from edgetune.objectives.machine import machine_record
 from edgetune.search.study import REFERENCE, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 REFERENCE_LATENCY = "reference_latency_ms"
 
@@ -31,7 +35,7 @@ class Objective:
     """The callable ``study.optimize`` runs for each trial."""
 
     def __init__(self, space: SearchSpace, bench: Workbench, run_dir: Path,
-                 artifacts: FileSystemArtifactStore) -> None:
+                 artifacts: ArtifactStore | None) -> None:
         self.space = space
         self.bench = bench
         self.run_dir = run_dir
@@ -75,8 +79,9 @@ class Objective:
             "zipped_mb": measurement.zipped_mb,
             **candidate.notes,
         })
-        upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
-                        study_or_trial=trial)
+        if self.artifacts is not None:
+            upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
+                            study_or_trial=trial)
         shutil.rmtree(workdir, ignore_errors=True)
         return measurement.accuracy, latency_ms
 

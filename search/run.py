@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -23,7 +22,8 @@ from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.pruning import check_supported
-from edgetune.objectives.task import load_task
+from edgetune.objectives.task import Task, load_task
+from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
@@ -64,14 +64,12 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
 
     study = open_study(config, location)
     study.set_user_attr("data", task.dataset.summary() | {"split_seed": config.task.data.splits.seed})
-    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     with console.status("fine-tuning the base model (cached after the first time)"):
-        base = fine_tuned_base(task, config.finetune, cache)
-    bench = Workbench(task=task, base=base, cache=cache, target=config.target,
-                      measure=config.measure, batch_size=config.finetune.batch_size,
-                      seed=config.finetune.seed)
-    objective = Objective(config.space, bench, location.run_dir,
-                          FileSystemArtifactStore(str(_mkdir(location.artifacts))))
+        bench = workbench(config, task)
+    keep = config.artifacts.keep
+    store = None if keep == "none" else open_store(config.artifacts, location.artifacts,
+                                                   config_dir, create=True)
+    objective = Objective(config.space, bench, location.run_dir, store)
     start = time.monotonic()
     with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
         while finished_trials(study) < budget:
@@ -79,7 +77,20 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                            gc_after_trial=True)
+    if store is not None and keep == "front":
+        removed = discard_off_front(study, store)
+        where = describe(config.artifacts, location.artifacts)
+        console.print(f"artifacts: kept the front's models in {where}; removed {removed} others")
     return study
+
+
+def workbench(config: StudyConfig, task: Task) -> Workbench:
+    """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
+    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    base = fine_tuned_base(task, config.finetune, cache)
+    return Workbench(task=task, base=base, cache=cache, target=config.target,
+                     measure=config.measure, batch_size=config.finetune.batch_size,
+                     seed=config.finetune.seed)
 
 
 def _model_type(folder: Path) -> str:
@@ -87,7 +98,3 @@ def _model_type(folder: Path) -> str:
 
     return json.loads((folder / "config.json").read_text())["model_type"]
 
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -30,10 +30,15 @@ def make_texts(rows_per_label: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test session gets its own edgetune cache, never the user's."""
-    monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session gets its own edgetune cache, never the user's.
+
+    Session-scoped, so it is in place before module-scoped fixtures run studies.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

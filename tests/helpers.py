@@ -33,3 +33,17 @@ def write_config(folder: Path, config: dict[str, Any], name: str = "study.yaml")
     path = folder / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def run_study(folder: Path, config: dict[str, Any], trials: int) -> Path:
+    """Run ``config``'s study to ``trials`` trials in ``folder/run``; return that run folder."""
+    from click.testing import CliRunner
+
+    from edgetune.search.cli import cli
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_config(folder, config)
+    result = CliRunner().invoke(cli, ["run", str(path), "--trials", str(trials),
+                                      "--run-dir", str(folder / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
