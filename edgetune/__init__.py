@@ -6,6 +6,8 @@ The package is laid out by concept (DESIGN.md §1):
 - ``edgetune.spaces``: what can be tried, one module per knob, sampled into a ``Recipe``;
 - ``edgetune.objectives``: how a recipe becomes an ONNX model and measured numbers;
 - ``edgetune.reports``: the HTML report people read to choose.
+
+``edgetune.load(folder)`` runs a model ``edgetune export`` wrote.
 """
 
 from __future__ import annotations

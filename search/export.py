@@ -71,7 +71,11 @@ def open_source(location: Location, config: StudyConfig | None,
     if "config" not in study.user_attrs:
         raise InputError("--study", f"{study.study_name!r} is not an edgetune study (it stores "
                                     "no config)")
-    stored = StudyConfig.model_validate(study.user_attrs["config"])
+    try:
+        stored = StudyConfig.model_validate(study.user_attrs["config"])
+    except ValueError as error:
+        raise InputError("--study", f"the config stored in {study.study_name!r} is not one this "
+                                    f"edgetune reads: {str(error).splitlines()[0]}") from error
     if config is not None and config.fingerprint() != study.user_attrs.get("config_fingerprint"):
         raise InputError(str(config_file), f"not the config study {study.study_name!r} was run "
                                            "with: name the study by --study instead")
@@ -90,36 +94,43 @@ def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any
             it is not an earlier export); the model is gone and cannot be rebuilt here.
     """
     trial = exportable(source.study, number)
+    fp32 = reference(source.study)
+    if fp32 is None:
+        raise InputError("--trial", "the study's FP32 reference trial has not completed: there "
+                                    "is nothing to measure the model against")
     _check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="edgetune-export-") as scratch:
-            models = _Models(source, Path(scratch))
-            model = staging / MODEL_FILE
-            fetched = models.fetch(trial, model)
-            task = models.load_task(trial, fetched)
-            if not fetched:
-                models.rebuild(trial, model)
-            fp32 = reference(source.study)
-            if fp32 is None:
-                raise InputError("--trial", "the study's FP32 reference trial has not completed: "
-                                            "there is nothing to measure against")
-            reference_model = Path(scratch) / "reference.onnx"
-            if not models.fetch(fp32, reference_model):
-                models.rebuild(fp32, reference_model)
-            ort_file, operators = to_ort_format(model)
-            task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
-            task.tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
-            _write_json(staging / LABELS_FILE, task.label_names)
-            _write_json(staging / RECIPE_FILE, trial.user_attrs["recipe"])
-            metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model, reference_model, task, ort_file)
-            _write_json(staging / METRICS_FILE, metrics)
-            (staging / "README.md").write_text(
-                readme(metrics, task.label_names, source.config, operators.name))
+            metrics = _write_folder(source, trial, fp32, staging, Path(scratch))
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def _write_folder(source: Source, trial: FrozenTrial, fp32: FrozenTrial, folder: Path,
+                  scratch: Path) -> dict[str, Any]:
+    models = _Models(source, scratch)
+    model = folder / MODEL_FILE
+    fetched = models.fetch(trial, model)
+    task = models.load_task(trial, fetched)
+    if not fetched:
+        models.rebuild(trial, model)
+    reference_model = scratch / "reference.onnx"
+    if not models.fetch(fp32, reference_model):
+        models.rebuild(fp32, reference_model)
+    ort_file, operators = to_ort_format(model)
+    task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
+    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    _write_json(folder / LABELS_FILE, task.label_names)
+    _write_json(folder / RECIPE_FILE, trial.user_attrs["recipe"])
+    metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
+                       reference_model, task, ort_file)
+    _write_json(folder / METRICS_FILE, metrics)
+    (folder / "README.md").write_text(
+        readme(metrics, task.label_names, source.config, operators.name))
     return metrics
 
 

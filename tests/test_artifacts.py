@@ -44,7 +44,7 @@ def test_keep_front_leaves_the_front_and_the_reference_in_a_configured_folder(
         tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
     config = tiny_config(tiny_model, tiny_csv, space=SPACE,
                          artifacts={"store": "../shared-store", "keep": "front"})
-    run_dir = run_study(tmp_path / "study", config, trials=4)
+    run_dir = run_study(tmp_path / "study", config, trials=3)
     study = study_at(run_dir)
     shared = tmp_path / "shared-store"  # relative to the config's folder
     assert not (run_dir / "artifacts").exists()
