@@ -85,11 +85,12 @@ def pick(study: optuna.Study, rule: Rule, limits: Limits) -> Choice:
     else:
         best = max((o for o, _ in within), key=lambda o: (o.accuracy, -o.latency_ms))
     superlative = "the fastest" if rule == "fastest" else "the most accurate"
+    qualifier = f" with {conditions}" if conditions else ""
     reason = (
-        f"trial {best.trial} ({best.recipe}): {superlative} of the {len(within)} of "
-        f"{len(options)} front trials ({figures} figures) with {conditions}; "
-        f"validation accuracy {best.accuracy:.2%}, {best.latency_ms:.2f} ms "
-        f"({best.ratio:.2f}x FP32), {best.size_mb:.1f} MB"
+        f"trial {best.trial} ({best.recipe}): {superlative} front trial{qualifier} "
+        f"({len(within)} of {len(options)} qualify; {figures} figures): validation accuracy "
+        f"{best.accuracy:.2%}, {best.latency_ms:.2f} ms ({best.ratio:.2f}x FP32), "
+        f"{best.size_mb:.1f} MB"
     )
     if excluded:
         reason += ". Left out: " + "; ".join(f"#{o.trial} {why}" for o, why in excluded)
@@ -154,4 +155,4 @@ def _conditions(floor: float | None, limits: Limits, study: optuna.Study) -> str
         parts.append(f"latency <= {limits.max_latency_ms:g} ms")
     if limits.max_size_mb is not None:
         parts.append(f"size <= {limits.max_size_mb:g} MB")
-    return " and ".join(parts) or "no limits"
+    return " and ".join(parts)

@@ -33,7 +33,7 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | re-measured at export | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 
 Latency: ONNX Runtime CPU, batch {target.batch_size}, {target.sequence_length} tokens,
-{target.threads} threads, on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
+{target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
 measured beside it. `metrics.json` holds every figure; `recipe.json` how the model was built.
 
 ## Files

@@ -62,7 +62,7 @@ def test_confirmed_figures_replace_the_trial_figures() -> None:
     choice = pick(study_of(confirmed=confirmed), "fastest", Limits())
     assert choice.trial == 2
     assert "5.50 ms" in choice.reason and "confirmed figures" in choice.reason
-    assert "of the 3 of 3 front trials" in choice.reason
+    assert "(3 of 3 qualify; confirmed figures)" in choice.reason
 
 
 def test_no_trial_within_the_limits_is_an_error_naming_each() -> None:
