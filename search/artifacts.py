@@ -104,13 +104,21 @@ def model_artifact(study: optuna.Study, trial: FrozenTrial) -> ArtifactMeta | No
 
 
 def fetch(store: ArtifactStore, meta: ArtifactMeta, target: Path) -> bool:
-    """Download the artifact to ``target``; False if the store no longer holds it."""
+    """Download the artifact to ``target``; False if the store no longer holds it.
+
+    Raises:
+        InputError: the store cannot be read (no access, no such bucket, no network).
+    """
     try:
         download_artifact(artifact_store=store, file_path=str(target),
                           artifact_id=meta.artifact_id)
     except ArtifactNotFound:
         target.unlink(missing_ok=True)
         return False
+    except Exception as error:  # each store's client raises its own types (OSError, botocore)
+        target.unlink(missing_ok=True)
+        raise InputError("artifacts.store", f"cannot read artifact {meta.artifact_id}: "
+                                            f"{type(error).__name__}: {error}") from error
     return True
 
 

@@ -147,7 +147,8 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
     if (number is None) == (pick is None):
         raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
     if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
-        raise InputError("--max-accuracy-drop", "limits choose a trial: use them with --pick")
+        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+        raise InputError(flag, "limits choose a trial: use them with --pick")
     location, config = _location(config_file, study_name, run_dir, storage)
     source = open_source(location, config, config_file)
     console = Console(stderr=True)
