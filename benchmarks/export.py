@@ -5,13 +5,15 @@
 Each trial goes through ``edgetune export --json`` into a temporary folder. Printed as a Markdown
 table for ``benchmarks/RESULTS.md``: validation accuracy (trial, re-measured), test accuracy, the
 latency ratio to the FP32 reference (trial, the range of the trial's per-round ratios, and
-re-measured), whether the re-measured ratio lies in that range, and the .onnx / .ort sizes.
+re-measured), whether the re-measured ratio lies in that range, the milliseconds behind it with
+the machine's load average (a shared machine), and the .onnx / .ort sizes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,9 @@ def main() -> None:
     parser.add_argument("trials", nargs="+", type=int)
     args = parser.parse_args()
     print("| trial | recipe | model | val. acc. trial | val. acc. here | test acc. here "
-          "| ratio trial | trial's round ratios | ratio here | within | onnx MB | ort MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| ratio trial | trial's round ratios | ratio here | within | ms here (FP32 ms) "
+          "| load | onnx MB | ort MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for trial in args.trials:
             out = Path(folder) / f"trial-{trial}"
@@ -49,7 +52,8 @@ def _row(metrics: dict) -> str:
         f"| {here['test_accuracy']:.4f} | {trial['measurement']['ratio']:.3f} "
         f"| {low:.3f}-{high:.3f} | {here['ratio']:.3f} "
         f"| {'yes' if checks['ratio_within_trial_range'] else 'no'} "
-        f"| {here['size_mb']:.1f} | {here['ort_size_mb']:.1f} |"
+        f"| {here['latency']['median_ms']:.2f} ({here['reference_latency']['median_ms']:.2f}) "
+        f"| {os.getloadavg()[0]:.1f} | {here['size_mb']:.1f} | {here['ort_size_mb']:.1f} |"
     )
 
 
