@@ -1,21 +1,23 @@
 """Choosing the trial to ship: the sweet spot of the (confirmed) front under the user's limits.
 
 ``edgetune export --pick fastest --max-accuracy-drop 0.01`` takes the fastest front trial whose
-validation accuracy is at most one point below the FP32 reference's. Once ``edgetune confirm``
-has re-measured the front (trial attr ``confirmed``), its front and latencies are used; accuracy
-is always the validation figure the search saw: test accuracy is reported, never used to choose.
-Limits default to the config's ``search.constraints`` when it has them.
+validation accuracy is at most one point below the FP32 reference's. Where ``edgetune confirm``
+re-measured a front trial (trial attr ``confirmed``), its confirmed latency is used and a trial
+the confirmation moved off the front is left out, as the report does. Accuracy is always the
+validation figure the search saw: test accuracy is reported, never used to choose. Limits not
+given default to the config's ``search.constraints``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from edgetune.errors import InputError
+from edgetune.search.constraints import Constraints
 from edgetune.search.front import reference
 
 Rule = Literal["fastest", "most-accurate"]
@@ -30,25 +32,7 @@ class Option:
     latency_ms: float
     ratio: float
     size_mb: float
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_accuracy_drop: float | None = None
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-
-    @staticmethod
-    def of(study: optuna.Study, max_accuracy_drop: float | None,
-           max_latency_ms: float | None) -> Limits:
-        """The given limits, else the study config's ``search.constraints``."""
-        stored = study.user_attrs.get("config", {}).get("search", {}).get("constraints") or {}
-        return Limits(
-            max_accuracy_drop if max_accuracy_drop is not None
-            else stored.get("max_accuracy_drop"),
-            max_latency_ms if max_latency_ms is not None else stored.get("max_latency_ms"),
-            stored.get("max_size_mb"),
-        )
+    confirmed: bool
 
 
 @dataclass(frozen=True)
@@ -57,102 +41,88 @@ class Choice:
     reason: str
 
 
-def pick(study: optuna.Study, rule: Rule, limits: Limits) -> Choice:
-    """The front trial ``rule`` prefers among those within ``limits``, and why.
+def limits(study: optuna.Study, max_accuracy_drop: float | None,
+           max_latency_ms: float | None) -> Constraints:
+    """The study config's constraints, with the limits given on the command line instead."""
+    given = {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms}
+    return replace(Constraints.of(study.user_attrs.get("config") or {}),
+                   **{name: value for name, value in given.items() if value is not None})
+
+
+def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
+    """The front trial ``rule`` prefers among those within ``constraints``, and why.
 
     Raises:
         InputError: the study has no front yet, the reference accuracy a drop is measured from
-            is missing, or no front trial is within the limits.
+            is missing, or no front trial is within the constraints.
     """
-    options, confirmed = front_options(study)
+    options = front_options(study)
     if not options:
         raise InputError("--pick", f"study {study.study_name!r} has no complete trials yet")
-    floor = _accuracy_floor(study, limits.max_accuracy_drop)
+    fp32 = reference(study)
+    if constraints.max_accuracy_drop is not None and fp32 is None:
+        raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
+                                                "there is no accuracy to measure a drop from")
+    floor = constraints.accuracy_floor(None if fp32 is None else fp32.values[0])
     within, excluded = [], []
     for option in options:
-        problem = _breach(option, floor, limits)
-        (excluded if problem else within).append((option, problem))
-    figures = "confirmed" if confirmed else "trial"
-    conditions = _conditions(floor, limits, study)
+        problem = _breach(option, floor, constraints)
+        if problem:
+            excluded.append(f"#{option.trial} {problem}")
+        else:
+            within.append(option)
+    conditions = constraints.describe(floor)
+    if floor is not None:
+        conditions += f" (FP32 reference {fp32.values[0]:.2%} - {constraints.max_accuracy_drop:g})"
     if not within:
-        raise InputError(
-            "--pick",
-            f"none of the {len(options)} front trials has {conditions}: "
-            + "; ".join(f"#{o.trial} {why}" for o, why in excluded),
-        )
+        raise InputError("--pick", f"none of the {len(options)} front trials meets {conditions}: "
+                                   + "; ".join(excluded))
     if rule == "fastest":
-        best = min((o for o, _ in within), key=lambda o: (o.latency_ms, -o.accuracy))
+        best = min(within, key=lambda o: (o.latency_ms, -o.accuracy))
     else:
-        best = max((o for o, _ in within), key=lambda o: (o.accuracy, -o.latency_ms))
-    superlative = "the fastest" if rule == "fastest" else "the most accurate"
-    qualifier = f" with {conditions}" if conditions else ""
+        best = max(within, key=lambda o: (o.accuracy, -o.latency_ms))
     reason = (
-        f"trial {best.trial} ({best.recipe}): {superlative} front trial{qualifier} "
-        f"({len(within)} of {len(options)} qualify; {figures} figures): validation accuracy "
-        f"{best.accuracy:.2%}, {best.latency_ms:.2f} ms ({best.ratio:.2f}x FP32), "
+        f"trial {best.trial} ({best.recipe}): "
+        f"{'the fastest' if rule == 'fastest' else 'the most accurate'} front trial"
+        f"{f' within {conditions}' if conditions else ''} ({len(within)} of {len(options)} "
+        f"qualify): validation accuracy {best.accuracy:.2%}, {best.latency_ms:.2f} ms "
+        f"({best.ratio:.2f}x FP32{', confirmed' if best.confirmed else ''}), "
         f"{best.size_mb:.1f} MB"
     )
     if excluded:
-        reason += ". Left out: " + "; ".join(f"#{o.trial} {why}" for o, why in excluded)
+        reason += ". Left out: " + "; ".join(excluded)
     return Choice(best.trial, reason)
 
 
-def front_options(study: optuna.Study) -> tuple[list[Option], bool]:
-    """The front with its figures, and whether they are confirmed ones.
-
-    Once any trial is confirmed, the front is the confirmed one (``confirmed.on_front``) and its
-    latencies are the confirmed figures; before, it is Optuna's front of the trial values.
-    """
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    confirmed = [t for t in complete if CONFIRMED in t.user_attrs]
-    if confirmed:
-        return [_option(t, t.user_attrs[CONFIRMED]) for t in confirmed
-                if t.user_attrs[CONFIRMED].get("on_front")], True
-    return [_option(t, t.user_attrs.get("measurement", {})) for t in study.best_trials], False
+def front_options(study: optuna.Study) -> list[Option]:
+    """The search's front, with confirmed latencies where measured, less the trials the
+    confirmation moved off it."""
+    options = [_option(trial) for trial in study.best_trials
+               if (trial.user_attrs.get(CONFIRMED) or {}).get("on_front", True)]
+    return sorted(options, key=lambda o: o.trial)
 
 
-def _option(trial: FrozenTrial, figures: dict) -> Option:
+def _option(trial: FrozenTrial) -> Option:
     accuracy, latency_ms = trial.values
+    measurement = trial.user_attrs.get("measurement", {})
+    confirmed = trial.user_attrs.get(CONFIRMED) or {}
     return Option(
         trial=trial.number,
         recipe=trial.user_attrs.get("recipe_short", ""),
         accuracy=accuracy,
-        latency_ms=float(figures.get("latency_ms", latency_ms)),
-        ratio=float(figures.get("ratio", float("nan"))),
-        size_mb=float(trial.user_attrs.get("measurement", {}).get("size_mb", float("nan"))),
+        latency_ms=float(confirmed.get("latency_ms", latency_ms)),
+        ratio=float(confirmed.get("ratio", measurement.get("ratio", float("nan")))),
+        size_mb=float(measurement.get("size_mb", float("nan"))),
+        confirmed=bool(confirmed),
     )
 
 
-def _accuracy_floor(study: optuna.Study, max_drop: float | None) -> float | None:
-    if max_drop is None:
-        return None
-    fp32 = reference(study)
-    if fp32 is None:
-        raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
-                                                "there is no accuracy to measure a drop from")
-    return fp32.values[0] - max_drop
-
-
-def _breach(option: Option, floor: float | None, limits: Limits) -> str | None:
+def _breach(option: Option, floor: float | None, constraints: Constraints) -> str | None:
     # The floor is a difference of floats: a trial exactly at it must not fall out by rounding.
     if floor is not None and option.accuracy < floor - 1e-9:
         return f"accuracy {option.accuracy:.2%} < {floor:.2%}"
-    if limits.max_latency_ms is not None and option.latency_ms > limits.max_latency_ms:
-        return f"{option.latency_ms:.2f} ms > {limits.max_latency_ms:g} ms"
-    if limits.max_size_mb is not None and option.size_mb > limits.max_size_mb:
-        return f"{option.size_mb:.1f} MB > {limits.max_size_mb:g} MB"
+    if constraints.max_latency_ms is not None and option.latency_ms > constraints.max_latency_ms:
+        return f"{option.latency_ms:.2f} ms > {constraints.max_latency_ms:g} ms"
+    if constraints.max_size_mb is not None and option.size_mb > constraints.max_size_mb:
+        return f"{option.size_mb:.1f} MB > {constraints.max_size_mb:g} MB"
     return None
-
-
-def _conditions(floor: float | None, limits: Limits, study: optuna.Study) -> str:
-    parts = []
-    if floor is not None:
-        fp32 = reference(study)
-        assert fp32 is not None  # a floor is only set from a complete reference
-        parts.append(f"accuracy >= {floor:.2%} (FP32 reference {fp32.values[0]:.2%} - "
-                     f"{limits.max_accuracy_drop:g})")
-    if limits.max_latency_ms is not None:
-        parts.append(f"latency <= {limits.max_latency_ms:g} ms")
-    if limits.max_size_mb is not None:
-        parts.append(f"size <= {limits.max_size_mb:g} MB")
-    return " and ".join(parts)
