@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -293,3 +294,16 @@ def test_pick_exports_the_most_accurate_front_trial(run_dir: Path, tmp_path: Pat
     best = max(study.best_trials, key=lambda t: (t.values[0], -t.values[1]))
     assert f"picked trial {best.number} " in output
     assert json.loads((tmp_path / "best" / "metrics.json").read_text())["trial"] == best.number
+
+
+def test_the_reports_export_command_runs_as_printed(run_dir: Path, tmp_path: Path) -> None:
+    from edgetune.reports.context import export_command
+    from edgetune.search.study import Location
+
+    words = shlex.split(export_command(Location.resolve("tiny", run_dir), 1))
+    assert words[:2] == ["edgetune", "export"]
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(cli, words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert json.loads(Path("export-trial-1/metrics.json").read_text())["trial"] == 1
