@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgetune import __version__
 from edgetune.errors import InputError
@@ -75,6 +76,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
         storage: str | None, study_name: str | None, as_json: bool) -> None:
     """Run (or resume) the study CONFIG_FILE describes, up to its trial budget."""
     from edgetune.search.config import load_config
+    from edgetune.search.run import Stopped
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
 
@@ -82,7 +84,13 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     config = load_config(config_file, overrides)
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
-    study = run_study(config, location, config_file.parent, console, trials, timeout)
+    try:
+        study = run_study(config, location, config_file.parent, console, trials, timeout)
+    except Stopped as stop:  # Ctrl-C: the trial is failed as interrupted; show what we have
+        console.print(f"[yellow]stopped by {stop}[/yellow]: run the same command to resume")
+        if stop.study is not None:
+            _print_front(front(stop.study), stop.study.study_name, as_json)
+        sys.exit(128 + stop.signum)
     _print_front(front(study), study.study_name, as_json)
 
 
@@ -99,16 +107,23 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     """
     from edgetune.search.study import load_study
 
+    from edgetune.search.failures import failures
+
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    failed = failures(study)
     if not as_json:
-        Console(stderr=True).print(
-            f"study [bold]{study.study_name}[/bold]: "
-            + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        )
-    _print_front(front(study), study.study_name, as_json, extra={"trials": counts})
+        console = Console(stderr=True)
+        console.print(f"study [bold]{study.study_name}[/bold]: "
+                      + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+        for row in failed:
+            retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
+            console.print(Text.assemble((f"trial {row.trial} failed", "red"),
+                                        f" in {row.stage}: {row.type}: {row.error}{retried}"))
+    _print_front(front(study), study.study_name, as_json,
+                 extra={"trials": counts, "failures": [row.as_dict() for row in failed]})
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,

@@ -37,6 +37,9 @@ class SearchConfig(Strict):
     enqueue: list[dict[str, Any]] = Field(
         default=[], description="recipes to try first, as space parameters (pruning.method: ...)"
     )
+    retries: int = Field(
+        default=1, ge=0, description="times a trial lost to a crash or an interrupt is run again"
+    )
 
 
 class StudyConfig(Strict):
@@ -57,13 +60,15 @@ class StudyConfig(Strict):
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params)
             if problem:
-                raise ValueError(f"search.enqueue[{i}] is not a recipe of this space: {problem}")
+                # InputError, not ValueError: pydantic would report it at the config's root
+                raise InputError(f"search.enqueue.{i}", f"not a recipe of this space: {problem}")
         return self
 
     def fingerprint(self) -> str:
         """A hash of what fixes a study's results; budgets and locations may change on resume."""
         fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
-                                                      "search": {"trials", "timeout"}})
+                                                      "search": {"trials", "timeout",
+                                                                 "retries"}})
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

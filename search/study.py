@@ -7,12 +7,15 @@ several ``edgetune run`` processes on several machines can share it.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial
+from sqlalchemy.engine import make_url
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
@@ -22,6 +25,10 @@ OBJECTIVES = ("accuracy", "latency_ms")
 DIRECTIONS = ("maximize", "minimize")
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
+INHERITED_ATTRS = (ROLE, "baseline")  # what a retried trial keeps of the attempt it repeats
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+CONNECT_TIMEOUT_SECONDS = 10
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -46,19 +53,72 @@ class Location:
         return self.run_dir / "artifacts"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; database storages get heartbeats so killed trials fail."""
+def make_storage(url: str, retries: int = 0) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``.
+
+    Database storages get heartbeats: a trial whose worker stopped beating for ``GRACE_SECONDS``
+    (killed, crashed, its machine lost) is failed by the next worker that starts a trial, and
+    tried again up to ``retries`` times. A database server that does not answer fails within
+    ``CONNECT_TIMEOUT_SECONDS`` instead of hanging.
+    """
     try:
         if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            storage = optuna.storages.RDBStorage(
+                engine_url(url),
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=Retry(max_retry=retries) if retries else None,
             )
+            if not url.startswith("sqlite:"):
+                # Optuna connects lazily when the schema exists: make a bad URL fail here
+                with storage.engine.connect():
+                    pass
+            return storage
         return optuna.storages.get_storage(url)
     except Exception as error:  # sqlalchemy and drivers raise many types for a bad URL
         raise InputError("--storage", f"cannot open {url}: {_first_line(error)}") from error
+
+
+def engine_url(url: str) -> str:
+    """``url`` with its database driver made explicit where SQLAlchemy versions differ.
+
+    A bare ``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1; edgetune
+    ships psycopg, so it names it.
+    """
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other storages and in-memory ones)."""
+    if not url.startswith("sqlite:"):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _engine_kwargs(url: str) -> dict[str, object]:
+    if url.startswith(("postgresql", "postgres", "mysql")):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+    return {}
+
+
+class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a lost trial (same parameters, ``retry_history`` kept), without carrying
+    the lost attempt's records over.
+
+    Optuna copies every user attr to the new attempt; the lost attempt's ``failure``, ``stage``
+    and ``worker`` would then describe the new one. Only the trial's role carries over (so a
+    retried trial 0 is the FP32 reference again).
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {key: value for key, value in trial.user_attrs.items()
+                            if key in INHERITED_ATTRS}
+        super().__call__(study, trial)
 
 
 def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -73,20 +133,20 @@ def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
                                       n_startup_trials=5, constant_liar=True)
 
 
-def open_study(config: StudyConfig, location: Location) -> optuna.Study:
+def open_study(config: StudyConfig, name: str,
+               storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or resume it if it exists with the same config.
 
     A new study enqueues the FP32 reference as trial 0, so every front is compared with it.
+    Workers starting together must hold the study lock (``edgetune.search.lock``) around this,
+    so that only the first one sets the study up.
 
     Raises:
         InputError: the study exists with a different config (a study's config is fixed).
     """
-    if location.storage.startswith("sqlite:///"):
-        location.run_dir.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(location.storage)
     study = optuna.create_study(
         storage=storage,
-        study_name=location.study,
+        study_name=name,
         directions=list(DIRECTIONS),
         sampler=sampler(config),
         load_if_exists=True,
@@ -94,15 +154,16 @@ def open_study(config: StudyConfig, location: Location) -> optuna.Study:
     stored = study.user_attrs.get("config_fingerprint")
     if stored is None:
         study.set_metric_names(list(OBJECTIVES))
+        if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
+            study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
+            baselines.enqueue(study, config.space, config.search.enqueue)
         study.set_user_attr("config", json.loads(config.model_dump_json()))
-        study.set_user_attr("config_fingerprint", config.fingerprint())
-        study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
-        baselines.enqueue(study, config.space, config.search.enqueue)
+        study.set_user_attr("config_fingerprint", config.fingerprint())  # last: set-up complete
     elif stored != config.fingerprint():
         raise InputError(
             "study",
-            f"a study named {location.study!r} already exists in {location.storage} with a "
-            "different config; a study's config is fixed: give this one a new study name",
+            f"a study named {name!r} already exists in this storage with a different config; "
+            "a study's config is fixed: give this one a new study name",
         )
     return study
 

@@ -5,7 +5,9 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +38,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT (hidden 32, 4 heads) checkpoint folder with its own small vocabulary."""
+def build_tiny_model(folder: Path) -> Path:
+    """Write a 2-layer BERT (hidden 32, 4 heads) with its own small vocabulary into ``folder``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
+    folder.mkdir(parents=True, exist_ok=True)
     words = sorted({w for text in TOPICS.values() for w in text.split()} | set(FILLER))
     (folder / "vocab.txt").write_text(
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n"
@@ -55,14 +56,45 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 labelled texts (3 topics) as CSV with ``text`` and ``label`` columns."""
+def write_texts_csv(path: Path, rows_per_label: int = 100) -> Path:
+    """Labelled texts (3 topics) as CSV with ``text`` and ``label`` columns."""
     import csv
 
-    path = tmp_path_factory.mktemp("data") / "texts.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
-        writer.writerows(make_texts(100))
+        writer.writerows(make_texts(rows_per_label))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT (hidden 32, 4 heads) checkpoint folder with its own small vocabulary."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 labelled texts (3 topics) as CSV with ``text`` and ``label`` columns."""
+    return write_texts_csv(tmp_path_factory.mktemp("data") / "texts.csv")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for scale-out tests: ``$EDGETUNE_TEST_POSTGRES`` when set, else a
+    throwaway server started here on loopback (Debian's ``postgresql`` binaries) and removed
+    after the session."""
+    if os.environ.get("EDGETUNE_TEST_POSTGRES"):
+        yield os.environ["EDGETUNE_TEST_POSTGRES"]
+        return
+    from postgres import ThrowawayServer, ServerUnavailable
+
+    try:
+        server = ThrowawayServer.start()
+    except ServerUnavailable as reason:
+        pytest.skip(f"no PostgreSQL server could be started: {reason}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
