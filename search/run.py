@@ -97,8 +97,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     lock = StudyLock(location.storage, location.study)
     study = None
     try:
-        with lock:
-            study = open_study(config, location.study, storage)
+        study = open_study(config, location.study, storage, setup_lock=lock)
         study.set_user_attr("data", task.dataset.summary()
                             | {"split_seed": config.task.data.splits.seed})
         cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())

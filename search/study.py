@@ -7,9 +7,11 @@ several ``edgetune run`` processes on several machines can share it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import warnings
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ OBJECTIVES = ("accuracy", "latency_ms")
 DIRECTIONS = ("maximize", "minimize")
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
+FINGERPRINT = "config_fingerprint"  # study user attr: StudyConfig.fingerprint()
 INHERITED_ATTRS = (ROLE, "baseline")  # what a retried trial keeps of the attempt it repeats
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
@@ -133,39 +136,52 @@ def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
                                       n_startup_trials=5, constant_liar=True)
 
 
-def open_study(config: StudyConfig, name: str,
-               storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or resume it if it exists with the same config.
+def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStorage,
+               setup_lock: AbstractContextManager[object] | None = None) -> optuna.Study:
+    """Resume the study if it exists with the same config, or create and set it up.
 
     A new study enqueues the FP32 reference as trial 0, so every front is compared with it.
-    Workers starting together must hold the study lock (``edgetune.search.lock``) around this,
-    so that only the first one sets the study up.
+    Setting up happens under ``setup_lock`` (the study lock, ``edgetune.search.lock``), so that
+    of several workers starting together only the first one sets the study up.
 
     Raises:
         InputError: the study exists with a different config (a study's config is fixed).
     """
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        directions=list(DIRECTIONS),
-        sampler=sampler(config),
-        load_if_exists=True,
-    )
-    stored = study.user_attrs.get("config_fingerprint")
+    stored = _stored_fingerprint(name, storage)
     if stored is None:
-        study.set_metric_names(list(OBJECTIVES))
-        if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
-            study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
-            baselines.enqueue(study, config.space, config.search.enqueue)
-        study.set_user_attr("config", json.loads(config.model_dump_json()))
-        study.set_user_attr("config_fingerprint", config.fingerprint())  # last: set-up complete
-    elif stored != config.fingerprint():
+        with setup_lock or contextlib.nullcontext():
+            study = optuna.create_study(storage=storage, study_name=name,
+                                        directions=list(DIRECTIONS), sampler=sampler(config),
+                                        load_if_exists=True)
+            stored = study.user_attrs.get(FINGERPRINT)
+            if stored is None:
+                _set_up(study, config)
+                return study
+    if stored != config.fingerprint():
         raise InputError(
             "study",
             f"a study named {name!r} already exists in this storage with a different config; "
             "a study's config is fixed: give this one a new study name",
         )
-    return study
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config))
+
+
+def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str | None:
+    """The config fingerprint of study ``name`` (None while it does not exist or is not set up)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get(FINGERPRINT)
+
+
+def _set_up(study: optuna.Study, config: StudyConfig) -> None:
+    study.set_metric_names(list(OBJECTIVES))
+    if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
+        study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
+        baselines.enqueue(study, config.space, config.search.enqueue)
+    study.set_user_attr("config", json.loads(config.model_dump_json()))
+    study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
 
 
 def load_study(location: Location) -> optuna.Study:
