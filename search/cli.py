@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+import optuna
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from edgetune import __version__
 from edgetune.errors import InputError
-from edgetune.search.front import FrontRow, front
+from edgetune.search.front import FrontRow, front, front_machines
 
 USAGE_ERROR = 2
 
@@ -90,8 +91,10 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
         console.print(f"[yellow]stopped by {stop}[/yellow]: run the same command to resume")
         if stop.study is not None:
             _print_front(front(stop.study), stop.study.study_name, as_json)
+            _note_machines(stop.study)
         sys.exit(128 + stop.signum)
     _print_front(front(study), study.study_name, as_json)
+    _note_machines(study)
 
 
 @cli.command()
@@ -124,6 +127,7 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
                                         f" in {row.stage}: {row.type}: {row.error}{retried}"))
     _print_front(front(study), study.study_name, as_json,
                  extra={"trials": counts, "failures": [row.as_dict() for row in failed]})
+    _note_machines(study)
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,
@@ -139,6 +143,16 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
             raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
         study_name = run_dir.name
     return Location.resolve(study_name, run_dir, storage)
+
+
+def _note_machines(study: optuna.Study) -> None:
+    """Say so when the front mixes latencies measured on different kinds of machine."""
+    machines = front_machines(study)
+    if len(machines) > 1:
+        Console(stderr=True).print(
+            f"[yellow]note[/yellow]: the front holds latencies measured on {len(machines)} kinds "
+            f"of machine ({'; '.join(machines)}): each is a ratio to the FP32 reference measured "
+            "beside it, so ratios compare; absolute milliseconds may not", highlight=False)
 
 
 def _print_front(rows: list[FrontRow], study: str, as_json: bool,

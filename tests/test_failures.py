@@ -52,12 +52,11 @@ def out_of_memory(*args: object, **kwargs: object) -> None:
     raise MemoryError("cannot allocate 17179869184 bytes")
 
 
-@pytest.fixture(scope="module")
-def faulty_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
-                 tiny_csv: Path) -> tuple[optuna.Study, list[str]]:
-    folder = tmp_path_factory.mktemp("faults")
+def run_faulty_study(folder: Path, model: Path, data: Path) -> tuple[optuna.Study, list[str]]:
+    """Run the reference and baselines, then the faulty recipes with the faults patched in;
+    return the study and what ``run``, ``status`` and ``status --json`` printed."""
     config = write_config(folder, tiny_config(
-        tiny_model, tiny_csv,
+        model, data,
         space={"pruning": {"methods": ["none", "unstructured"]},
                "recovery": {"steps": {"low": 10, "high": 10}, "distillation": [False],
                             "learning_rate": {"low": 1e-3, "high": 1e30, "log": True}},
@@ -75,12 +74,17 @@ def faulty_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
         faulty = CliRunner().invoke(
             cli, [*args, "--trials", str(FIRST + len(FAULTS) + 1)], catch_exceptions=False)
     assert faulty.exit_code == 0, faulty.output
-    status = CliRunner().invoke(cli, ["status", "--run-dir", str(folder / "run"),
-                                      "--study", "tiny"], catch_exceptions=False)
-    status_json = CliRunner().invoke(cli, ["status", "--run-dir", str(folder / "run"),
-                                           "--study", "tiny", "--json"], catch_exceptions=False)
+    status_args = ["status", "--run-dir", str(folder / "run"), "--study", "tiny"]
+    status = CliRunner().invoke(cli, status_args, catch_exceptions=False).output
+    status_json = CliRunner().invoke(cli, [*status_args, "--json"], catch_exceptions=False)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder}/run/study.db")
-    return study, [faulty.output, status.output, status_json.stdout]
+    return study, [faulty.output, status, status_json.stdout]
+
+
+@pytest.fixture(scope="module")
+def faulty_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                 tiny_csv: Path) -> tuple[optuna.Study, list[str]]:
+    return run_faulty_study(tmp_path_factory.mktemp("faults"), tiny_model, tiny_csv)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -13,9 +13,11 @@ from pathlib import Path
 import onnxruntime as ort
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
 
+from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.lock import StudyLock
 from edgetune.search.study import make_storage, open_study
@@ -130,3 +132,17 @@ def test_workers_starting_together_set_the_study_up_once(
     study = _first_start_race(url, config)
     roles = [t.user_attrs.get("role") for t in study.trials]
     assert roles == ["reference", "baseline", "baseline"]
+
+
+def test_status_says_when_the_front_mixes_machines(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="mixed",
+                                directions=["maximize", "minimize"])
+    for accuracy, latency, cpu in [(0.9, 10.0, "CPU A"), (0.8, 5.0, "CPU B")]:
+        study.add_trial(optuna.trial.create_trial(
+            values=[accuracy, latency],
+            user_attrs={"machine": {"cpu": cpu, "cores": 2, "threads": 2, "onnxruntime": "1"},
+                        "measurement": {"ratio": 1.0, "size_mb": 1.0}}))
+    result = CliRunner().invoke(cli, ["status", "--storage", url, "--study", "mixed"],
+                                catch_exceptions=False)
+    assert "latencies measured on 2 kinds of machine (CPU A" in " ".join(result.stderr.split())
