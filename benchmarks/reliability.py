@@ -34,7 +34,7 @@ import optuna  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from conftest import build_tiny_model, write_texts_csv  # noqa: E402
+from conftest import build_tiny_model, make_texts, write_csv  # noqa: E402
 from edgetune.search.cli import cli  # noqa: E402
 from helpers import edgetune_command, start, tiny_config, trials_of, wait_for, \
     write_config  # noqa: E402
@@ -205,7 +205,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgetune-reliability-"))
     os.environ["EDGETUNE_CACHE_DIR"] = str(work / "cache")
     model = build_tiny_model(work / "model")
-    data = write_texts_csv(work / "texts.csv")
+    data = write_csv(work / "texts.csv", make_texts(100))
     server = ThrowawayServer.start()
     try:
         sections = [
