@@ -62,11 +62,12 @@ def signal_case(work: Path, model: Path, data: Path, sig: signal.Signals, stage:
                             "learning_rate": {"low": 1e-3, "high": 3e-3, "log": True},
                             "distillation": [False]},
                "quantization": {"schemes": ["none", "dynamic"]}, "graph": {"fusion": [False]}},
-        measure={"warmup": 2, "rounds": 2, "runs": 1000, "inputs": 2},
+        measure={"warmup": 2, "rounds": 2, "runs": 3000, "inputs": 2},
         search={"trials": budget, "retries": 1, "enqueue": [RECOVERING]}))
     storage = f"sqlite:///{folder / 'run' / 'study.db'}"
     command = edgetune_command("run", config, "--run-dir", folder / "run", "--json")
-    first = start(command, folder, "first")
+    env = {**os.environ, "EDGETUNE_CACHE_DIR": str(folder / "cache")}  # every stage really runs
+    first = start(command, folder, "first", env=env)
 
     def in_stage() -> bool:
         return any(t.number == 2 and t.state == TrialState.RUNNING
@@ -77,7 +78,7 @@ def signal_case(work: Path, model: Path, data: Path, sig: signal.Signals, stage:
     code = first.wait(timeout=120)
     finished = {t.number: t.values for t in trials_of(storage, "crash")
                 if t.state == TrialState.COMPLETE}
-    subprocess.run(command, capture_output=True, timeout=900, check=True)
+    subprocess.run(command, capture_output=True, timeout=900, check=True, env=env)
     trials = {t.number: t for t in trials_of(storage, "crash")}
     lost = sum(1 for n, values in finished.items()
                if trials[n].state != TrialState.COMPLETE or trials[n].values != values)

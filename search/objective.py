@@ -12,6 +12,7 @@ What a trial stores (read by ``status``, ``report`` and ``export``):
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, bench: Workbench, run_dir: Path,
-                 artifacts: FileSystemArtifactStore, lock: StudyLock) -> None:
+                 artifacts: FileSystemArtifactStore, lock: StudyLock | None = None) -> None:
         self.space = space
         self.bench = bench
         self.run_dir = run_dir
@@ -52,7 +53,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr(WORKER, worker_record())
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
         stages = _StageLog(trial)
         try:
             return self._build_and_measure(trial, stages)
@@ -80,7 +82,8 @@ class Objective:
             trial.set_user_attr("stage_seconds",
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
         stages.enter("store")
-        with self.lock:  # the first trial to finish sets the study's reference latency
+        # the first trial to finish sets the study's reference latency, once for all workers
+        with self.lock or contextlib.nullcontext():
             reference_ms = _study_reference_ms(trial.study,
                                                measurement.reference_latency.median_ms)
         latency_ms = measurement.ratio * reference_ms

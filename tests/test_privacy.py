@@ -23,12 +23,14 @@ from helpers import edgetune_command, tiny_config, write_config
 # with none of them inherited from the test process, which imported edgetune already.
 EDGETUNE_DEFAULTS = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_DATASETS_OFFLINE",
                      "NNCF_CI", "DO_NOT_TRACK")
-QAT_SETTINGS = {"quantization.scheme": "qat", "qat.steps": 5, "qat.learning_rate": 1e-5}
-QAT = {"pruning.method": "none", **QAT_SETTINGS}
-STRUCTURED_QAT = {"pruning.method": "structured", "pruning.heads_kept": 0.5,
-                  "pruning.ffn_kept": 0.5, "pruning.layers_kept": 1, "recovery.steps": 10,
-                  "recovery.learning_rate": 1e-3, "recovery.distillation": True,
-                  "recovery.temperature": 2.0, "recovery.alpha": 0.5, **QAT_SETTINGS}
+QAT = {"pruning.method": "none", "quantization.scheme": "qat", "qat.steps": 5,
+       "qat.learning_rate": 1e-5}
+# loads the base twice (student and teacher), then the pruned checkpoint (from its config)
+PRUNED_DISTILLED = {"pruning.method": "structured", "pruning.heads_kept": 0.5,
+                    "pruning.ffn_kept": 0.5, "pruning.layers_kept": 1, "recovery.steps": 10,
+                    "recovery.learning_rate": 1e-3, "recovery.distillation": True,
+                    "recovery.temperature": 2.0, "recovery.alpha": 0.5,
+                    "quantization.scheme": "none", "graph.fusion": False}
 
 # Refuses every non-loopback connection and name lookup from Python, and records the attempt.
 REFUSE_NETWORK = textwrap.dedent('''
@@ -150,9 +152,8 @@ def test_trust_remote_code_reaches_every_load_and_only_when_configured(
         monkeypatch.setattr(owner, method,
                             recording(f"{owner.__name__}.{method}", getattr(owner, method)))
     config = tiny_config(tiny_model, tiny_csv, finetune={"steps": 5},
-                         space={"quantization": {"schemes": ["none", "qat"],
-                                                 "qat": {"steps": {"low": 5, "high": 5}}}},
-                         search={"trials": 2, "enqueue": [STRUCTURED_QAT]})
+                         space={"quantization": {"schemes": ["none"]}, "graph": {"fusion": [False]}},
+                         search={"trials": 2, "enqueue": [PRUNED_DISTILLED]})
     config["task"]["trust_remote_code"] = trusted
     result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),
                                       "--run-dir", str(tmp_path / "run")],
