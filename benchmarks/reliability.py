@@ -11,7 +11,7 @@ Prints a markdown section for ``benchmarks/RESULTS.md``:
 
 Runs on the tiny BERT of the tests (seconds per trial), so it measures behaviour, not speed.
 
-    python benchmarks/reliability.py [--repeats N] > /tmp/reliability.md
+    python benchmarks/reliability.py [--repeats N] [--sections signals faults scale-out inputs]
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ RECOVERING = {"pruning.method": "unstructured", "pruning.ratio": 0.5, "recovery.
 SIGNAL_CASES = [(signal.SIGKILL, "prune_recover"), (signal.SIGKILL, "export"),
                 (signal.SIGKILL, "measure"), (signal.SIGINT, "prune_recover"),
                 (signal.SIGINT, "measure"), (signal.SIGTERM, "measure")]
+SECTIONS = {
+    "signals": ("Signals during a trial, then the same command again (budget 3, retries 1)",
+                ["signal", "stage hit", "exit code", "interrupted trial", "retried",
+                 "finished before", "lost", "complete/budget", "duplicates"]),
+    "faults": ("Exceptions injected into stages", ["fault", "trial", "stage stored",
+                                                    "error stored"]),
+    "scale-out": ("Three workers, one study on PostgreSQL (budget 8)",
+                  ["study lock", "run", "workers exit 0", "budget", "complete", "overshoot",
+                   "reference trials", "baseline trials", "artifacts loaded",
+                   "trials per worker"]),
+    "inputs": ("Bad inputs through `edgetune run`",
+               ["input", "exit code", "time", "files written", "the one line printed"]),
+}
 NO_LOCK = ("import edgetune.search.lock as lock\n"
            "lock.StudyLock.acquire = lock.StudyLock.release = lambda self: None\n")
 
@@ -202,34 +215,29 @@ def table(header: list[str], rows: list[list]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="scale-out runs per setting")
-    repeats = parser.parse_args().repeats
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    options = parser.parse_args()
+    repeats = options.repeats
     work = Path(tempfile.mkdtemp(prefix="edgetune-reliability-"))
     os.environ["EDGETUNE_CACHE_DIR"] = str(work / "cache")
     model = build_tiny_model(work / "model")
     data = write_csv(work / "texts.csv", make_texts(100))
     server = ThrowawayServer.start()
     try:
-        sections = [
-            ("Signals during a trial, then the same command again (budget 3, retries 1)",
-             ["signal", "stage hit", "exit code", "interrupted trial", "retried",
-              "finished before", "lost", "complete/budget", "duplicates"],
-             [signal_case(work, model, data, sig, stage) for sig, stage in SIGNAL_CASES]),
-            ("Exceptions injected into stages", ["fault", "trial", "stage stored", "error stored"],
-             stage_faults(work, model, data)),
-            ("Three workers, one study on PostgreSQL (budget 8)",
-             ["study lock", "run", "workers exit 0", "budget", "complete", "overshoot",
-              "reference trials", "baseline trials", "artifacts loaded", "trials per worker"],
-             [scale_out(work, model, data, server.url, locked, run)
-              for locked in (True, False) for run in range(1, repeats + 1)]),
-            ("Bad inputs through `edgetune run`",
-             ["input", "exit code", "time", "files written", "the one line printed"],
-             bad_inputs(work, model, data)),
-        ]
+        runs = {
+            "signals": lambda: [signal_case(work, model, data, sig, stage)
+                                for sig, stage in SIGNAL_CASES],
+            "faults": lambda: stage_faults(work, model, data),
+            "scale-out": lambda: [scale_out(work, model, data, server.url, locked, run)
+                                  for locked in (True, False) for run in range(1, repeats + 1)],
+            "inputs": lambda: bad_inputs(work, model, data),
+        }
+        for name in options.sections:
+            title, header = SECTIONS[name]
+            print(f"\n**{title}**\n\n{table(header, runs[name]())}", flush=True)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    for title, header, rows in sections:
-        print(f"\n**{title}**\n\n{table(header, rows)}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import time
 import warnings
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 
@@ -35,6 +38,7 @@ INHERITED_ATTRS = (ROLE, "baseline")  # what a retried trial keeps of the attemp
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 CONNECT_TIMEOUT_SECONDS = 10
+SCHEMA_ATTEMPTS = 5
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -69,21 +73,39 @@ def make_storage(url: str, retries: int = 0) -> optuna.storages.BaseStorage:
     """
     try:
         if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-            storage = optuna.storages.RDBStorage(
+            if not url.startswith("sqlite:"):
+                engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.NullPool,
+                                                  **_engine_kwargs(url))
+                with engine.connect():  # an unreachable server fails here, at once
+                    pass
+            return _with_schema(lambda: optuna.storages.RDBStorage(
                 engine_url(url),
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
                 heartbeat_stale_trial_callback=Retry(max_retry=retries) if retries else None,
-            )
-            if not url.startswith("sqlite:"):
-                # Optuna connects lazily when the schema exists: make a bad URL fail here
-                with storage.engine.connect():
-                    pass
-            return storage
+            ))
         return optuna.storages.get_storage(url)
     except Exception as error:  # sqlalchemy and drivers raise many types for a bad URL
         raise InputError("--storage", f"cannot open {url}: {_first_line(error)}") from error
+
+
+def _with_schema(create: Callable[[], optuna.storages.RDBStorage]) -> optuna.storages.RDBStorage:
+    """``create()`` again while another worker is creating the tables of a new database.
+
+    Optuna creates its tables when a storage first opens a database; workers starting together
+    on an empty one collide (a duplicate key in PostgreSQL's catalog, an existing table in
+    SQLite). The one that lost finds the tables there a moment later.
+    """
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return create()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def engine_url(url: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnxruntime as ort
 import optuna
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 from optuna.trial import TrialState
@@ -20,7 +21,7 @@ from optuna.trial import TrialState
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.lock import StudyLock
-from edgetune.search.study import make_storage, open_study
+from edgetune.search.study import engine_url, make_storage, open_study
 from helpers import edgetune_command, output, start, tiny_config, write_config
 
 WORKERS = 3
@@ -146,3 +147,34 @@ def test_status_says_when_the_front_mixes_machines(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["status", "--storage", url, "--study", "mixed"],
                                 catch_exceptions=False)
     assert "latencies measured on 2 kinds of machine (CPU A" in " ".join(result.stderr.split())
+
+
+def fresh_database(postgres_url: str, name: str) -> str:
+    """An empty database on the test server: what workers meet on their very first start."""
+    engine = sqlalchemy.create_engine(engine_url(postgres_url), poolclass=sqlalchemy.NullPool)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_workers_opening_a_new_database_together_all_get_in(
+        database: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    url = (fresh_database(request.getfixturevalue("postgres_url"), f"fresh_{tmp_path.name}")
+           if database == "postgres" else f"sqlite:///{tmp_path / 'study.db'}")
+    barrier = threading.Barrier(4, timeout=60)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            make_storage(url)
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
