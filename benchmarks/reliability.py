@@ -142,6 +142,10 @@ def scale_out(work: Path, model: Path, data: Path, url: str, locked: bool, run: 
     command = edgetune_command("run", config, "--storage", url, "--run-dir", folder / "shared")
     processes = [start(command, folder, f"worker-{i}", env=env) for i in range(workers)]
     codes = [p.wait(timeout=1800) for p in processes]
+    for i, code in enumerate(codes):
+        if code != 0:  # say why on stderr; the table counts it
+            print(f"{name} worker {i} exited {code}:", (folder / f"worker-{i}.err").read_text()
+                  [-2000:], file=sys.stderr)
     trials = trials_of(url, name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     roles = Counter(t.user_attrs.get("role") for t in trials)

@@ -93,15 +93,16 @@ def make_storage(url: str, retries: int = 0) -> optuna.storages.BaseStorage:
 def _with_schema(create: Callable[[], optuna.storages.RDBStorage]) -> optuna.storages.RDBStorage:
     """``create()`` again while another worker is creating the tables of a new database.
 
-    Optuna creates its tables when a storage first opens a database; workers starting together
-    on an empty one collide (a duplicate key in PostgreSQL's catalog, an existing table in
-    SQLite). The one that lost finds the tables there a moment later.
+    Optuna creates its tables, then stamps their schema version, when a storage first opens a
+    database; workers starting together on an empty one collide (a duplicate key in PostgreSQL's
+    catalog, an existing table in SQLite, or a schema not stamped yet, which Optuna reports as
+    incompatible). The one that lost finds the tables ready a moment later.
     """
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             return create()
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError):
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                RuntimeError, AssertionError):
             if attempt == SCHEMA_ATTEMPTS - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
