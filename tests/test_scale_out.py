@@ -178,3 +178,17 @@ def test_workers_opening_a_new_database_together_all_get_in(
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
+
+
+def test_a_report_is_written_while_other_workers_finish_trials() -> None:
+    """The first worker to finish writes the report while the others still complete trials."""
+    from edgetune.reports import analysis
+    from edgetune.reports.data import trials_frame
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, latency in [(0.9, 10.0), (0.8, 5.0)]:
+        study.add_trial(optuna.trial.create_trial(values=[accuracy, latency]))
+    snapshot = trials_frame(study)
+    study.add_trial(optuna.trial.create_trial(values=[0.95, 4.0]))  # another worker, meanwhile
+    hypervolume = analysis.hypervolume(study, snapshot, labels=3)
+    assert hypervolume is not None and list(hypervolume.frame["trial"]) == [0, 1]
