@@ -166,11 +166,23 @@ def zipped_size(path: Path) -> int:
     return size
 
 
-def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
-            callback_every: int) -> Path:
-    if recipe.pruning.method == "none":
-        return bench.base
-    key = {
+def training_phases(recipe: Recipe, bench: Workbench) -> list[tuple[str, int]]:
+    """The training loops ``build`` will run for ``recipe``, in order, with their step counts.
+
+    A pruned + recovered model already in the cache is not trained again. (Another worker may
+    finish the same entry meanwhile: then a listed recovery does not run.)
+    """
+    phases = []
+    if (recipe.pruning.method != "none" and recipe.recovery.steps
+            and not bench.cache.path("pruned", _pruned_key(recipe, bench)).is_dir()):
+        phases.append(("recovery", recipe.recovery.steps))
+    if isinstance(recipe.quantization, QatRecipe):
+        phases.append(("qat", recipe.quantization.steps))
+    return phases
+
+
+def _pruned_key(recipe: Recipe, bench: Workbench) -> dict[str, object]:
+    return {
         "stage": "prune_recover",
         "base": bench.base.name,
         "pruning": recipe.pruning.model_dump(),
@@ -178,6 +190,13 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
         "batch_size": bench.batch_size,
         "seed": bench.seed,
     }
+
+
+def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
+            callback_every: int) -> Path:
+    if recipe.pruning.method == "none":
+        return bench.base
+    key = _pruned_key(recipe, bench)
 
     def build_pruned(folder: Path) -> None:
         model = prune(bench.load(bench.base), recipe.pruning)

@@ -146,6 +146,7 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
 
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
+    from edgetune.search.constraints import infeasible_trials
     from edgetune.search.study import load_study
 
     from edgetune.search.failures import failures
@@ -155,16 +156,22 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
     failed = failures(study)
+    infeasible = len(infeasible_trials(study))
     if not as_json:
         console = Console(stderr=True)
-        console.print(f"study [bold]{study.study_name}[/bold]: "
-                      + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+        console.print(
+            f"study [bold]{study.study_name}[/bold]: "
+            + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
+        )
         for row in failed:
             retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
             console.print(Text.assemble((f"trial {row.trial} failed", "red"),
                                         f" in {row.stage}: {row.type}: {row.error}{retried}"))
     _print_front(front(study), study.study_name, as_json,
-                 extra={"trials": counts, "failures": [row.as_dict() for row in failed]})
+                 extra={"trials": counts, "infeasible": infeasible,
+                        "objectives": study.metric_names,
+                        "failures": [row.as_dict() for row in failed]})
     _note_machines(study)
 
 

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.search.constraints import Constraints
+from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
 from edgetune.spaces.space import SearchSpace
 
 Sampler = Literal["tpe", "nsga2", "gp", "random"]
+ObjectiveName = Literal["accuracy", "latency_ms", "size_mb"]
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -40,6 +43,23 @@ class SearchConfig(Strict):
     retries: int = Field(
         default=1, ge=0, description="times a trial lost to a crash or an interrupt is run again"
     )
+    objectives: list[ObjectiveName] = Field(
+        default=list(OBJECTIVES),
+        description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
+    )
+    constraints: Constraints = Constraints()
+    early_stopping: bool = Field(
+        default=True, description="stop training that can no longer reach the accuracy floor"
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _accuracy_and_latency_first(cls, names: list[str]) -> list[str]:
+        # Readers of a study (front, report, export) take values[0] and values[1] as accuracy
+        # and latency: a third objective may only follow them.
+        if tuple(names[:2]) != OBJECTIVES or len(set(names)) != len(names):
+            raise ValueError("expected [accuracy, latency_ms] or [accuracy, latency_ms, size_mb]")
+        return names
 
 
 class StudyConfig(Strict):

@@ -1,4 +1,10 @@
-"""The Pareto front of a study: which trials no other trial beats on both accuracy and latency."""
+"""The Pareto front of a study: feasible trials that no other feasible trial beats on every
+objective.
+
+The objectives are accuracy and latency, and model size when the study adds it as a third.
+``study.best_trials`` is Optuna's front; once any trial carries constraints it keeps only trials
+that meet them all (see ``edgetune.search.constraints``).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ class FrontRow:
 
 
 def front(study: optuna.Study) -> list[FrontRow]:
-    """The Pareto-optimal complete trials, fastest first."""
+    """The Pareto-optimal feasible complete trials, fastest first."""
     rows = [_row(trial) for trial in study.best_trials]
     return sorted(rows, key=lambda row: (row.latency_ms, -row.accuracy))
 
@@ -40,7 +46,7 @@ def reference(study: optuna.Study) -> FrozenTrial | None:
 
 def _row(trial: FrozenTrial) -> FrontRow:
     measurement = trial.user_attrs.get("measurement", {})
-    accuracy, latency_ms = trial.values
+    accuracy, latency_ms = trial.values[:2]  # a third objective, if any, is size_mb
     return FrontRow(
         trial=trial.number,
         recipe=trial.user_attrs.get("recipe_short", ""),

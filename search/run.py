@@ -97,7 +97,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     lock = StudyLock(location.storage, location.study)
     study = None
     try:
-        study = open_study(config, location.study, storage, setup_lock=lock)
+        study = open_study(config, location.study, storage, setup_lock=lock, budget=budget)
         study.set_user_attr("data", task.dataset.summary()
                             | {"split_seed": config.task.data.splits.seed})
         cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
@@ -107,7 +107,8 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
                           measure=config.measure, batch_size=config.finetune.batch_size,
                           seed=config.finetune.seed)
         objective = Objective(config.space, bench, location.run_dir,
-                              FileSystemArtifactStore(str(_mkdir(location.artifacts))), lock)
+                              FileSystemArtifactStore(str(_mkdir(location.artifacts))),
+                              search=config.search, lock=lock)
         _trials(study, storage, objective, lock, retry, budget, timeout, console)
     except KeyboardInterrupt as error:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short

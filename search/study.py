@@ -29,8 +29,9 @@ from edgetune.search import baselines
 if TYPE_CHECKING:  # the config imports the training stack; reading a study needs none of it
     from edgetune.search.config import StudyConfig
 
-OBJECTIVES = ("accuracy", "latency_ms")
-DIRECTIONS = ("maximize", "minimize")
+OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVES = ("accuracy", "latency_ms")  # every study's first two; size_mb may follow
+DIRECTIONS = tuple(OBJECTIVE_DIRECTIONS[name] for name in OBJECTIVES)
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
 FINGERPRINT = "config_fingerprint"  # study user attr: StudyConfig.fingerprint()
@@ -150,25 +151,49 @@ class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
-def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+# Sampler settings for budgets of a few dozen trials, each worth a minute of CPU or more (the
+# default task's study is 40 trials). The FP32 reference and the baselines are enqueued, complete
+# trials that count as start-up points too.
+# - TPE and GP: a quarter of the budget as random start-up trials, 5 to 10 (Optuna's default):
+#   at 40 trials the reference, 2 baselines and 7 random trials before the model takes over; a
+#   12-trial study is not left mostly random. TPE is multivariate with grouping, so the
+#   conditional knobs (recovery only after pruning, ...) are modelled jointly within each group;
+#   constant liar keeps parallel workers from sampling the same point.
+# - NSGA-II: its default population of 50 would keep a 40-trial study in its random first
+#   generation; 10 gives 4 generations.
+# - GP and NSGA-II model only the parameters every complete trial has (the pruning method, the
+#   quantization scheme, mostly the fusion): the conditional ones are sampled at random.
+NSGA2_POPULATION = 10
+
+
+def startup_trials(budget: int) -> int:
+    return min(10, max(5, budget // 4))
+
+
+def sampler(config: StudyConfig, budget: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded, with settings for a study of ``budget`` trials (default:
+    ``search.trials``)."""
     seed = config.search.seed
+    startup = startup_trials(budget or config.search.trials)
     if config.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=seed)
     if config.search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=5, constant_liar=True)
+                                      n_startup_trials=startup, constant_liar=True)
 
 
 def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStorage,
-               setup_lock: AbstractContextManager[object] | None = None) -> optuna.Study:
+               setup_lock: AbstractContextManager[object] | None = None,
+               budget: int | None = None) -> optuna.Study:
     """Resume the study if it exists with the same config, or create and set it up.
 
-    A new study enqueues the FP32 reference as trial 0, so every front is compared with it.
-    Setting up happens under ``setup_lock`` (the study lock, ``edgetune.search.lock``), so that
-    of several workers starting together only the first one sets the study up.
+    A new study enqueues the FP32 reference as trial 0, so every front is compared with it, then
+    the baselines and the user's own recipes (``edgetune.search.baselines``). Setting up happens
+    under ``setup_lock`` (the study lock, ``edgetune.search.lock``), so that of several workers
+    starting together only the first one sets the study up.
 
     Raises:
         InputError: the study exists with a different config (a study's config is fixed).
@@ -176,9 +201,10 @@ def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStor
     stored = _stored_fingerprint(name, storage)
     if stored is None:
         with setup_lock or contextlib.nullcontext():
-            study = optuna.create_study(storage=storage, study_name=name,
-                                        directions=list(DIRECTIONS), sampler=sampler(config),
-                                        load_if_exists=True)
+            study = optuna.create_study(
+                storage=storage, study_name=name,
+                directions=[OBJECTIVE_DIRECTIONS[n] for n in config.search.objectives],
+                sampler=sampler(config, budget), load_if_exists=True)
             stored = study.user_attrs.get(FINGERPRINT)
             if stored is None:
                 _set_up(study, config)
@@ -189,7 +215,7 @@ def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStor
             f"a study named {name!r} already exists in this storage with a different config; "
             "a study's config is fixed: give this one a new study name",
         )
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config))
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config, budget))
 
 
 def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str | None:
@@ -202,9 +228,9 @@ def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str 
 
 
 def _set_up(study: optuna.Study, config: StudyConfig) -> None:
-    study.set_metric_names(list(OBJECTIVES))
+    study.set_metric_names(list(config.search.objectives))
     if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
-        study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
+        study.enqueue_trial(baselines.reference_params(config.space), user_attrs={ROLE: REFERENCE})
         baselines.enqueue(study, config.space, config.search.enqueue)
     study.set_user_attr("config", json.loads(config.model_dump_json()))
     study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
