@@ -152,6 +152,9 @@ def exportable(study: optuna.Study, number: int) -> FrozenTrial:
     failure = trial.user_attrs.get("failure")
     if failure:
         why += f" in {failure.get('stage')}: {failure.get('type')}: {failure.get('error')}"[:200]
+    pruned = trial.user_attrs.get("pruned")  # early stopping: {stage, reason}
+    if pruned:
+        why += f" in {pruned.get('stage')}: {pruned.get('reason')}"[:200]
     raise InputError("--trial", f"trial {number} {why}; only a complete trial has a model to "
                                 "export (edgetune status lists the front)")
 

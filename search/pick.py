@@ -5,12 +5,13 @@ validation accuracy is at most one point below the FP32 reference's. Where ``edg
 re-measured a front trial (trial attr ``confirmed``), its confirmed latency is used and a trial
 the confirmation moved off the front is left out, as the report does. Accuracy is always the
 validation figure the search saw: test accuracy is reported, never used to choose. Limits not
-given default to the config's ``search.constraints``.
+given default to the config's ``search.constraints`` (which the front already meets: Optuna keeps
+infeasible trials off it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import optuna
@@ -41,12 +42,12 @@ class Choice:
     reason: str
 
 
-def limits(study: optuna.Study, max_accuracy_drop: float | None,
+def limits(stored: Constraints, max_accuracy_drop: float | None,
            max_latency_ms: float | None) -> Constraints:
-    """The study config's constraints, with the limits given on the command line instead."""
+    """The study's constraints, with the limits given on the command line instead."""
     given = {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms}
-    return replace(Constraints.of(study.user_attrs.get("config") or {}),
-                   **{name: value for name, value in given.items() if value is not None})
+    return stored.model_copy(update={name: value for name, value in given.items()
+                                     if value is not None})
 
 
 def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
@@ -63,7 +64,7 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
     if constraints.max_accuracy_drop is not None and fp32 is None:
         raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
                                                 "there is no accuracy to measure a drop from")
-    floor = constraints.accuracy_floor(None if fp32 is None else fp32.values[0])
+    floor = None if fp32 is None else constraints.floor(fp32.values[0])
     within, excluded = [], []
     for option in options:
         problem = _breach(option, floor, constraints)
@@ -103,7 +104,7 @@ def front_options(study: optuna.Study) -> list[Option]:
 
 
 def _option(trial: FrozenTrial) -> Option:
-    accuracy, latency_ms = trial.values
+    accuracy, latency_ms = trial.values[:2]  # a third objective, if any, is size_mb
     measurement = trial.user_attrs.get("measurement", {})
     confirmed = trial.user_attrs.get(CONFIRMED) or {}
     return Option(

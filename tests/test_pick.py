@@ -14,10 +14,8 @@ TRIALS = [("reference", 0.95, 10.0), ("slim", 0.93, 4.0), ("int8", 0.94, 6.0),
           ("teacher", 0.96, 12.0)]
 
 
-def study_of(trials=TRIALS, constraints: dict | None = None,
-             confirmed: dict[int, dict] | None = None) -> optuna.Study:
+def study_of(trials=TRIALS, confirmed: dict[int, dict] | None = None) -> optuna.Study:
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.set_user_attr("config", {"search": {"constraints": constraints} if constraints else {}})
     for number, (role, accuracy, latency_ms) in enumerate(trials):
         attrs = {"role": role, "recipe_short": role,
                  "measurement": {"ratio": latency_ms / 10.0, "size_mb": 20.0 + number}}
@@ -47,10 +45,10 @@ def test_most_accurate_within_a_latency_limit() -> None:
 
 
 def test_limits_default_to_the_study_constraints() -> None:
-    study = study_of(constraints={"max_accuracy_drop": 0.01, "max_size_mb": 21.5})
-    choice = pick(study, "fastest", limits(study, None, None))
+    stored = Constraints(max_accuracy_drop=0.01, max_size_mb=21.5)
+    choice = pick(study_of(), "fastest", limits(stored, None, None))
     assert choice.trial == 0  # trial 2 is accurate enough but 22 MB
-    assert pick(study, "fastest", limits(study, 0.02, None)).trial == 1  # a flag overrides
+    assert pick(study_of(), "fastest", limits(stored, 0.02, None)).trial == 1  # a flag overrides
 
 
 def test_confirmed_figures_replace_the_trial_figures() -> None:
