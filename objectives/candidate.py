@@ -14,12 +14,13 @@ from __future__ import annotations
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
@@ -61,6 +62,10 @@ class Workbench:
     def input_names(self) -> list[str]:
         return list(self.task.encoded("validation"))
 
+    def load(self, checkpoint: Path) -> PreTrainedModel:
+        """A checkpoint of this study, trusting remote code only when the task config says so."""
+        return load_classifier(checkpoint, trust_remote_code=self.task.config.trust_remote_code)
+
     def reference(self) -> Path:
         """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
         return self.export(self.base) / "model.onnx"
@@ -71,7 +76,7 @@ class Workbench:
                "format": EXPORT_FORMAT}
         return self.cache.get_or_build(
             "onnx", key,
-            lambda folder: export_onnx(load_classifier(checkpoint), self.input_names,
+            lambda folder: export_onnx(self.load(checkpoint), self.input_names,
                                        folder / "model.onnx"),
         )
 
@@ -81,6 +86,7 @@ class Candidate:
     path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None  # told each stage's name as it starts
 
 
 @dataclass
@@ -111,7 +117,7 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
     if isinstance(quantization, QatRecipe):
         with _stage(candidate, "qat"):
             quantization_aware_training(
-                load_classifier(checkpoint), bench.task, quantization, bench.batch_size,
+                bench.load(checkpoint), bench.task, quantization, bench.batch_size,
                 bench.seed, candidate.path, callback, callback_every,
             )
         return candidate
@@ -136,18 +142,26 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
 def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:
     """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
     with _stage(candidate, "measure"):
-        score = accuracy(candidate.path, bench.task.encoded(split), bench.task.labels(split),
-                         bench.target)
-        inputs = latency_inputs(bench.task.encoded("validation"), bench.target,
-                                bench.measure.inputs)
-        latencies = measure({"candidate": candidate.path, "reference": bench.reference()},
-                            inputs, bench.target, bench.measure)
+        return measure_model(candidate.path, bench.reference(), bench.task, bench.target,
+                             bench.measure, split)
+
+
+def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
+                  settings: MeasureConfig, split: str = "validation") -> Measurement:
+    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
+
+    A trial and the export of its model both measure through here, so they agree exactly on
+    accuracy (same data, same runtime).
+    """
+    score = accuracy(model, task.encoded(split), task.labels(split), target)
+    inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
+    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings)
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],
         reference_latency=latencies["reference"],
-        size_mb=candidate.path.stat().st_size / 1e6,
-        zipped_mb=zipped_size(candidate.path) / 1e6,
+        size_mb=model.stat().st_size / 1e6,
+        zipped_mb=zipped_size(model) / 1e6,
     )
 
 
@@ -194,8 +208,8 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
     key = _pruned_key(recipe, bench)
 
     def build_pruned(folder: Path) -> None:
-        model = prune(load_classifier(bench.base), recipe.pruning, bench.task)
-        teacher = load_classifier(bench.base) if recipe.recovery.distillation else None
+        model = prune(bench.load(bench.base), recipe.pruning, bench.task)
+        teacher = bench.load(bench.base) if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)
         save_pruned(make_permanent(model), folder)
@@ -213,6 +227,8 @@ class StageError(Exception):
 
 @contextmanager
 def _stage(candidate: Candidate, name: str) -> Iterator[None]:
+    if candidate.on_stage is not None:
+        candidate.on_stage(name)
     start = time.perf_counter()
     try:
         yield

@@ -85,29 +85,29 @@ ARCHITECTURES: dict[str, tuple[str, Architecture]] = {
 }
 
 
-def check_supported(model_folder: Path, space: PruningSpace) -> None:
-    """Refuse, before any work starts, a pruning space the model cannot take.
+def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
+    """Refuse, before any work starts, a pruning space this model (its ``config.json``) cannot take.
 
     Raises:
-        InputError: structured pruning on an architecture it does not know, or more layers to
-            drop than the model has.
+        InputError: structured pruning of an architecture it does not know, or as many layers
+            to drop as the model has.
     """
     if "structured" not in space.methods:
         return
-    model_type = json.loads((model_folder / "config.json").read_text()).get("model_type")
+    model_type = model_config.get("model_type")
     if model_type not in ARCHITECTURES:
         raise InputError(
             "space.pruning.methods",
             f"structured pruning supports {', '.join(sorted(ARCHITECTURES))}, not {model_type!r}; "
             "remove 'structured' from the methods",
         )
-    arch = ARCHITECTURES[model_type][1]
-    layers = getattr(AutoConfig.from_pretrained(model_folder), arch.layers_attr)
-    if space.structured.layers_dropped.high >= layers:
+    layers = model_config.get(ARCHITECTURES[str(model_type)][1].layers_attr)
+    high = space.structured.layers_dropped.high
+    if isinstance(layers, int) and high >= layers:
         raise InputError(
-            "space.pruning.structured.layers_dropped",
+            "space.pruning.structured.layers_dropped.high",
             f"the model has {layers} encoder layers, so at most {layers - 1} can be dropped "
-            f"(high is {space.structured.layers_dropped.high})",
+            f"(high is {high})",
         )
 
 
@@ -132,10 +132,11 @@ def save_pruned(model: PreTrainedModel, folder: Path) -> None:
         (folder / SHAPES_FILE).write_text(json.dumps(layer_shapes(model), indent=2))
 
 
-def load_pruned(folder: Path) -> PreTrainedModel:
+def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
     """Rebuild the per-layer shapes recorded in ``edgetune-shapes.json``, then read the weights."""
-    config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
     attribute, arch = ARCHITECTURES[config.model_type]
     shapes = json.loads((folder / SHAPES_FILE).read_text())["layers"]
     for layer, shape in zip(_layers(model, attribute, arch), shapes, strict=True):

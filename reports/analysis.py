@@ -102,11 +102,13 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> H
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental" labels, and empty-study notices
         history = optuna.visualization.plot_hypervolume_history(study, list(point)).data[0]
-    numbers = [int(n) for n in history.x]
+    # Other workers may have finished trials since ``trials`` was read: keep to that snapshot.
+    points = [(int(n), y) for n, y in zip(history.x, history.y) if int(n) in done.index]
+    numbers = [n for n, _ in points]
     start = trials["started"].dropna().min()
     minutes = [(done.loc[n, "completed"] - start).total_seconds() / 60 for n in numbers]
     frame = pd.DataFrame({"trial": numbers, "minutes": minutes,
-                          "hypervolume": np.asarray(history.y, dtype=float)})
+                          "hypervolume": np.asarray([y for _, y in points], dtype=float)})
     explanation = (
         f"Reference point: accuracy {floor:.2%} ({floor_source}) and latency {latency:.2f} ms "
         f"({latency_source}). The hypervolume is the area of (accuracy above that floor) × "

@@ -1,4 +1,5 @@
-"""The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``.
+"""The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``,
+``export`` a trial.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -17,10 +18,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edgetune import __version__
 from edgetune.errors import InputError
-from edgetune.search.front import FrontRow, front
+from edgetune.search.front import FrontRow, front, front_machines
 
 if TYPE_CHECKING:
     import optuna
@@ -83,6 +85,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     """Run (or resume) the study CONFIG_FILE describes, up to its trial budget, then write its
     HTML report to <run-dir>/report.html."""
     from edgetune.search.config import load_config
+    from edgetune.search.run import Stopped
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
 
@@ -90,8 +93,16 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     config = load_config(config_file, overrides)
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
-    study = run_study(config, location, config_file.parent, console, trials, timeout)
+    try:
+        study = run_study(config, location, config_file.parent, console, trials, timeout)
+    except Stopped as stop:  # Ctrl-C: the trial is failed as interrupted; show what we have
+        console.print(f"[yellow]stopped by {stop}[/yellow]: run the same command to resume")
+        if stop.study is not None:
+            _print_front(front(stop.study), stop.study.study_name, as_json)
+            _note_machines(stop.study)
+        sys.exit(128 + stop.signum)
     _print_front(front(study), study.study_name, as_json)
+    _note_machines(study)
     if not no_report:
         _write_report(study, location, location.run_dir / "report.html")
 
@@ -139,20 +150,102 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     from edgetune.search.constraints import infeasible_trials
     from edgetune.search.study import load_study
 
+    from edgetune.search.failures import failures
+
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    failed = failures(study)
     infeasible = len(infeasible_trials(study))
     if not as_json:
-        Console(stderr=True).print(
+        console = Console(stderr=True)
+        console.print(
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
             + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
         )
+        for row in failed:
+            retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
+            console.print(Text.assemble((f"trial {row.trial} failed", "red"),
+                                        f" in {row.stage}: {row.type}: {row.error}{retried}"))
     _print_front(front(study), study.study_name, as_json,
                  extra={"trials": counts, "infeasible": infeasible,
-                        "objectives": study.metric_names})
+                        "objectives": study.metric_names,
+                        "failures": [row.as_dict() for row in failed]})
+    _note_machines(study)
+
+
+@cli.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@study_options
+@click.option("--trial", "number", type=click.IntRange(min=0),
+              help="The trial to export (edgetune status lists the front).")
+@click.option("--pick", type=click.Choice(["fastest", "most-accurate"]),
+              help="Choose the trial from the (confirmed) front instead.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="FRACTION",
+              help="With --pick: at most this far below the FP32 reference's validation "
+                   "accuracy (0.01 = 1 point) [default: search.constraints].")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
+              help="With --pick: at most this latency [default: search.constraints].")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The folder to write; it must not exist.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
+@input_errors
+def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
+           study_name: str | None, number: int | None, pick: str | None,
+           max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
+           force: bool, as_json: bool) -> None:
+    """Write a trial's model as a folder to deploy: ONNX and ORT (mobile) models, tokenizer,
+    labels, recipe, metrics re-measured on this machine and a README.
+
+    Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
+    """
+    import contextlib
+
+    from edgetune.search.config import load_config
+    from edgetune.search.export import export as export_trial
+    from edgetune.search.export import open_source
+    from edgetune.search.pick import limits
+    from edgetune.search.pick import pick as pick_trial
+
+    if (number is None) == (pick is None):
+        raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
+    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
+        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+        raise InputError(flag, "limits choose a trial: use them with --pick")
+    location = _location(config_file, study_name, run_dir, storage)
+    config = load_config(config_file) if config_file is not None else None
+    source = open_source(location, config, config_file)
+    console = Console(stderr=True)
+    if pick is not None:
+        choice = pick_trial(source.study, pick,  # type: ignore[arg-type]
+                            limits(source.config.search.constraints, max_accuracy_drop,
+                                   max_latency_ms))
+        console.print(f"picked {choice.reason}", highlight=False)
+        number = choice.trial
+    assert number is not None
+    with console.status(f"exporting trial {number}"), contextlib.redirect_stdout(sys.stderr):
+        metrics = export_trial(source, number, out, force)
+    console.print(_export_summary(metrics, out), highlight=False)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+
+
+def _export_summary(metrics: dict[str, Any], out: Path) -> str:
+    here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
+    origin = ("from the artifact store" if metrics["model_source"] == "artifact"
+              else "rebuilt from its recipe")
+    spread = checks["trial_ratio_range"]
+    within = (f", trial's rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+    return (
+        f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
+        f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
+        f", test {here['test_accuracy']:.2%}\n"
+        f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
+        f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
+    )
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,
@@ -168,6 +261,16 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
             raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
         study_name = run_dir.name
     return Location.resolve(study_name, run_dir, storage)
+
+
+def _note_machines(study: optuna.Study) -> None:
+    """Say so when the front mixes latencies measured on different kinds of machine."""
+    machines = front_machines(study)
+    if len(machines) > 1:
+        Console(stderr=True).print(
+            f"[yellow]note[/yellow]: the front holds latencies measured on {len(machines)} kinds "
+            f"of machine ({'; '.join(machines)}): each is a ratio to the FP32 reference measured "
+            "beside it, so ratios compare; absolute milliseconds may not", highlight=False)
 
 
 def _print_front(rows: list[FrontRow], study: str, as_json: bool,

@@ -20,6 +20,7 @@ from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.constraints import Constraints
 from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
@@ -39,6 +40,9 @@ class SearchConfig(Strict):
     seed: int = 0
     enqueue: list[dict[str, Any]] = Field(
         default=[], description="recipes to try first, as space parameters (pruning.method: ...)"
+    )
+    retries: int = Field(
+        default=1, ge=0, description="times a trial lost to a crash or an interrupt is run again"
     )
     objectives: list[ObjectiveName] = Field(
         default=list(OBJECTIVES),
@@ -68,6 +72,7 @@ class StudyConfig(Strict):
     space: SearchSpace = SearchSpace()
     search: SearchConfig = SearchConfig()
     storage: str | None = Field(default=None, description="an Optuna storage URL")
+    artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -77,13 +82,17 @@ class StudyConfig(Strict):
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params)
             if problem:
-                raise ValueError(f"search.enqueue[{i}] is not a recipe of this space: {problem}")
+                # InputError, not ValueError: pydantic would report it at the config's root
+                raise InputError(f"search.enqueue.{i}", f"not a recipe of this space: {problem}")
         return self
 
     def fingerprint(self) -> str:
-        """A hash of what fixes a study's results; budgets and locations may change on resume."""
+        """A hash of what fixes a study's results; budgets, locations and which models are kept
+        may change on resume."""
         fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
-                                                      "search": {"trials", "timeout"}})
+                                                      "artifacts": True,
+                                                      "search": {"trials", "timeout",
+                                                                 "retries"}})
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

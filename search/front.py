@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.objectives.machine import machine_key
 from edgetune.search.study import REFERENCE, ROLE
 
 
@@ -54,6 +55,12 @@ def _row(trial: FrozenTrial) -> FrontRow:
         ratio=measurement.get("ratio", float("nan")),
         size_mb=measurement.get("size_mb", float("nan")),
     )
+
+
+def front_machines(study: optuna.Study) -> list[str]:
+    """The kinds of machine the front's latencies were measured on (one, unless workers differ)."""
+    return sorted({machine_key(t.user_attrs["machine"]) for t in study.best_trials
+                   if "machine" in t.user_attrs})
 
 
 def describe_row(row: FrontRow) -> str:

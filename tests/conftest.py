@@ -6,6 +6,7 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def make_tiny_checkpoint(folder: Path, family: str = "bert", layers: int = 2) -> Path:
+def build_tiny_model(folder: Path, family: str = "bert", layers: int = 2) -> Path:
     """A ``family`` classifier (hidden 32, 4 heads, FFN 64) with the dataset's own vocabulary.
 
     ``family`` is ``bert``, ``roberta`` or ``distilbert``: the three namings structured pruning
@@ -100,7 +101,7 @@ def make_tiny_checkpoint(folder: Path, family: str = "bert", layers: int = 2) ->
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT (hidden 32, 4 heads) checkpoint folder with its own small vocabulary."""
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -175,7 +176,7 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Work
     from edgetune.objectives.runtime import TargetConfig
     from edgetune.objectives.task import TaskConfig, load_task
 
-    model = make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert-4"), layers=4)
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny-bert-4"), layers=4)
     task = load_task(TaskConfig(model=str(model), data=DataConfig(path=str(tiny_csv)),
                                 max_length=32))
     cache = Cache(tmp_path_factory.mktemp("bench-cache"))
@@ -185,3 +186,23 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Work
         target=TargetConfig(threads=1, sequence_length=32),
         measure=MeasureConfig(warmup=1, rounds=2, runs=3, inputs=2), batch_size=16, seed=0,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for scale-out tests: ``$EDGETUNE_TEST_POSTGRES`` when set, else a
+    throwaway server started here on loopback (Debian's ``postgresql`` binaries) and removed
+    after the session."""
+    if os.environ.get("EDGETUNE_TEST_POSTGRES"):
+        yield os.environ["EDGETUNE_TEST_POSTGRES"]
+        return
+    from postgres import ServerUnavailable, ThrowawayServer
+
+    try:
+        server = ThrowawayServer.start()
+    except ServerUnavailable as reason:
+        pytest.skip(f"no PostgreSQL server could be started: {reason}")
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_tiny_checkpoint
+from conftest import build_tiny_model
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
@@ -53,7 +53,7 @@ def test_lora_learns_the_task_and_merges_into_plain_linear_layers(
 
 def test_lora_settings_peft_cannot_apply_are_refused_before_any_work(
         tmp_path: Path, tiny_csv: Path) -> None:
-    folder = make_tiny_checkpoint(tmp_path / "distilbert", "distilbert")
+    folder = build_tiny_model(tmp_path / "distilbert", "distilbert")
     task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv))))
     with pytest.raises(InputError) as error:  # peft has no default targets for DistilBERT
         check_finetune(task, FinetuneConfig(method="lora"))

@@ -7,6 +7,7 @@ attention fusion handles layers that keep different numbers of heads.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_tiny_checkpoint
+from conftest import build_tiny_model
 from edgetune.errors import InputError
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.checkpoint import load_classifier
@@ -26,7 +27,7 @@ from edgetune.objectives.graph import fuse
 from edgetune.objectives.pruning import (
     ARCHITECTURES,
     IMPORTANCE_ROWS,
-    check_supported,
+    check_space,
     layer_shapes,
     prune,
     save_pruned,
@@ -44,7 +45,7 @@ HEAD_SIZE = 8  # hidden 32 / 4 heads in the tiny models
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            tiny_csv: Path) -> tuple[Path, Task]:
     """An untrained 4-layer tiny model of each family, with a task on the tiny data."""
-    folder = make_tiny_checkpoint(tmp_path_factory.mktemp(request.param), request.param, 4)
+    folder = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param, 4)
     task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv)),
                                 max_length=32))
     return folder, task
@@ -225,7 +226,7 @@ def test_attention_fusion_follows_each_layers_own_head_count(
 def gpt2_folder(folder: Path) -> Path:
     from transformers import BertTokenizer, GPT2Config, GPT2ForSequenceClassification
 
-    bert = make_tiny_checkpoint(folder)  # for its tokenizer files
+    bert = build_tiny_model(folder)  # for its tokenizer files
     for file in bert.glob("*.safetensors"):
         file.unlink()
     GPT2ForSequenceClassification(GPT2Config(vocab_size=60, n_embd=32, n_layer=2, n_head=4,
@@ -236,20 +237,21 @@ def gpt2_folder(folder: Path) -> Path:
 
 def test_unsupported_architectures_and_impossible_drops_are_refused(tmp_path: Path,
                                                                    tiny_model: Path) -> None:
+    gpt2 = json.loads((gpt2_folder(tmp_path / "gpt2") / "config.json").read_text())
     with pytest.raises(InputError) as error:
-        check_supported(gpt2_folder(tmp_path / "gpt2"), PruningSpace())
+        check_space(gpt2, PruningSpace())
     assert error.value.where == "space.pruning.methods" and "'gpt2'" in error.value.message
-    check_supported(tmp_path / "gpt2", PruningSpace(methods=["none", "unstructured"]))
-    with pytest.raises(InputError) as error:
-        check_supported(tiny_model, PruningSpace())  # drops up to 4 of its 2 layers
-    assert error.value.where == "space.pruning.structured.layers_dropped"
+    check_space(gpt2, PruningSpace(methods=["none", "unstructured"]))
+    with pytest.raises(InputError) as error:  # the default space drops up to 4 of its 2 layers
+        check_space(json.loads((tiny_model / "config.json").read_text()), PruningSpace())
+    assert error.value.where == "space.pruning.structured.layers_dropped.high"
     assert "at most 1" in error.value.message
 
 
 @pytest.mark.parametrize(("model", "space", "field"), [
     ("gpt2", {}, "space.pruning.methods"),
     ("bert", {"structured": {"layers_dropped": {"low": 0, "high": 2}}},
-     "space.pruning.structured.layers_dropped"),
+     "space.pruning.structured.layers_dropped.high"),
 ])
 def test_run_refuses_a_pruning_space_the_model_cannot_take_before_any_work(
         tmp_path: Path, tiny_model: Path, tiny_csv: Path, model: str, space: dict,

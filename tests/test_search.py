@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from edgetune.errors import InputError
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
-from edgetune.search.study import Location, open_study, sampler
+from edgetune.search.study import Location, make_storage, open_study, sampler
 from edgetune.spaces.space import SearchSpace
 from helpers import tiny_config, write_config
 
@@ -60,7 +60,8 @@ def test_the_reference_and_baselines_give_the_samplers_a_search_space(
                                    "quantization.calibration": "entropy",
                                    "quantization.static_per_channel": False,
                                    "graph.fusion": False}])
-    study = open_study(config, Location.resolve("tiny", tmp_path))
+    location = Location.resolve("tiny", tmp_path)
+    study = open_study(config, location.study, make_storage(location.storage))
     roles = []
     for _ in range(4):
         trial = study.ask()
