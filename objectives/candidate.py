@@ -14,17 +14,18 @@ from __future__ import annotations
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
 from edgetune.objectives.checkpoint import load_classifier
-from edgetune.objectives.export import export_onnx
+from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import (
     Latency,
@@ -68,16 +69,21 @@ class Workbench:
     def input_names(self) -> list[str]:
         return list(self.task.encoded("validation"))
 
+    def load(self, checkpoint: Path) -> PreTrainedModel:
+        """A checkpoint of this study, trusting remote code only when the task config says so."""
+        return load_classifier(checkpoint, trust_remote_code=self.task.config.trust_remote_code)
+
     def reference(self) -> Path:
         """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
         return self.export(self.base) / "model.onnx"
 
     def export(self, checkpoint: Path) -> Path:
         """The cached FP32 ONNX export of a checkpoint folder (a folder holding model.onnx)."""
-        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names}
+        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names,
+               "format": EXPORT_FORMAT}
         return self.cache.get_or_build(
             "onnx", key,
-            lambda folder: export_onnx(load_classifier(checkpoint), self.input_names,
+            lambda folder: export_onnx(self.load(checkpoint), self.input_names,
                                        folder / "model.onnx"),
         )
 
@@ -87,6 +93,7 @@ class Candidate:
     path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None  # told each stage's name as it starts
 
 
 @dataclass
@@ -117,7 +124,7 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
     if isinstance(quantization, QatRecipe):
         with _stage(candidate, "qat"):
             quantization_aware_training(
-                load_classifier(checkpoint), bench.task, quantization, bench.batch_size,
+                bench.load(checkpoint), bench.task, quantization, bench.batch_size,
                 bench.seed, candidate.path, callback, callback_every,
             )
         return candidate
@@ -142,18 +149,26 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
 def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:
     """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
     with _stage(candidate, "measure"):
-        score = accuracy(candidate.path, bench.task.encoded(split), bench.task.labels(split),
-                         bench.target)
-        inputs = latency_inputs(bench.task.encoded("validation"), bench.target,
-                                bench.measure.inputs)
-        latencies = measure({"candidate": candidate.path, "reference": bench.reference()},
-                            inputs, bench.target, bench.measure)
+        return measure_model(candidate.path, bench.reference(), bench.task, bench.target,
+                             bench.measure, split)
+
+
+def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
+                  settings: MeasureConfig, split: str = "validation") -> Measurement:
+    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
+
+    A trial and the export of its model both measure through here, so they agree exactly on
+    accuracy (same data, same runtime).
+    """
+    score = accuracy(model, task.encoded(split), task.labels(split), target)
+    inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
+    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings)
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],
         reference_latency=latencies["reference"],
-        size_mb=candidate.path.stat().st_size / 1e6,
-        zipped_mb=zipped_size(candidate.path) / 1e6,
+        size_mb=model.stat().st_size / 1e6,
+        zipped_mb=zipped_size(model) / 1e6,
     )
 
 
@@ -167,11 +182,23 @@ def zipped_size(path: Path) -> int:
     return size
 
 
-def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
-            callback_every: int) -> Path:
-    if recipe.pruning.method == "none":
-        return bench.base
-    key = {
+def training_phases(recipe: Recipe, bench: Workbench) -> list[tuple[str, int]]:
+    """The training loops ``build`` will run for ``recipe``, in order, with their step counts.
+
+    A pruned + recovered model already in the cache is not trained again. (Another worker may
+    finish the same entry meanwhile: then a listed recovery does not run.)
+    """
+    phases = []
+    if (recipe.pruning.method != "none" and recipe.recovery.steps
+            and not bench.cache.path("pruned", _pruned_key(recipe, bench)).is_dir()):
+        phases.append(("recovery", recipe.recovery.steps))
+    if isinstance(recipe.quantization, QatRecipe):
+        phases.append(("qat", recipe.quantization.steps))
+    return phases
+
+
+def _pruned_key(recipe: Recipe, bench: Workbench) -> dict[str, object]:
+    return {
         "stage": "prune_recover",
         "base": bench.base.name,
         "pruning": recipe.pruning.model_dump(),
@@ -180,9 +207,16 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
         "seed": bench.seed,
     }
 
+
+def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
+            callback_every: int) -> Path:
+    if recipe.pruning.method == "none":
+        return bench.base
+    key = _pruned_key(recipe, bench)
+
     def build_pruned(folder: Path) -> None:
-        model = prune(load_classifier(bench.base), recipe.pruning)
-        teacher = load_classifier(bench.base) if recipe.recovery.distillation else None
+        model = prune(bench.load(bench.base), recipe.pruning, bench.task)
+        teacher = bench.load(bench.base) if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)
         save_pruned(make_permanent(model), folder)
@@ -200,6 +234,8 @@ class StageError(Exception):
 
 @contextmanager
 def _stage(candidate: Candidate, name: str) -> Iterator[None]:
+    if candidate.on_stage is not None:
+        candidate.on_stage(name)
     start = time.perf_counter()
     try:
         yield

@@ -1,5 +1,5 @@
 """The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``,
-``confirm`` its front, ``bench`` any ONNX file.
+``confirm`` its front, ``bench`` any ONNX file, ``export`` a trial.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from edgetune import __version__
 from edgetune.errors import InputError
@@ -94,6 +95,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     """Run (or resume) the study CONFIG_FILE describes, up to its trial budget, then write its
     HTML report to <run-dir>/report.html."""
     from edgetune.search.config import load_config
+    from edgetune.search.run import Stopped
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
 
@@ -101,7 +103,13 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     config = load_config(config_file, overrides)
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
-    study = run_study(config, location, config_file.parent, console, trials, timeout)
+    try:
+        study = run_study(config, location, config_file.parent, console, trials, timeout)
+    except Stopped as stop:  # Ctrl-C: the trial is failed as interrupted; show what we have
+        console.print(f"[yellow]stopped by {stop}[/yellow]: run the same command to resume")
+        if stop.study is not None:
+            print_study(stop.study, as_json)
+        sys.exit(128 + stop.signum)
     print_study(study, as_json)
     if not no_report:
         _write_report(study, location, location.run_dir / "report.html")
@@ -145,18 +153,31 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
 
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
+    from edgetune.search.constraints import infeasible_trials
     from edgetune.search.study import load_study
+
+    from edgetune.search.failures import failures
 
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    failed = failures(study)
+    infeasible = len(infeasible_trials(study))
     if not as_json:
-        Console(stderr=True).print(
+        console = Console(stderr=True)
+        console.print(
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
         )
-    print_study(study, as_json, extra={"trials": counts})
+        for row in failed:
+            retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
+            console.print(Text.assemble((f"trial {row.trial} failed", "red"),
+                                        f" in {row.stage}: {row.type}: {row.error}{retried}"))
+    print_study(study, as_json, extra={"trials": counts, "infeasible": infeasible,
+                                       "objectives": study.metric_names,
+                                       "failures": [row.as_dict() for row in failed]})
 
 
 @cli.command()
@@ -174,18 +195,22 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
 
     from edgetune.objectives.isolation import measurement_cores
     from edgetune.objectives.task import load_task
+    from edgetune.search.config import load_config
     from edgetune.search.confirm import confirm as confirm_front
+    from edgetune.search.export import study_config
     from edgetune.search.study import load_study
 
     location = _location(config_file, study_name, run_dir, storage)
     study = load_study(location)
-    config, config_dir = _study_config(study, config_file)
+    given = load_config(config_file) if config_file is not None else None
+    stored, config_dir = study_config(study, given, config_file)
+    config = given or stored  # a given config's confirm and measure sections apply
     if config.measure.isolate:
         measurement_cores(config.measure.cores, config.target.threads)
     task = load_task(config.task, config_dir)
     console = Console(stderr=True)
     with contextlib.redirect_stdout(sys.stderr), console.status("measuring the front again"):
-        confirm_front(study, location, task, config)
+        confirm_front(study, location, task, config, config_dir)
     print_study(load_study(location), as_json)
 
 
@@ -252,26 +277,76 @@ def _core_ids(cores: str | None) -> list[int] | None:
         raise InputError("--cores", f"expected CPU ids such as 0,1 (got {cores!r})") from error
 
 
-def _study_config(study: optuna.Study, config_file: Path | None) -> tuple[StudyConfig, Path]:
-    """The study's config and the folder its relative paths start from: CONFIG_FILE's own when
-    given (it must be this study's), else the config stored in the study."""
-    from pydantic import ValidationError
+@cli.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@study_options
+@click.option("--trial", "number", type=click.IntRange(min=0),
+              help="The trial to export (edgetune status lists the front).")
+@click.option("--pick", type=click.Choice(["fastest", "most-accurate"]),
+              help="Choose the trial from the (confirmed) front instead.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="FRACTION",
+              help="With --pick: at most this far below the FP32 reference's validation "
+                   "accuracy (0.01 = 1 point) [default: search.constraints].")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
+              help="With --pick: at most this latency [default: search.constraints].")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The folder to write; it must not exist.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
+@input_errors
+def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
+           study_name: str | None, number: int | None, pick: str | None,
+           max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
+           force: bool, as_json: bool) -> None:
+    """Write a trial's model as a folder to deploy: ONNX and ORT (mobile) models, tokenizer,
+    labels, recipe, metrics re-measured on this machine and a README.
 
-    from edgetune.search.config import StudyConfig, load_config
-    from edgetune.search.study import CONFIG_DIR
+    Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
+    """
+    import contextlib
 
-    if config_file is not None:
-        config = load_config(config_file)
-        if config.fingerprint() != study.user_attrs.get("config_fingerprint"):
-            raise InputError(str(config_file), f"not the config of study {study.study_name!r} "
-                             "(a study's config is fixed)")
-        return config, config_file.parent
-    try:
-        config = StudyConfig.model_validate(study.user_attrs.get("config"))
-    except ValidationError as error:
-        raise InputError("--study", f"study {study.study_name!r} holds no usable config: name "
-                         "its CONFIG_FILE") from error
-    return config, Path(study.user_attrs.get(CONFIG_DIR, "."))
+    from edgetune.search.config import load_config
+    from edgetune.search.export import export as export_trial
+    from edgetune.search.export import open_source
+    from edgetune.search.pick import limits
+    from edgetune.search.pick import pick as pick_trial
+
+    if (number is None) == (pick is None):
+        raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
+    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
+        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+        raise InputError(flag, "limits choose a trial: use them with --pick")
+    location = _location(config_file, study_name, run_dir, storage)
+    config = load_config(config_file) if config_file is not None else None
+    source = open_source(location, config, config_file)
+    console = Console(stderr=True)
+    if pick is not None:
+        choice = pick_trial(source.study, pick,  # type: ignore[arg-type]
+                            limits(source.config.search.constraints, max_accuracy_drop,
+                                   max_latency_ms))
+        console.print(f"picked {choice.reason}", highlight=False)
+        number = choice.trial
+    assert number is not None
+    with console.status(f"exporting trial {number}"), contextlib.redirect_stdout(sys.stderr):
+        metrics = export_trial(source, number, out, force)
+    console.print(_export_summary(metrics, out), highlight=False)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+
+
+def _export_summary(metrics: dict[str, Any], out: Path) -> str:
+    here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
+    origin = ("from the artifact store" if metrics["model_source"] == "artifact"
+              else "rebuilt from its recipe")
+    spread = checks["trial_ratio_range"]
+    within = (f", trial's rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+    return (
+        f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
+        f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
+        f", test {here['test_accuracy']:.2%}\n"
+        f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
+        f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
+    )
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,

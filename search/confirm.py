@@ -8,13 +8,16 @@ rounds. Then it:
 
 - stores each one's confirmed figures on its trial (user attr ``confirmed``: latency_ms
   drift-corrected like a trial's, ratio, latency stats, machine, date);
-- recomputes the front from the confirmed latencies (validation accuracy does not change) and
-  flags the trials that confirmation moved off it (``moved_off_front``);
+- recomputes the front from the confirmed latencies (validation accuracy does not change; the
+  latency constraint is checked against the confirmed figure) and flags the trials that
+  confirmation moved off it (``moved_off_front``);
 - computes test accuracy for the confirmed front only (``confirmed.test_accuracy``): reported,
   never used to choose;
 - records the confirmation on the study (user attr ``confirmation``).
 
 Candidates from several machines are all measured here, so the confirmed front has one machine.
+Models come from the artifact store, or are rebuilt from their recipes where the store no longer
+holds them (``artifacts.keep``), as ``edgetune export`` does.
 """
 
 from __future__ import annotations
@@ -34,16 +37,17 @@ from edgetune.objectives.latency import latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.task import Task
 from edgetune.search.annotations import annotate
-from edgetune.search.artifacts import trial_model
+from edgetune.search.artifacts import describe, open_store
+from edgetune.search.constraints import LATENCY
 from edgetune.search.front import (
     CONFIRMATION,
     CONFIRMED,
     complete_trials,
     front_trials,
-    non_dominated,
     reference,
+    search_front,
 )
-from edgetune.search.study import REFERENCE_LATENCY, Location, make_storage
+from edgetune.search.study import REFERENCE_LATENCY, Location
 from edgetune.spaces.base import Strict
 
 if TYPE_CHECKING:
@@ -62,8 +66,9 @@ class ConfirmConfig(Strict):
 
 
 def candidates(study: optuna.Study, margin: float) -> list[FrozenTrial]:
-    """The trials to confirm: each machine's front and the trials within ``margin`` of it."""
-    return front_trials(complete_trials(study), slack=margin)
+    """The trials to confirm: each machine's front and the trials within ``margin`` of it, by
+    the search's own figures (feasible trials only, on all the study's objectives)."""
+    return front_trials(complete_trials(study), study.directions, slack=margin, confirmations={})
 
 
 def is_current(study: optuna.Study, margin: float | None = None,
@@ -81,25 +86,32 @@ def is_current(study: optuna.Study, margin: float | None = None,
     return record["trials"] == chosen and here
 
 
-def confirm(study: optuna.Study, location: Location, task: Task, settings: StudyConfig) -> None:
+def confirm(study: optuna.Study, location: Location, task: Task, settings: StudyConfig,
+            config_dir: Path) -> None:
     """Measure the candidates again and store the confirmation (see the module docstring).
 
+    ``config_dir`` is the folder the config's relative paths (an artifact store) start from.
     Read the figures from a freshly loaded study: Optuna caches finished trials.
 
     Raises:
-        InputError: the study has no complete FP32 reference, or a model file is missing.
+        InputError: the study has no complete FP32 reference, or a model is neither in the
+            artifact store nor rebuildable here.
     """
+    from edgetune.search.export import Models, Source  # export -> run -> this module
+
     yardstick = reference(study)
     if yardstick is None or REFERENCE_LATENCY not in study.user_attrs:
         raise InputError("--study", f"study {study.study_name!r} has no complete FP32 reference "
                          "trial to measure against: run it first")
     chosen = candidates(study, settings.confirm.margin)
-    was_on_front = {t.number for t in front_trials(complete_trials(study))}
-    storage = make_storage(location.storage)
+    was_on_front = {t.number for t in search_front(study)}
+    source = Source(study=study, config=settings,
+                    store=open_store(settings.artifacts, location.artifacts, config_dir),
+                    store_name=describe(settings.artifacts, location.artifacts), base=config_dir)
     with tempfile.TemporaryDirectory(prefix="edgetune-confirm-") as folder:
+        models = Models(source, Path(folder), task)
         measured = {t.number: t for t in [yardstick, *chosen]}  # the reference is always measured
-        files = {n: trial_model(t, storage, location.artifacts, Path(folder))
-                 for n, t in measured.items()}
+        files = {n: models.model(t, Path(folder) / f"trial-{n}.onnx") for n, t in measured.items()}
         inputs = latency_inputs(task.encoded("validation"), settings.target,
                                 settings.measure.inputs)
         protocol = settings.measure.model_copy(update={"rounds": settings.confirm.rounds})
@@ -107,32 +119,40 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
                             settings.target, protocol)
         yardstick_latency = latencies[str(yardstick.number)]
         reference_ms = float(study.user_attrs[REFERENCE_LATENCY])
-        ratios = {t.number: ratio(latencies[str(t.number)], yardstick_latency) for t in chosen}
-        on_front = dict(zip(ratios, non_dominated(
-            [(t.values[0], ratios[t.number].value * reference_ms) for t in chosen])))
+        date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        machine = machine_record(settings.target.threads)
+        figures: dict[int, dict[str, Any]] = {}
+        for t in chosen:
+            relative = ratio(latencies[str(t.number)], yardstick_latency)
+            latency_ms = relative.value * reference_ms
+            figures[t.number] = {
+                "latency_ms": latency_ms,
+                "ratio": relative.value,
+                "ratio_spread": relative.spread,
+                "latency": latencies[str(t.number)].as_dict(),
+                "reference_latency": yardstick_latency.as_dict(),
+                "constraints": _constraints(t, latency_ms, settings),
+                "machine": machine,
+                "date": date,
+            }
+        # The front of every trial, the confirmed ones by their new figures (earlier
+        # confirmations of trials not measured now are superseded: their search figures count).
+        on_front = {t.number for t in front_trials(complete_trials(study), study.directions,
+                                                   confirmations=figures)}
         test_accuracy = {
             n: accuracy(files[n], task.encoded("test"), task.labels("test"), settings.target)
-            for n, flag in on_front.items() if flag
+            for n in figures if n in on_front
         }
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    machine = machine_record(settings.target.threads)
     notes: list[tuple[FrozenTrial, dict[str, Any]]] = [
-        (t, {CONFIRMED: {
-            "latency_ms": ratios[t.number].value * reference_ms,
-            "ratio": ratios[t.number].value,
-            "ratio_spread": ratios[t.number].spread,
-            "latency": latencies[str(t.number)].as_dict(),
-            "reference_latency": yardstick_latency.as_dict(),
+        (t, {CONFIRMED: figures[t.number] | {
             "test_accuracy": test_accuracy.get(t.number),
-            "on_front": on_front[t.number],
-            "moved_off_front": t.number in was_on_front and not on_front[t.number],
-            "machine": machine,
-            "date": date,
+            "on_front": t.number in on_front,
+            "moved_off_front": t.number in was_on_front and t.number not in on_front,
         }})
         for t in chosen
     ]
     superseded = [(t, {CONFIRMED: None}) for t in complete_trials(study)
-                  if t.user_attrs.get(CONFIRMED) and t.number not in ratios]
+                  if t.user_attrs.get(CONFIRMED) and t.number not in figures]
     annotate(location.storage, notes + superseded)
     study.set_user_attr(CONFIRMATION, {
         "date": date,
@@ -143,3 +163,12 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         "reference_trial": yardstick.number,
         "trials": [t.number for t in chosen],
     })
+
+
+def _constraints(trial: FrozenTrial, latency_ms: float, settings: StudyConfig) -> dict[str, float]:
+    """The trial's constraint values with the latency budget checked against ``latency_ms``."""
+    values = dict(trial.constraints)
+    budget = settings.search.constraints.max_latency_ms
+    if budget is not None and LATENCY in values:
+        values[LATENCY] = (latency_ms - budget) / budget
+    return values

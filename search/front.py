@@ -1,39 +1,56 @@
-"""The Pareto front of a study: which trials no other trial beats on both accuracy and latency.
+"""The Pareto front of a study: feasible trials that no other feasible trial of the same machine
+beats on every objective.
 
-Latencies from different machines are never compared (DESIGN §4): trials are grouped by where
-they were measured (``machine_key``: CPU, cores, threads, ONNX Runtime) and each group has its
-own front. A study measured on one machine, the usual case, has one front, Optuna's own.
-
-After ``edgetune confirm`` the study also has a confirmed front: the front's candidates measured
-again together, with test accuracy (see ``edgetune.search.confirm``).
+- **Objectives**: accuracy and latency, and model size when the study adds it as a third; the
+  directions are the study's own. Non-domination is Optuna's (the helper behind
+  ``study.best_trials``).
+- **Feasibility**: a trial that missed a constraint (``edgetune.search.constraints``) is never on
+  the front, as in ``study.best_trials``.
+- **Machines**: latencies from different machines are never compared (DESIGN §4): trials are
+  grouped by where they were measured (``machine_key``: CPU, cores, threads, ONNX Runtime) and
+  each group has its own front. A study measured on one machine, the usual case, has one front,
+  the same trials as ``study.best_trials``.
+- **Confirmation**: after ``edgetune confirm`` (``edgetune.search.confirm``) a confirmed trial's
+  figures replace its search figures: its confirmed latency, the constraints checked against it,
+  and the machine of the confirmation. ``front`` (what ``status``, ``report`` and ``export``
+  show) is then the confirmed front, with test accuracy; ``search_front`` stays the search's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.study import StudyDirection
+from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.objectives.machine import machine_key
-from edgetune.search.study import REFERENCE, ROLE
+from edgetune.search.constraints import is_feasible
+from edgetune.search.study import DIRECTIONS, REFERENCE, ROLE
 
 CONFIRMED = "confirmed"  # trial user attr: figures of the last confirmation
 CONFIRMATION = "confirmation"  # study user attr: when, how, and which trials
 UNKNOWN_MACHINE = "unknown machine"
+LATENCY = 1  # the objective index of latency_ms: the one confirmation re-measures
+
+Direction = str | StudyDirection
 
 
 @dataclass(frozen=True)
 class FrontRow:
     trial: int
     recipe: str
-    accuracy: float
-    latency_ms: float
+    accuracy: float  # validation: what the search and the front see
+    latency_ms: float  # confirmed where the trial was confirmed, else the search's
     ratio: float  # latency relative to the FP32 reference measured beside it
     size_mb: float
     machine: str
+    confirmed: bool
+    test_accuracy: float | None  # the confirmed front's only: reported, never used to choose
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -58,58 +75,104 @@ class ConfirmedRow:
         return asdict(self)
 
 
-def non_dominated(points: Sequence[tuple[float, float]], slack: float = 0.0) -> list[bool]:
-    """Which (accuracy, latency) points no other point beats: as accurate and as fast, and better
-    in one. With ``slack`` a point counts as ``slack`` faster than measured (a fraction): the
-    points that could be on the front if their latency were off by that much.
+def non_dominated(points: Sequence[Sequence[float]],
+                  directions: Sequence[Direction] = DIRECTIONS,
+                  slack: float = 0.0) -> list[bool]:
+    """Which points (objective values, in ``directions``) no other point beats: as good on every
+    objective and better on one. Equal points both stay.
 
-    Optuna's own Pareto helpers are private; this is the textbook definition, quadratic in the
-    number of points, which is a few hundred trials at most.
+    With ``slack`` a point counts as ``slack`` faster than measured (a fraction of its latency,
+    objective 1): the points that could be on the front were their latency off by that much.
 
     Example:
         >>> non_dominated([(0.9, 10.0), (0.8, 5.0), (0.8, 6.0)])
         [True, True, False]
         >>> non_dominated([(0.9, 10.0), (0.8, 5.0), (0.8, 6.0)], slack=0.25)
         [True, True, True]
+        >>> non_dominated([(0.9, 10.0, 5.0), (0.9, 10.0, 4.0)], ("maximize", "minimize") * 2)
+        [False, True]
     """
+    if not points:
+        return []
+    signs = np.array([1.0 if _minimize(d) else -1.0 for d in directions[:len(points[0])]])
+    loss = np.asarray(points, dtype=float) * signs
+    if not slack:
+        return [bool(flag) for flag in _is_pareto_front(loss, assume_unique_lexsorted=False)]
     kept = []
-    for accuracy, latency in points:
-        latency /= 1 + slack
-        kept.append(not any(
-            a >= accuracy and t <= latency and (a > accuracy or t < latency) for a, t in points
-        ))
+    for i in range(len(loss)):
+        shifted = loss.copy()
+        shifted[i, LATENCY] /= 1 + slack
+        kept.append(bool(_is_pareto_front(shifted, assume_unique_lexsorted=False)[i]))
     return kept
 
 
-def trial_machine(trial: FrozenTrial) -> str:
-    record = trial.user_attrs.get("machine")
+def trial_machine(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> str:
+    """Where the trial's latency was measured: the confirmation's machine when ``figures`` (its
+    confirmed figures) are given."""
+    record = (figures or {}).get("machine") or trial.user_attrs.get("machine")
     return machine_key(record) if record else UNKNOWN_MACHINE
 
 
-def by_machine(trials: Sequence[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
-    """Trials grouped by where they were measured, in trial order."""
-    groups: dict[str, list[FrozenTrial]] = {}
-    for trial in trials:
-        groups.setdefault(trial_machine(trial), []).append(trial)
-    return groups
+def shown_values(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> list[float]:
+    """The trial's objective values, with the confirmed latency of ``figures`` if given."""
+    values = list(trial.values)
+    if figures:
+        values[LATENCY] = float(figures["latency_ms"])
+    return values
+
+
+def feasible(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> bool:
+    """Whether the trial meets every constraint; checked against the confirmed latency when
+    ``figures`` are given."""
+    values = (figures or {}).get("constraints")
+    if values is None:
+        return is_feasible(trial)
+    return all(value <= 0 for value in values.values())
+
+
+def confirmed_figures(trial: FrozenTrial) -> dict[str, Any] | None:
+    return trial.user_attrs.get(CONFIRMED) or None
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def front_trials(trials: Sequence[FrozenTrial], slack: float = 0.0) -> list[FrozenTrial]:
-    """The trials on their machine's front (with ``slack``: near enough to it, see above)."""
+def front_trials(trials: Sequence[FrozenTrial], directions: Sequence[Direction] = DIRECTIONS,
+                 slack: float = 0.0,
+                 confirmations: Mapping[int, dict[str, Any]] | None = None) -> list[FrozenTrial]:
+    """The feasible trials on their machine's front, in trial order.
+
+    A trial's confirmed figures, where it has them, replace its search figures; ``confirmations``
+    (trial number -> confirmed figures) gives them instead of the trials' user attrs (``{}``: the
+    search's own figures). With ``slack``: the trials near enough to the front (``non_dominated``).
+    """
+    groups: dict[str, list[tuple[FrozenTrial, dict[str, Any] | None]]] = {}
+    for trial in trials:
+        figures = (confirmed_figures(trial) if confirmations is None
+                   else confirmations.get(trial.number))
+        if trial.state == TrialState.COMPLETE and feasible(trial, figures):
+            groups.setdefault(trial_machine(trial, figures), []).append((trial, figures))
     kept = []
-    for group in by_machine(trials).values():
-        flags = non_dominated([(t.values[0], t.values[1]) for t in group], slack)
-        kept += [t for t, on_front in zip(group, flags) if on_front]
+    for group in groups.values():
+        flags = non_dominated([shown_values(t, f) for t, f in group], directions, slack)
+        kept += [t for (t, _), on_front in zip(group, flags) if on_front]
     return sorted(kept, key=lambda t: t.number)
 
 
+def front_of(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials on the study's front: the confirmed front where there is one."""
+    return front_trials(complete_trials(study), study.directions)
+
+
+def search_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials on the front of the search's own figures (before any confirmation)."""
+    return front_trials(complete_trials(study), study.directions, confirmations={})
+
+
 def front(study: optuna.Study) -> list[FrontRow]:
-    """The Pareto-optimal complete trials of each machine, fastest first."""
-    rows = [_row(trial) for trial in front_trials(complete_trials(study))]
+    """The front of each machine (confirmed figures where measured), fastest first."""
+    rows = [_row(trial) for trial in front_of(study)]
     return sorted(rows, key=lambda row: (row.machine, row.latency_ms, -row.accuracy))
 
 
@@ -145,15 +208,19 @@ def confirmed_rows(study: optuna.Study) -> list[ConfirmedRow]:
 
 def _row(trial: FrozenTrial) -> FrontRow:
     measurement = trial.user_attrs.get("measurement", {})
-    accuracy, latency_ms = trial.values
+    confirmed = confirmed_figures(trial) or {}
+    # a third objective, if any, is size_mb
+    accuracy, latency_ms = shown_values(trial, confirmed)[:2]
     return FrontRow(
         trial=trial.number,
         recipe=trial.user_attrs.get("recipe_short", ""),
         accuracy=accuracy,
         latency_ms=latency_ms,
-        ratio=measurement.get("ratio", float("nan")),
+        ratio=confirmed.get("ratio", measurement.get("ratio", float("nan"))),
         size_mb=measurement.get("size_mb", float("nan")),
-        machine=trial_machine(trial),
+        machine=trial_machine(trial, confirmed),
+        confirmed=bool(confirmed),
+        test_accuracy=confirmed.get("test_accuracy"),
     )
 
 
@@ -167,12 +234,13 @@ def _confirmed_row(trial: FrozenTrial) -> ConfirmedRow:
         latency_ms=figures["latency_ms"],
         ratio=figures["ratio"],
         spread=figures.get("ratio_spread", figures["latency"]["spread"]),
-        search_latency_ms=trial.values[1],
+        search_latency_ms=trial.values[LATENCY],
         on_front=figures["on_front"],
         moved_off_front=figures["moved_off_front"],
     )
 
 
-def describe_row(row: FrontRow) -> str:
-    return (f"#{row.trial} {row.recipe}: accuracy {row.accuracy:.2%}, "
-            f"{row.latency_ms:.2f} ms ({row.ratio:.2f}x FP32)")
+def _minimize(direction: Direction) -> bool:
+    if isinstance(direction, StudyDirection):
+        return direction == StudyDirection.MINIMIZE
+    return direction == "minimize"

@@ -14,7 +14,10 @@ from edgetune.search import front as fronts
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    """The front of each machine, then the confirmed front (with test accuracy) when there is one.
+    """The front of each machine, confirmed figures (and test accuracy) where the confirmation
+    measured them, then what the confirmation changed.
+
+    Notes about the front (machines, a stale confirmation) go to stderr with the study's counts.
     """
     from edgetune.search.confirm import is_current
 
@@ -35,18 +38,24 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
         return
     console = Console()
     if len(machines) > 1:
-        console.print(f"[yellow]trials were measured on {len(machines)} different machines: "
-                      "latencies from different machines are not compared, each has its own "
-                      "front[/yellow]")
+        Console(stderr=True).print(
+            f"[yellow]note[/yellow]: latencies measured on {len(machines)} kinds of machine "
+            f"({'; '.join(machines)}): latencies from different machines are not compared, each "
+            "has its own front", highlight=False)
     for machine in machines:
         table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
-                            f"latency, measured on {machine}")
-        for column in ("trial", "recipe", "accuracy", "latency ms", "× FP32", "size MB"):
+                            f"latency, measured on {machine}"
+                            + (" (confirmed where marked)" if any(r.confirmed for r in rows)
+                               else ""))
+        for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
+                       "size MB"):
             table.add_column(column, justify="left" if column == "recipe" else "right")
         for row in rows:
             if row.machine == machine:
-                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}",
-                              f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
+                test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
+                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
+                              f"{row.latency_ms:.2f}{' ✓' if row.confirmed else ''}",
+                              f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
         console.print(table)
     if record is not None:
         _confirmed(console, record, confirmed, current)

@@ -20,7 +20,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.objectives.machine import machine_record
 from edgetune.search.config import StudyConfig
-from edgetune.search.study import DIRECTIONS, OBJECTIVES, REFERENCE_LATENCY, Location, open_study
+from edgetune.search.study import (
+    DIRECTIONS,
+    OBJECTIVES,
+    REFERENCE_LATENCY,
+    Location,
+    make_storage,
+    open_study,
+)
 from edgetune.spaces.pruning import StructuredPruning, UnstructuredPruning
 from edgetune.spaces.quantization import DynamicQuantization
 from edgetune.spaces.recipe import Recipe
@@ -29,7 +36,8 @@ from helpers import tiny_config
 
 REFERENCE_MS = 10.0
 DYNAMIC = Recipe(quantization=DynamicQuantization())
-STRUCTURED = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, layers_kept=3),
+STRUCTURED = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, scope="layer",
+                                               layers_dropped=3, layer_selection="even"),
                     quantization=DynamicQuantization())
 UNSTRUCTURED = Recipe(pruning=UnstructuredPruning(ratio=0.5))
 
@@ -89,7 +97,7 @@ def study_of(trials: list[FrozenTrial], config: dict[str, Any] | None = None,
 def sampled_study(trials: int, seed: int = 0) -> optuna.Study:
     """The FP32 reference, then ``trials`` recipes sampled from the default space.
 
-    Quantization and layers kept set the latency; layers kept and pruning set the accuracy, so a
+    Quantization and layers dropped set the latency; they and pruning set the accuracy, so a
     correct importance analysis ranks them above knobs that do nothing (calibration, say).
     """
     rng = random.Random(seed)
@@ -99,7 +107,7 @@ def sampled_study(trials: int, seed: int = 0) -> optuna.Study:
     for _ in range(trials):
         asked = study.ask()
         recipe = space.sample(asked)
-        layers = getattr(recipe.pruning, "layers_kept", 6)
+        layers = 6 - getattr(recipe.pruning, "layers_dropped", 0)
         quantized = recipe.quantization.scheme != "none"
         latency = REFERENCE_MS * layers / 6 * (0.55 if quantized else 1.0) * rng.uniform(0.97, 1.03)
         accuracy = 0.97 - 0.03 * (6 - layers) - (0.01 if quantized else 0.0) - rng.uniform(0, 0.005)
@@ -115,7 +123,9 @@ class HandmadeStudy:
     def __init__(self, folder: Path, model: Path, data: Path, **sections: Any) -> None:
         self.config = StudyConfig.model_validate(tiny_config(model, data, **sections))
         self.location = Location.resolve(self.config.study, folder)
-        self.study = open_study(self.config, self.location)  # trial 0 is the FP32 reference
+        self.location.run_dir.mkdir(parents=True, exist_ok=True)
+        self.study = open_study(self.config, self.location.study,  # trial 0: the FP32 reference
+                                make_storage(self.location.storage))
         self.study.set_user_attr(REFERENCE_LATENCY, 1.0)
         self.location.artifacts.mkdir(parents=True, exist_ok=True)
 
