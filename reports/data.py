@@ -15,6 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.search.front import front_of, search_front
 from edgetune.search.study import REFERENCE, ROLE
 
 COMPLETE = "complete"
@@ -24,12 +25,12 @@ NAN = float("nan")
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order, with its recipe, figures, confirmation and failure."""
     trials = study.get_trials(deepcopy=False)
-    front = {trial.number for trial in study.best_trials}
+    fronts = ({t.number for t in search_front(study)}, {t.number for t in front_of(study)})
     # Optuna's retry callback records, on the retry, the trials it retries (last: the one before).
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
                   if t.system_attrs.get("retry_history")}
-    rows = [_trial_row(trial, trial.number in front) | {"retried_as": retried_as.get(trial.number)}
-            for trial in trials]
+    rows = [_trial_row(trial, *(trial.number in front for front in fronts))
+            | {"retried_as": retried_as.get(trial.number)} for trial in trials]
     frame = pd.DataFrame(rows, columns=list(_trial_row_columns()))
     return frame.set_index("trial", drop=False)
 
@@ -46,18 +47,19 @@ def reference(trials: pd.DataFrame) -> pd.Series | None:
 
 
 def front_frame(trials: pd.DataFrame) -> pd.DataFrame:
-    """The search's Pareto front, fastest first, with the figures the report stands behind.
+    """The Pareto front, fastest first, with the figures the report stands behind.
 
-    Where the front was confirmed (measured again, together, with more rounds), ``shown_latency_ms``
-    and ``shown_ratio`` are the confirmed figures, and ``on_front`` says whether the trial stayed
-    on the front recomputed from them; otherwise they are the search's own figures.
+    ``on_front`` marks the front (``edgetune.search.front``): where trials were confirmed
+    (measured again, together, with more rounds), the front recomputed from their confirmed
+    figures, which ``shown_latency_ms`` and ``shown_ratio`` then give; otherwise the search's own.
+    Trials of the search's front that confirmation moved off it are kept, with ``on_front`` False.
     """
     rows = complete(trials)
-    rows = rows.loc[rows["on_search_front"].astype(bool)].copy()
+    rows = rows.loc[rows["on_search_front"].astype(bool) | rows["on_front"].astype(bool)].copy()
     confirmed = rows["confirmed_latency_ms"].notna()
     rows["shown_latency_ms"] = rows["confirmed_latency_ms"].where(confirmed, rows["latency_ms"])
     rows["shown_ratio"] = rows["confirmed_ratio"].where(confirmed, rows["ratio"])
-    rows["on_front"] = rows["confirmed_on_front"].where(confirmed, True).astype(bool)
+    rows["on_front"] = rows["on_front"].astype(bool)
     return rows.sort_values(["shown_latency_ms", "accuracy"], ascending=[True, False])
 
 
@@ -67,10 +69,10 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trial_row_columns() -> dict[str, None]:
-    return dict.fromkeys([*_trial_row(_EMPTY_TRIAL, False), "retried_as"])
+    return dict.fromkeys([*_trial_row(_EMPTY_TRIAL, False, False), "retried_as"])
 
 
-def _trial_row(trial: FrozenTrial, on_search_front: bool) -> dict[str, Any]:
+def _trial_row(trial: FrozenTrial, on_search_front: bool, on_front: bool) -> dict[str, Any]:
     attrs = trial.user_attrs
     recipe = attrs.get("recipe") or {}
     measurement = attrs.get("measurement") or {}
@@ -95,6 +97,7 @@ def _trial_row(trial: FrozenTrial, on_search_front: bool) -> dict[str, Any]:
         "size_mb": measurement.get("size_mb", NAN),
         "zipped_mb": measurement.get("zipped_mb", NAN),
         "on_search_front": on_search_front,
+        "on_front": on_front,  # the front shown: the confirmed one where trials were confirmed
         "confirmed_latency_ms": confirmed.get("latency_ms", NAN),
         "confirmed_low_ms": low_ms,
         "confirmed_high_ms": high_ms,

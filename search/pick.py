@@ -2,11 +2,11 @@
 
 ``edgetune export --pick fastest --max-accuracy-drop 0.01`` takes the fastest front trial whose
 validation accuracy is at most one point below the FP32 reference's. Where ``edgetune confirm``
-re-measured a front trial (trial attr ``confirmed``), its confirmed latency is used and a trial
-the confirmation moved off the front is left out, as the report does. Accuracy is always the
+re-measured trials (trial attr ``confirmed``), the front is the confirmed one, with confirmed
+latencies (``edgetune.search.front``), as status and the report show it. Accuracy is always the
 validation figure the search saw: test accuracy is reported, never used to choose. Limits not
-given default to the config's ``search.constraints`` (which the front already meets: Optuna keeps
-infeasible trials off it).
+given default to the config's ``search.constraints`` (which the front already meets: infeasible
+trials are kept off it).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from optuna.trial import FrozenTrial
 
 from edgetune.errors import InputError
 from edgetune.search.constraints import Constraints
-from edgetune.search.front import reference
+from edgetune.search.front import CONFIRMED, front_of, reference
 
 Rule = Literal["fastest", "most-accurate"]
-CONFIRMED = "confirmed"
 
 
 @dataclass(frozen=True)
@@ -96,10 +95,9 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
 
 
 def front_options(study: optuna.Study) -> list[Option]:
-    """The search's front, with confirmed latencies where measured, less the trials the
-    confirmation moved off it."""
-    options = [_option(trial) for trial in study.best_trials
-               if (trial.user_attrs.get(CONFIRMED) or {}).get("on_front", True)]
+    """The front trials (the confirmed front where there is one), with confirmed latencies where
+    measured."""
+    options = [_option(trial) for trial in front_of(study)]
     return sorted(options, key=lambda o: o.trial)
 
 
