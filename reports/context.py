@@ -16,37 +16,23 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from pydantic import ValidationError
 
 from edgetune.objectives.machine import machine_key
+from edgetune.search.constraints import Constraints
 from edgetune.search.study import Location
 
 VERSIONED = ("edgetune", "optuna", "onnxruntime", "onnx", "torch", "transformers", "nncf", "plotly")
 
 
-@dataclass(frozen=True)
-class Constraints:
-    """``search.constraints`` of the study config (issue 8), each None when not set."""
-
-    max_accuracy_drop: float | None = None  # fraction below the FP32 reference's accuracy
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-
-    @staticmethod
-    def of(config: dict[str, Any]) -> Constraints:
-        given = (config.get("search") or {}).get("constraints") or {}
-        return Constraints(**{name: given.get(name) for name in Constraints.__dataclass_fields__})
-
-    def describe(self, accuracy_floor: float | None) -> str:
-        """The constraints in a few words, such as ``≤ 8 ms, ≥ 96.01% accuracy``."""
-        parts = [f"≤ {self.max_latency_ms:g} ms" if self.max_latency_ms is not None else "",
-                 f"≥ {accuracy_floor:.2%} accuracy" if accuracy_floor is not None else "",
-                 f"≤ {self.max_size_mb:g} MB" if self.max_size_mb is not None else ""]
-        return ", ".join(part for part in parts if part)
-
-    def accuracy_floor(self, reference_accuracy: float | None) -> float | None:
-        if self.max_accuracy_drop is None or reference_accuracy is None:
-            return None
-        return reference_accuracy - self.max_accuracy_drop
+def constraints_of(config: dict[str, Any]) -> Constraints:
+    """``search.constraints`` of a stored study config; none where it holds none this reads (a
+    report must open any study)."""
+    given = (config.get("search") or {}).get("constraints") or {}
+    try:
+        return Constraints.model_validate(given)
+    except ValidationError:
+        return Constraints()
 
 
 @dataclass(frozen=True)
@@ -77,7 +63,7 @@ def context(study: optuna.Study, location: Location, trials: pd.DataFrame) -> Co
         run_dir=str(location.run_dir.resolve()),
         config=config,
         data=dict(study.user_attrs.get("data") or {}),
-        constraints=Constraints.of(config),
+        constraints=constraints_of(config),
         machines=machines.value_counts().to_dict(),
         versions=_versions(),
         generated=_format(datetime.now(timezone.utc).astimezone()),

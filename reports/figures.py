@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from edgetune.reports.analysis import Hypervolume, Importances
-from edgetune.reports.context import Constraints
+from edgetune.search.constraints import Constraints
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 GREY = "#7f7f7f"
@@ -148,7 +148,7 @@ def _add_confirmed(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float |
 
 def _add_constraints(figure: go.Figure, constraints: Constraints,
                      ref_accuracy: float | None) -> None:
-    floor = constraints.accuracy_floor(ref_accuracy)
+    floor = constraints.floor(ref_accuracy)
     if floor is not None:
         figure.add_hline(y=floor, line={"dash": "dash", "color": ALERT, "width": 1.5},
                          annotation_text=f"accuracy floor {floor:.2%}",

@@ -20,7 +20,8 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from edgetune.reports import analysis, data, figures
-from edgetune.reports.context import Constraints, context, export_command
+from edgetune.reports.context import context, export_command
+from edgetune.search.constraints import Constraints
 from edgetune.search.study import Location
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -109,7 +110,7 @@ def _violations(row: pd.Series, floor: float | None, constraints: Constraints) -
 def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Location,
                 constraints: Constraints) -> list[dict[str, Any]]:
     ref_accuracy = None if reference is None else float(reference["accuracy"])
-    floor = constraints.accuracy_floor(ref_accuracy)
+    floor = constraints.floor(ref_accuracy)
     rows = []
     for _, row in front.iterrows():
         if row["moved_off_front"]:
@@ -152,7 +153,7 @@ def _glance(front: pd.DataFrame, reference: pd.Series | None,
         picks.append((f"fastest within {drop * 100:g} pt of FP32 accuracy",
                       close.iloc[0] if not close.empty else None))
     if constraints != Constraints():
-        floor = constraints.accuracy_floor(ref_accuracy)
+        floor = constraints.floor(ref_accuracy)
         within = kept[[not _violations(row, floor, constraints) for _, row in kept.iterrows()]]
         picks.append((f"most accurate within the constraints ({constraints.describe(floor)})",
                       within.loc[within["accuracy"].idxmax()] if not within.empty else None))

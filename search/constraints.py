@@ -36,9 +36,10 @@ class Constraints(Strict):
     )
     max_size_mb: float | None = Field(default=None, gt=0, description="ONNX file size budget, MB")
 
-    def floor(self, reference_accuracy: float) -> float | None:
-        """The lowest validation accuracy a feasible candidate may have, if there is a floor."""
-        if self.max_accuracy_drop is None:
+    def floor(self, reference_accuracy: float | None) -> float | None:
+        """The lowest validation accuracy a feasible candidate may have, if there is a floor
+        (and a reference accuracy to take it from)."""
+        if self.max_accuracy_drop is None or reference_accuracy is None:
             return None
         return reference_accuracy - self.max_accuracy_drop
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgetune.reports import analysis, data
-from edgetune.reports.context import Constraints, export_command, hide_password
+from edgetune.reports.context import constraints_of, export_command, hide_password
 from edgetune.search.study import Location
 from studies import DYNAMIC, STRUCTURED, UNSTRUCTURED, failed, latency_stats, sampled_study, \
     study_of, trial
@@ -116,11 +116,11 @@ def test_without_labels_the_worst_accuracy_is_the_hypervolume_floor() -> None:
 
 
 def test_constraints_are_read_from_the_config_and_floor_accuracy_below_fp32() -> None:
-    constraints = Constraints.of({"search": {"constraints": {"max_accuracy_drop": 0.01,
+    constraints = constraints_of({"search": {"constraints": {"max_accuracy_drop": 0.01,
                                                              "max_latency_ms": 8}}})
     assert constraints.max_latency_ms == 8 and constraints.max_size_mb is None
-    assert constraints.accuracy_floor(0.97) == pytest.approx(0.96)
-    assert Constraints.of({}).accuracy_floor(0.97) is None
+    assert constraints.floor(0.97) == pytest.approx(0.96)
+    assert constraints_of({}).floor(0.97) is None
 
 
 def test_export_command_names_only_what_the_run_folder_does_not_imply(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgetune.reports import analysis, data, figures
-from edgetune.reports.context import Constraints
+from edgetune.search.constraints import Constraints
 from studies import DYNAMIC, STRUCTURED, UNSTRUCTURED, latency_stats, sampled_study, study_of, \
     trial
 
