@@ -8,6 +8,7 @@ file and what was expected, and exits with code 2, as click does for usage error
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,6 @@ from edgetune.search.tables import print_bench, print_study
 if TYPE_CHECKING:
     import optuna
 
-    from edgetune.search.config import StudyConfig
     from edgetune.search.study import Location
 
 USAGE_ERROR = 2

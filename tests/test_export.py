@@ -308,3 +308,13 @@ def test_the_reports_export_command_runs_as_printed(run_dir: Path, tmp_path: Pat
         result = runner.invoke(cli, words[1:], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert json.loads(Path("export-trial-1/metrics.json").read_text())["trial"] == 1
+
+
+def test_json_prints_the_metrics_with_the_paired_ratio(run_dir: Path) -> None:
+    out = run_dir.parent / "exports" / "as-json"
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--study", "tiny",
+                                      "--trial", "0", "--out", str(out), "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    remeasured = json.loads(result.stdout)["remeasured"]
+    assert isinstance(remeasured["ratio"], float) and remeasured["ratio_spread"] >= 0
