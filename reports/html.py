@@ -115,6 +115,8 @@ def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Loca
     for _, row in front.iterrows():
         if row["moved_off_front"]:
             status = "moved off the front when confirmed"
+        elif not row["on_front"]:
+            status = "off the front once confirmed figures count"
         elif pd.notna(row["confirmed_latency_ms"]):
             status = "confirmed"
         else:
@@ -132,7 +134,8 @@ def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Loca
             "size_mb": row["size_mb"],
             "zipped_mb": row["zipped_mb"],
             "status": "; ".join([status, *(f"outside constraints: {p}" for p in problems)]),
-            "muted": bool(problems) or bool(row["moved_off_front"]),
+            "on_front": bool(row["on_front"]),
+            "muted": bool(problems) or not row["on_front"],
             "command": export_command(location, int(row["trial"])),
         })
     return rows

@@ -17,6 +17,7 @@ from edgetune.search.artifacts import (
     open_store,
 )
 from edgetune.search.config import load_config
+from edgetune.search.front import front_of, search_front
 from helpers import run_study, tiny_config, write_config
 
 SPACE = {"pruning": {"methods": ["none", "structured"],
@@ -48,7 +49,7 @@ def test_keep_front_leaves_the_front_and_the_reference_in_a_configured_folder(
     study = study_at(run_dir)
     shared = tmp_path / "shared-store"  # relative to the config's folder
     assert not (run_dir / "artifacts").exists()
-    kept = {t.number for t in study.best_trials} | {0}
+    kept = {t.number for t in [*search_front(study), *front_of(study)]} | {0}
     assert stored_models(study, shared) == kept
     assert len(list(shared.iterdir())) == len(kept)
 
