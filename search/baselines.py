@@ -16,11 +16,15 @@ from edgetune.spaces.space import SearchSpace
 
 Params = dict[str, Any]
 
+_DYNAMIC_INT8: Params = {
+    "pruning.method": "none", "quantization.scheme": "dynamic",
+    "quantization.dynamic.per_channel": False, "quantization.dynamic.reduce_range": False,
+    "quantization.dynamic.weight_type": "int8", "quantization.dynamic.op_types": "matmul_gather",
+    "quantization.dynamic.keep_fp32": "none",
+}
 BASELINES: dict[str, Params] = {
-    "dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
-                     "quantization.per_channel": False, "graph.fusion": False},
-    "fusion + dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
-                              "quantization.per_channel": False, "graph.fusion": True},
+    "dynamic INT8": {**_DYNAMIC_INT8, "graph.fusion": False},
+    "fusion + dynamic INT8": {**_DYNAMIC_INT8, "graph.fusion": True},
 }
 
 
