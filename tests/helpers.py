@@ -33,3 +33,12 @@ def write_config(folder: Path, config: dict[str, Any], name: str = "study.yaml")
     path = folder / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def op_counts(model: Path) -> dict[str, int]:
+    """How many nodes of each operator type an ONNX file holds."""
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(model)).graph.node))
