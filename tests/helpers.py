@@ -42,3 +42,10 @@ def op_counts(model: Path) -> dict[str, int]:
     import onnx
 
     return dict(collections.Counter(node.op_type for node in onnx.load(str(model)).graph.node))
+
+
+def tiny_qat(export: str = "dynamic"):  # type: ignore[no-untyped-def]
+    """A QAT recipe that trains the tiny model enough to move its weights, in seconds."""
+    from edgetune.spaces.qat import QatRecipe
+
+    return QatRecipe(steps=3, learning_rate=1e-3, export=export)

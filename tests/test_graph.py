@@ -12,7 +12,6 @@ import pytest
 from edgetune.objectives.accuracy import accuracy, predict
 from edgetune.spaces.graph import GraphRecipe, fusion_composes
 from edgetune.spaces.pruning import StructuredPruning
-from edgetune.spaces.qat import QatRecipe
 from edgetune.spaces.quantization import (
     DynamicQuantization,
     NncfQuantization,
@@ -20,7 +19,7 @@ from edgetune.spaces.quantization import (
 )
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
-from helpers import op_counts
+from helpers import op_counts, tiny_qat
 
 FUSED = {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4,
          "BiasGelu": 2}
@@ -49,25 +48,30 @@ def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build, tiny_bench, pr
 
 
 def sampleable_quantizations(space: SearchSpace) -> list:  # type: ignore[type-arg]
-    """One recipe per combination of the choices that shape the quantized graph."""
+    """One recipe per combination of the choices that shape the quantized graph (format,
+    operator set, integer types), and one per group of layers kept in FP32."""
     q = space.quantization
     recipes: list = []  # type: ignore[type-arg]
     if "dynamic" in q.schemes:
-        recipes += [DynamicQuantization(op_types=ops, weight_type=weights, keep_fp32=keep)
-                    for ops, weights, keep in itertools.product(
-                        q.dynamic.op_types, q.dynamic.weight_type, q.dynamic.keep_fp32)]
+        recipes += [DynamicQuantization(op_types=ops, weight_type=weights)
+                    for ops, weights in itertools.product(q.dynamic.op_types,
+                                                          q.dynamic.weight_type)]
+        recipes += [DynamicQuantization(keep_fp32=keep) for keep in q.dynamic.keep_fp32
+                    if keep != "none"]
     if "static" in q.schemes:
-        recipes += [StaticQuantization(format=fmt, op_types=ops, activation_type=act,
-                                       keep_fp32=keep)
-                    for fmt, ops, act, keep in itertools.product(
-                        q.static.format, q.static.op_types, q.static.activation_type,
-                        q.static.keep_fp32)]
+        recipes += [StaticQuantization(format=fmt, op_types=ops, activation_type=act)
+                    for fmt, ops, act in itertools.product(
+                        q.static.format, q.static.op_types, q.static.activation_type)]
+        recipes += [StaticQuantization(keep_fp32=keep) for keep in q.static.keep_fp32
+                    if keep != "none"]
     if "nncf" in q.schemes:
         recipes += [NncfQuantization(preset=preset, transformer=transformer)
                     for preset, transformer in itertools.product(q.nncf.preset,
                                                                  q.nncf.transformer)]
+        recipes += [NncfQuantization(keep_fp32=keep) for keep in q.nncf.keep_fp32
+                    if keep != "none"]
     if "qat" in q.schemes:
-        recipes += [QatRecipe(steps=2, export=export) for export in q.qat.export]
+        recipes += [tiny_qat(export) for export in q.qat.export]
     return recipes
 
 
