@@ -104,6 +104,15 @@ QuantizationRecipe = Annotated[
 ]
 
 
+def _choices(trial: optuna.Trial, scheme: str, space: Strict) -> dict[str, object]:
+    """Sample each choice list of ``space`` as the parameter ``quantization.<scheme>.<field>``."""
+    return {
+        field: suggest_choice(trial, f"quantization.{scheme}.{field}", choices)
+        for field in type(space).model_fields
+        if isinstance(choices := getattr(space, field), list)
+    }
+
+
 class DynamicSpace(Strict):
     per_channel: list[bool] = Field(default=[False, True], min_length=1)
     reduce_range: list[bool] = Field(default=[False], min_length=1)
@@ -113,16 +122,7 @@ class DynamicSpace(Strict):
                                        min_length=1)
 
     def sample(self, trial: optuna.Trial) -> DynamicQuantization:
-        return DynamicQuantization(
-            per_channel=suggest_choice(trial, "quantization.dynamic.per_channel",
-                                       self.per_channel),
-            reduce_range=suggest_choice(trial, "quantization.dynamic.reduce_range",
-                                        self.reduce_range),
-            weight_type=suggest_choice(trial, "quantization.dynamic.weight_type",
-                                       self.weight_type),
-            op_types=suggest_choice(trial, "quantization.dynamic.op_types", self.op_types),
-            keep_fp32=suggest_choice(trial, "quantization.dynamic.keep_fp32", self.keep_fp32),
-        )
+        return DynamicQuantization(**_choices(trial, "dynamic", self))
 
 
 class StaticSpace(Strict):
@@ -137,17 +137,7 @@ class StaticSpace(Strict):
                                        min_length=1)
 
     def sample(self, trial: optuna.Trial) -> StaticQuantization:
-        return StaticQuantization(
-            format=suggest_choice(trial, "quantization.static.format", self.format),
-            calibration=suggest_choice(trial, "quantization.static.calibration",
-                                       self.calibration),
-            activation_type=suggest_choice(trial, "quantization.static.activation_type",
-                                           self.activation_type),
-            per_channel=suggest_choice(trial, "quantization.static.per_channel",
-                                       self.per_channel),
-            op_types=suggest_choice(trial, "quantization.static.op_types", self.op_types),
-            keep_fp32=suggest_choice(trial, "quantization.static.keep_fp32", self.keep_fp32),
-        )
+        return StaticQuantization(**_choices(trial, "static", self))
 
 
 class NncfSpace(Strict):

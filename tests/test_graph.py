@@ -47,29 +47,26 @@ def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build, tiny_bench, pr
                                logits(tiny_build(plain), tiny_bench), atol=1e-4)
 
 
+# The choices that shape each scheme's quantized graph (format, operator set, integer types).
+GRAPH_SHAPING = {
+    "dynamic": (DynamicQuantization, ("op_types", "weight_type")),
+    "static": (StaticQuantization, ("format", "op_types", "activation_type")),
+    "nncf": (NncfQuantization, ("preset", "transformer")),
+}
+
+
 def sampleable_quantizations(space: SearchSpace) -> list:  # type: ignore[type-arg]
-    """One recipe per combination of the choices that shape the quantized graph (format,
-    operator set, integer types), and one per group of layers kept in FP32."""
+    """One recipe per combination of the graph-shaping choices of each scheme the space
+    samples, one per group of layers it can keep in FP32, and each QAT export."""
     q = space.quantization
     recipes: list = []  # type: ignore[type-arg]
-    if "dynamic" in q.schemes:
-        recipes += [DynamicQuantization(op_types=ops, weight_type=weights)
-                    for ops, weights in itertools.product(q.dynamic.op_types,
-                                                          q.dynamic.weight_type)]
-        recipes += [DynamicQuantization(keep_fp32=keep) for keep in q.dynamic.keep_fp32
-                    if keep != "none"]
-    if "static" in q.schemes:
-        recipes += [StaticQuantization(format=fmt, op_types=ops, activation_type=act)
-                    for fmt, ops, act in itertools.product(
-                        q.static.format, q.static.op_types, q.static.activation_type)]
-        recipes += [StaticQuantization(keep_fp32=keep) for keep in q.static.keep_fp32
-                    if keep != "none"]
-    if "nncf" in q.schemes:
-        recipes += [NncfQuantization(preset=preset, transformer=transformer)
-                    for preset, transformer in itertools.product(q.nncf.preset,
-                                                                 q.nncf.transformer)]
-        recipes += [NncfQuantization(keep_fp32=keep) for keep in q.nncf.keep_fp32
-                    if keep != "none"]
+    for scheme, (recipe, fields) in GRAPH_SHAPING.items():
+        if scheme not in q.schemes:
+            continue
+        choices = getattr(q, scheme)
+        recipes += [recipe(**dict(zip(fields, values)))
+                    for values in itertools.product(*(getattr(choices, f) for f in fields))]
+        recipes += [recipe(keep_fp32=keep) for keep in choices.keep_fp32 if keep != "none"]
     if "qat" in q.schemes:
         recipes += [tiny_qat(export) for export in q.qat.export]
     return recipes
