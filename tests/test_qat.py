@@ -13,6 +13,8 @@ from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import trained_with_qat
 from edgetune.objectives.qat import BAKED_WEIGHTS_QUANTIZATION
 from edgetune.objectives.quantization import quantize_dynamic_int8
+from edgetune.spaces.graph import GraphRecipe
+from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.recipe import Recipe
 from helpers import op_counts, tiny_qat
 
@@ -68,3 +70,10 @@ def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build, tiny_bench
     assert ops["QuantizeLinear"] >= 28 and ops["DequantizeLinear"] >= 28
     reference = validation_accuracy(tiny_bench.reference(), tiny_bench)
     assert validation_accuracy(model, tiny_bench) >= reference - 0.2
+
+
+def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build, tiny_bench) -> None:  # type: ignore[no-untyped-def]
+    pruned = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, layers_kept=2),
+                    quantization=tiny_qat(), graph=GraphRecipe(fusion=True))
+    ops = op_counts(tiny_build(pruned))
+    assert ops["QAttention"] == 2 and ops["MatMulInteger"] >= 6
