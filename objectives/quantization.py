@@ -46,7 +46,8 @@ GEMMS = ["MatMul", "Gemm", "Attention"]
 # Where, Add and Softmax carry the additive attention mask in unfused graphs: 0 or the lowest
 # float (-3.4e38), which no INT8 range holds. The calibrators measure every tensor of the op
 # types they are given (nodes_to_exclude does not stop them), and the histogram ones fail on
-# it ("Too many bins for data range"), so "all" is everything else ONNX Runtime can quantize.
+# it ("Too many bins for data range"), so "all" is everything else ONNX Runtime can quantize;
+# NNCF is told to ignore them.
 MASK_OPS = {"Where", "Add", "Softmax"}
 OP_TYPES: dict[str, list[str]] = {
     "matmul": GEMMS,
@@ -163,7 +164,9 @@ def quantize_nncf(source: Path, target: Path, recipe: NncfQuantization,
         preset=nncf.QuantizationPreset(recipe.preset),
         model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
         subset_size=len(rows),
-        ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
+        # Without its transformer model type NNCF quantizes the attention mask too (an
+        # infinite scale: the model then predicts one class).
+        ignored_scope=nncf.IgnoredScope(names=ignored, types=sorted(MASK_OPS), validate=False),
         advanced_parameters=AdvancedQuantizationParameters(
             # A negative alpha switches SmoothQuant off.
             smooth_quant_alphas=AdvancedSmoothQuantParameters(

@@ -180,3 +180,25 @@ def test_mixed_precision_groups_resolve_on_plain_and_fused_graphs(tiny_bench, ti
         assert "Attention_1" in last and "Attention_0" not in last
     else:
         assert any("/attention/self/query/" in name for name in attention)
+
+
+@pytest.mark.parametrize("quantization", [
+    NncfQuantization(),
+    NncfQuantization(transformer=False),
+    NncfQuantization(preset="mixed", smooth_quant_alpha=0.8),
+])
+def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build, tiny_bench,
+                                                     reference_accuracy: float,
+                                                     quantization) -> None:  # type: ignore[no-untyped-def]
+    model = tiny_build(recipe(quantization))
+    graph = onnx.load(str(model)).graph
+    producers = {out: n.op_type for n in graph.node for out in n.output}
+    projections = [n for n in graph.node if n.op_type == "MatMul" and "/self/query/" in n.name]
+    assert projections and all(producers[n.input[0]] == "DequantizeLinear" for n in projections)
+    assert validation_accuracy(model, tiny_bench) >= reference_accuracy - 0.05
+
+
+def test_smoothquant_rescales_the_activations_feeding_the_gemms(tiny_build) -> None:  # type: ignore[no-untyped-def]
+    without = op_counts(tiny_build(recipe(NncfQuantization())))
+    smoothed = op_counts(tiny_build(recipe(NncfQuantization(smooth_quant_alpha=0.8))))
+    assert smoothed["Mul"] > without["Mul"]  # one per smoothed input
