@@ -48,4 +48,4 @@ def tiny_qat(export: str = "dynamic"):  # type: ignore[no-untyped-def]
     """A QAT recipe that trains the tiny model enough to move its weights, in seconds."""
     from edgetune.spaces.qat import QatRecipe
 
-    return QatRecipe(steps=3, learning_rate=1e-3, export=export)
+    return QatRecipe(steps=2, learning_rate=1e-3, export=export)
