@@ -1,4 +1,4 @@
-"""The ``edgetune`` command line: ``run`` a study, show its ``status``.
+"""The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -11,15 +11,21 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgetune import __version__
 from edgetune.errors import InputError
 from edgetune.search.front import FrontRow, front
+
+if TYPE_CHECKING:
+    import optuna
+
+    from edgetune.search.study import Location
 
 USAGE_ERROR = 2
 
@@ -70,10 +76,12 @@ def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Stop starting trials after this many seconds.")
 @study_options
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON on stdout.")
+@click.option("--no-report", is_flag=True, help="Do not write <run-dir>/report.html at the end.")
 @input_errors
 def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: Path | None,
-        storage: str | None, study_name: str | None, as_json: bool) -> None:
-    """Run (or resume) the study CONFIG_FILE describes, up to its trial budget."""
+        storage: str | None, study_name: str | None, as_json: bool, no_report: bool) -> None:
+    """Run (or resume) the study CONFIG_FILE describes, up to its trial budget, then write its
+    HTML report to <run-dir>/report.html."""
     from edgetune.search.config import load_config
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
@@ -84,6 +92,37 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     console = Console(stderr=True)
     study = run_study(config, location, config_file.parent, console, trials, timeout)
     _print_front(front(study), study.study_name, as_json)
+    if not no_report:
+        _write_report(study, location, location.run_dir / "report.html")
+
+
+@cli.command()
+@study_options
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML file to write [default: <run-dir>/report.html].")
+@input_errors
+def report(run_dir: Path | None, storage: str | None, study_name: str | None,
+           config_file: Path | None, out: Path | None) -> None:
+    """Write one self-contained HTML page on a study: the Pareto front, its table with export
+    commands, what each knob does, progress, failures. It opens offline, in any browser.
+
+    Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
+    """
+    from edgetune.search.study import load_study
+
+    location = _location(config_file, study_name, run_dir, storage)
+    _write_report(load_study(location), location, out or location.run_dir / "report.html")
+
+
+def _write_report(study: optuna.Study, location: Location, out: Path) -> None:
+    from edgetune.reports.html import write_report
+
+    try:
+        path = write_report(study, location, out)
+    except OSError as error:
+        raise InputError(str(out), f"cannot write the report: {error.strerror}") from error
+    Console(stderr=True).print(f"report written to [bold]{escape(str(path))}[/bold]")
 
 
 @cli.command()

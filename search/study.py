@@ -11,12 +11,15 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
-from edgetune.search.config import StudyConfig
+
+if TYPE_CHECKING:  # the config imports the training stack; reading a study needs none of it
+    from edgetune.search.config import StudyConfig
 
 OBJECTIVES = ("accuracy", "latency_ms")
 DIRECTIONS = ("maximize", "minimize")

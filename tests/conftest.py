@@ -6,6 +6,7 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,16 +17,20 @@ TOPICS = {
     "politics": "minister vote election party policy government law debate tax senate",
 }
 FILLER = "the a of and to in on for with said today new year people".split()
+# A label a user's data could carry: reports must show it as text, never run it.
+HOSTILE_LABEL = "<script>alert(1)</script>"
 
 
-def make_texts(rows_per_label: int, seed: int = 0) -> list[tuple[str, str]]:
+def make_texts(rows_per_label: int, seed: int = 0,
+               labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Texts drawn from each topic's words; ``labels`` renames topics in the label column."""
     rng = random.Random(seed)
     rows = []
-    for label, words in TOPICS.items():
+    for topic, words in TOPICS.items():
         vocab = words.split()
         for _ in range(rows_per_label):
             text = [rng.choice(vocab if rng.random() < 0.4 else FILLER) for _ in range(24)]
-            rows.append((" ".join(text), label))
+            rows.append((" ".join(text), (labels or {}).get(topic, topic)))
     rng.shuffle(rows)
     return rows
 
@@ -55,17 +60,62 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 labelled texts (3 topics) as CSV with ``text`` and ``label`` columns."""
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     import csv
 
-    path = tmp_path_factory.mktemp("data") / "texts.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
-        writer.writerows(make_texts(100))
+        writer.writerows(rows)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 labelled texts (3 topics) as CSV with ``text`` and ``label`` columns."""
+    return write_csv(tmp_path_factory.mktemp("data") / "texts.csv", make_texts(100))
+
+
+@pytest.fixture(scope="session")
+def hostile_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``tiny_csv``, but the politics texts are labelled ``HOSTILE_LABEL``."""
+    return write_csv(tmp_path_factory.mktemp("hostile-data") / "texts.csv",
+                     make_texts(100, labels={"politics": HOSTILE_LABEL}))
+
+
+@dataclass(frozen=True)
+class HostileRun:
+    folder: Path  # study.yaml, and the run folder run/
+    stderr_without_report: str  # of the first run, with --no-report
+    report_after_first_run: bool
+    stderr: str  # of the second run, which resumed the study and wrote the report
+
+
+@pytest.fixture(scope="session")
+def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                hostile_csv: Path) -> HostileRun:
+    """A real tiny study run by ``edgetune run`` on data with ``HOSTILE_LABEL``.
+
+    It runs twice: 4 trials with ``--no-report``, then resumed to 5 trials (FP32, the two
+    dynamic INT8 baselines, two sampled recipes) writing the report.
+    """
+    from click.testing import CliRunner
+
+    from edgetune.search.cli import cli
+    from helpers import tiny_config, write_config
+
+    folder = tmp_path_factory.mktemp("hostile-run")
+    config = write_config(folder, tiny_config(
+        tiny_model, hostile_csv, space={"quantization": {"schemes": ["none", "dynamic", "static"]}}))
+    outputs = []
+    for trials, extra in (("4", ["--no-report"]), ("5", [])):
+        result = CliRunner().invoke(cli, ["run", str(config), "--trials", trials, "--run-dir",
+                                          str(folder / "run"), *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stderr)
+        if extra:
+            report_after_first_run = (folder / "run" / "report.html").exists()
+    return HostileRun(folder, outputs[0], report_after_first_run, outputs[1])
 
 
 @pytest.fixture(scope="session")
