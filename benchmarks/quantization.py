@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime
 import sys
@@ -185,13 +186,15 @@ def main() -> None:
     for i, (name, variant) in enumerate(chosen.items()):
         print(f"building {name}", file=sys.stderr, flush=True)
         candidate = Candidate(path=workdir / str(i) / "model.onnx")
-        if isinstance(variant, Recipe):
-            build(variant, bench, candidate)
-        else:
-            candidate.path.parent.mkdir(parents=True)
-            start = time.perf_counter()
-            variant(bench, candidate.path)
-            candidate.stage_seconds["build"] = time.perf_counter() - start
+        # ONNX Runtime's calibrators print progress on stdout, which carries the results
+        with contextlib.redirect_stdout(sys.stderr):
+            if isinstance(variant, Recipe):
+                build(variant, bench, candidate)
+            else:
+                candidate.path.parent.mkdir(parents=True)
+                start = time.perf_counter()
+                variant(bench, candidate.path)
+                candidate.stage_seconds["build"] = time.perf_counter() - start
         built[name] = candidate
     scores = {
         name: {split: accuracy(c.path, task.encoded(split), task.labels(split), config.target)
