@@ -18,12 +18,13 @@ from __future__ import annotations
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
@@ -78,6 +79,10 @@ class Workbench:
     def input_names(self) -> list[str]:
         return list(self.task.encoded("validation"))
 
+    def load(self, checkpoint: Path) -> PreTrainedModel:
+        """A checkpoint of this study, trusting remote code only when the task config says so."""
+        return load_classifier(checkpoint, trust_remote_code=self.task.config.trust_remote_code)
+
     def reference(self) -> Path:
         """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
         return self.export(self.base) / "model.onnx"
@@ -87,7 +92,7 @@ class Workbench:
         key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names}
         return self.cache.get_or_build(
             "onnx", key,
-            lambda folder: export_onnx(load_classifier(checkpoint), self.input_names,
+            lambda folder: export_onnx(self.load(checkpoint), self.input_names,
                                        folder / "model.onnx"),
         )
 
@@ -97,6 +102,7 @@ class Candidate:
     path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    on_stage: Callable[[str], None] | None = None  # told each stage's name as it starts
 
 
 @dataclass
@@ -183,11 +189,23 @@ def zipped_size(path: Path) -> int:
     return size
 
 
-def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
-            callback_every: int) -> Path:
-    if recipe.pruning.method == "none":
-        return bench.base
-    key = {
+def training_phases(recipe: Recipe, bench: Workbench) -> list[tuple[str, int]]:
+    """The training loops ``build`` will run for ``recipe``, in order, with their step counts.
+
+    A pruned + recovered model already in the cache is not trained again. (Another worker may
+    finish the same entry meanwhile: then a listed recovery does not run.)
+    """
+    phases = []
+    if (recipe.pruning.method != "none" and recipe.recovery.steps
+            and not bench.cache.path("pruned", _pruned_key(recipe, bench)).is_dir()):
+        phases.append(("recovery", recipe.recovery.steps))
+    if isinstance(recipe.quantization, QatRecipe):
+        phases.append(("qat", recipe.quantization.steps))
+    return phases
+
+
+def _pruned_key(recipe: Recipe, bench: Workbench) -> dict[str, object]:
+    return {
         "stage": "prune_recover",
         "base": bench.base.name,
         "pruning": recipe.pruning.model_dump(),
@@ -196,9 +214,16 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
         "seed": bench.seed,
     }
 
+
+def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
+            callback_every: int) -> Path:
+    if recipe.pruning.method == "none":
+        return bench.base
+    key = _pruned_key(recipe, bench)
+
     def build_pruned(folder: Path) -> None:
-        model = prune(load_classifier(bench.base), recipe.pruning)
-        teacher = load_classifier(bench.base) if recipe.recovery.distillation else None
+        model = prune(bench.load(bench.base), recipe.pruning)
+        teacher = bench.load(bench.base) if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)
         save_pruned(make_permanent(model), folder)
@@ -218,7 +243,7 @@ def trained_with_qat(checkpoint: Path, recipe: QatRecipe, bench: Workbench,
     }
 
     def build_qat(folder: Path) -> None:
-        quantization_aware_training(load_classifier(checkpoint), bench.task, recipe,
+        quantization_aware_training(bench.load(checkpoint), bench.task, recipe,
                                     bench.batch_size, bench.seed, folder, callback,
                                     callback_every)
         if recipe.export == "dynamic" and (checkpoint / SHAPES_FILE).exists():
@@ -237,6 +262,8 @@ class StageError(Exception):
 
 @contextmanager
 def _stage(candidate: Candidate, name: str) -> Iterator[None]:
+    if candidate.on_stage is not None:
+        candidate.on_stage(name)
     start = time.perf_counter()
     try:
         yield

@@ -27,7 +27,7 @@ def load_classifier(
     if (folder / SHAPES_FILE).exists():
         from edgetune.objectives.pruning import load_pruned
 
-        return load_pruned(folder)
+        return load_pruned(folder, trust_remote_code)
     kwargs: dict[str, object] = {}
     if label_names is not None:
         kwargs = {

@@ -98,7 +98,8 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
         frames = {"all": _read_table(path, fmt, config)}
     for name, frame in frames.items():
         if frame.empty:
-            raise InputError("task.data.path", f"{path}: the {name} data holds no rows")
+            part = "the file" if name == "all" else f"the {name} split"
+            raise InputError("task.data.path", f"{path}: {part} holds no rows")
     return _split(frames, config.splits)
 
 

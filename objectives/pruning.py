@@ -26,7 +26,12 @@ from transformers.pytorch_utils import prune_linear_layer
 
 from edgetune.errors import InputError
 from edgetune.objectives.checkpoint import SHAPES_FILE, save_classifier
-from edgetune.spaces.pruning import PruningRecipe, StructuredPruning, UnstructuredPruning
+from edgetune.spaces.pruning import (
+    PruningRecipe,
+    PruningSpace,
+    StructuredPruning,
+    UnstructuredPruning,
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,21 @@ def check_supported(model_type: str, recipe_methods: list[str]) -> None:
         )
 
 
+def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
+    """Refuse, before any work starts, a pruning space this model cannot take: structured pruning
+    of an architecture it does not know, or more encoder layers kept than the model has."""
+    model_type = str(model_config.get("model_type"))
+    check_supported(model_type, space.methods)
+    if "structured" in space.methods:
+        layers = model_config.get(ARCHITECTURES[model_type][1].layers_attr)
+        high = space.structured.layers_kept.high
+        if isinstance(layers, int) and high > layers:
+            raise InputError(
+                "space.pruning.structured.layers_kept.high",
+                f"the model has {layers} encoder layers; cannot keep up to {high}",
+            )
+
+
 def prune(model: PreTrainedModel, recipe: PruningRecipe) -> PreTrainedModel:
     """Apply ``recipe`` to ``model`` in place and return it.
 
@@ -99,9 +119,10 @@ def save_pruned(model: PreTrainedModel, folder: Path) -> None:
         (folder / SHAPES_FILE).write_text(json.dumps(_shapes(model), indent=2))
 
 
-def load_pruned(folder: Path) -> PreTrainedModel:
-    config = AutoConfig.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
     attribute, arch = ARCHITECTURES[config.model_type]
     layers = _layers(model, attribute, arch)
     for layer, shape in zip(layers, json.loads((folder / SHAPES_FILE).read_text())["layers"]):

@@ -93,6 +93,33 @@ def checkpoint_folder(location: str, base: Path | None = None) -> Path:
         raise InputError("task.model", f"{config_file}: not valid JSON ({error})") from error
     if not model_type:
         raise InputError("task.model", f"{config_file} names no model_type")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise InputError("task.model", f"{path} holds no weights (*.safetensors or *.bin)")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(path.glob("*.bin"))
+        if not pickled:
+            raise InputError("task.model", f"{path} holds no weights (*.safetensors or *.bin)")
+        for weights in pickled:
+            _check_weights_only(weights)
     return path
+
+
+def _check_weights_only(weights: Path) -> None:
+    """Refuse, before any work, a pickled checkpoint holding anything but tensors.
+
+    Loading a pickle may run code; ``weights_only`` refuses any object but tensors and plain
+    containers (as transformers does when it loads the file later).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        reason = next((line.strip().rstrip(".") for line in str(error).splitlines()
+                       if "GLOBAL" in line or "Unsupported" in line), type(error).__name__)
+        raise InputError(
+            "task.model",
+            f"{weights} holds more than weights, and loading it could run code ({reason}); "
+            "convert the checkpoint to safetensors",
+        ) from error
+

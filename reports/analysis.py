@@ -69,7 +69,7 @@ class Hypervolume:
     """Hypervolume after each complete trial, by trial number and by wall time since the start."""
 
     frame: pd.DataFrame  # columns: trial, minutes, hypervolume
-    reference_point: tuple[float, float]  # (accuracy, latency_ms)
+    reference_point: tuple[float, ...]  # (accuracy, latency_ms[, size_mb])
     explanation: str
 
 
@@ -95,20 +95,28 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> H
         latency, latency_source = float(ref["latency_ms"]), "the FP32 reference's latency"
     else:
         latency, latency_source = float(done["latency_ms"].max()), "the slowest trial's latency"
-    point = (floor, latency)
+    point: tuple[float, ...] = (floor, latency)
+    if len(study.directions) == 3:  # size_mb as a third objective (search.objectives)
+        size = float(ref["size_mb"]) if ref is not None else float(done["size_mb"].max())
+        point = (*point, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental" labels, and empty-study notices
         history = optuna.visualization.plot_hypervolume_history(study, list(point)).data[0]
-    numbers = [int(n) for n in history.x]
+    # Other workers may have finished trials since ``trials`` was read: keep to that snapshot.
+    points = [(int(n), y) for n, y in zip(history.x, history.y) if int(n) in done.index]
+    numbers = [n for n, _ in points]
     start = trials["started"].dropna().min()
     minutes = [(done.loc[n, "completed"] - start).total_seconds() / 60 for n in numbers]
     frame = pd.DataFrame({"trial": numbers, "minutes": minutes,
-                          "hypervolume": np.asarray(history.y, dtype=float)})
+                          "hypervolume": np.asarray([y for _, y in points], dtype=float)})
     explanation = (
         f"Reference point: accuracy {floor:.2%} ({floor_source}) and latency {latency:.2f} ms "
         f"({latency_source}). The hypervolume is the area of (accuracy above that floor) × "
         "(milliseconds saved against that latency) that the front dominates: it grows when a "
         "trial is faster or more accurate than the front so far; a candidate no faster than the "
         "reference or no better than the floor adds nothing. When it flattens, more trials of "
-        "this search are unlikely to pay off.")
+        "this search are unlikely to pay off."
+        + (f" With size as a third objective the volume also counts MB saved against "
+           f"{point[2]:.1f} MB ({latency_source.replace('latency', 'file size')})."
+           if len(point) == 3 else ""))
     return Hypervolume(frame, point, explanation)

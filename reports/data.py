@@ -75,7 +75,10 @@ def _trial_row(trial: FrozenTrial, on_search_front: bool) -> dict[str, Any]:
     recipe = attrs.get("recipe") or {}
     measurement = attrs.get("measurement") or {}
     confirmed = attrs.get("confirmed") or {}
-    failure = attrs.get("failure") or {}
+    # A pruned trial (stopped early below the accuracy floor) says why as {stage, reason}.
+    pruned = attrs.get("pruned") or {}
+    failure = attrs.get("failure") or {"stage": pruned.get("stage", ""),
+                                        "error": pruned.get("reason", "")}
     values = trial.values if trial.state == TrialState.COMPLETE and trial.values else (NAN, NAN)
     low_ms, high_ms = _spread_bounds(confirmed)
     return {

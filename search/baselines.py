@@ -1,8 +1,11 @@
 """Start from what is known: trials every study runs first, so its front is never worse than them.
 
 Baselines are written as the space's own parameters, so the sampler learns from them like from
-any trial. A baseline the user's space cannot express (say, dynamic INT8 when the space allows only
-static) is skipped; a user's own ``search.enqueue`` entry that does not fit is an error.
+any trial. So is the FP32 reference where the space can express it: a trial without parameters
+would empty the search space that NSGA-II and GP model (the parameters every complete trial
+shares), leaving them to sample at random. A baseline the user's space cannot express (say,
+dynamic INT8 when the space allows only static) is skipped; a user's own ``search.enqueue`` entry
+that does not fit is an error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from edgetune.spaces.space import SearchSpace
 
 Params = dict[str, Any]
 
+REFERENCE: Params = {"pruning.method": "none", "quantization.scheme": "none",
+                     "graph.fusion": False}
 _DYNAMIC_INT8: Params = {
     "pruning.method": "none", "quantization.scheme": "dynamic",
     "quantization.dynamic.per_channel": False, "quantization.dynamic.reduce_range": False,
@@ -41,6 +46,11 @@ def misfit(space: SearchSpace, params: Params) -> str | None:
     if unused:
         return f"parameters this recipe does not use: {', '.join(unused)}"
     return None
+
+
+def reference_params(space: SearchSpace) -> Params:
+    """The FP32 reference as parameters of ``space``, or none if the space cannot express it."""
+    return REFERENCE if misfit(space, REFERENCE) is None else {}
 
 
 def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params]) -> None:

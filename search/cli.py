@@ -17,10 +17,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edgetune import __version__
 from edgetune.errors import InputError
-from edgetune.search.front import FrontRow, front
+from edgetune.search.front import FrontRow, front, front_machines
 
 if TYPE_CHECKING:
     import optuna
@@ -83,6 +84,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     """Run (or resume) the study CONFIG_FILE describes, up to its trial budget, then write its
     HTML report to <run-dir>/report.html."""
     from edgetune.search.config import load_config
+    from edgetune.search.run import Stopped
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
 
@@ -90,8 +92,16 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     config = load_config(config_file, overrides)
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(stderr=True)
-    study = run_study(config, location, config_file.parent, console, trials, timeout)
+    try:
+        study = run_study(config, location, config_file.parent, console, trials, timeout)
+    except Stopped as stop:  # Ctrl-C: the trial is failed as interrupted; show what we have
+        console.print(f"[yellow]stopped by {stop}[/yellow]: run the same command to resume")
+        if stop.study is not None:
+            _print_front(front(stop.study), stop.study.study_name, as_json)
+            _note_machines(stop.study)
+        sys.exit(128 + stop.signum)
     _print_front(front(study), study.study_name, as_json)
+    _note_machines(study)
     if not no_report:
         _write_report(study, location, location.run_dir / "report.html")
 
@@ -136,18 +146,33 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
 
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
+    from edgetune.search.constraints import infeasible_trials
     from edgetune.search.study import load_study
+
+    from edgetune.search.failures import failures
 
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+    failed = failures(study)
+    infeasible = len(infeasible_trials(study))
     if not as_json:
-        Console(stderr=True).print(
+        console = Console(stderr=True)
+        console.print(
             f"study [bold]{study.study_name}[/bold]: "
             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+            + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
         )
-    _print_front(front(study), study.study_name, as_json, extra={"trials": counts})
+        for row in failed:
+            retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
+            console.print(Text.assemble((f"trial {row.trial} failed", "red"),
+                                        f" in {row.stage}: {row.type}: {row.error}{retried}"))
+    _print_front(front(study), study.study_name, as_json,
+                 extra={"trials": counts, "infeasible": infeasible,
+                        "objectives": study.metric_names,
+                        "failures": [row.as_dict() for row in failed]})
+    _note_machines(study)
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,
@@ -163,6 +188,16 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
             raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
         study_name = run_dir.name
     return Location.resolve(study_name, run_dir, storage)
+
+
+def _note_machines(study: optuna.Study) -> None:
+    """Say so when the front mixes latencies measured on different kinds of machine."""
+    machines = front_machines(study)
+    if len(machines) > 1:
+        Console(stderr=True).print(
+            f"[yellow]note[/yellow]: the front holds latencies measured on {len(machines)} kinds "
+            f"of machine ({'; '.join(machines)}): each is a ratio to the FP32 reference measured "
+            "beside it, so ratios compare; absolute milliseconds may not", highlight=False)
 
 
 def _print_front(rows: list[FrontRow], study: str, as_json: bool,

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.search.constraints import Constraints
+from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
 from edgetune.spaces.space import SearchSpace
 
 Sampler = Literal["tpe", "nsga2", "gp", "random"]
+ObjectiveName = Literal["accuracy", "latency_ms", "size_mb"]
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -37,6 +40,26 @@ class SearchConfig(Strict):
     enqueue: list[dict[str, Any]] = Field(
         default=[], description="recipes to try first, as space parameters (pruning.method: ...)"
     )
+    retries: int = Field(
+        default=1, ge=0, description="times a trial lost to a crash or an interrupt is run again"
+    )
+    objectives: list[ObjectiveName] = Field(
+        default=list(OBJECTIVES),
+        description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
+    )
+    constraints: Constraints = Constraints()
+    early_stopping: bool = Field(
+        default=True, description="stop training that can no longer reach the accuracy floor"
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _accuracy_and_latency_first(cls, names: list[str]) -> list[str]:
+        # Readers of a study (front, report, export) take values[0] and values[1] as accuracy
+        # and latency: a third objective may only follow them.
+        if tuple(names[:2]) != OBJECTIVES or len(set(names)) != len(names):
+            raise ValueError("expected [accuracy, latency_ms] or [accuracy, latency_ms, size_mb]")
+        return names
 
 
 class StudyConfig(Strict):
@@ -57,13 +80,15 @@ class StudyConfig(Strict):
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params)
             if problem:
-                raise ValueError(f"search.enqueue[{i}] is not a recipe of this space: {problem}")
+                # InputError, not ValueError: pydantic would report it at the config's root
+                raise InputError(f"search.enqueue.{i}", f"not a recipe of this space: {problem}")
         return self
 
     def fingerprint(self) -> str:
         """A hash of what fixes a study's results; budgets and locations may change on resume."""
         fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
-                                                      "search": {"trials", "timeout"}})
+                                                      "search": {"trials", "timeout",
+                                                                 "retries"}})
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,4 +1,10 @@
-"""The Pareto front of a study: which trials no other trial beats on both accuracy and latency."""
+"""The Pareto front of a study: feasible trials that no other feasible trial beats on every
+objective.
+
+The objectives are accuracy and latency, and model size when the study adds it as a third.
+``study.best_trials`` is Optuna's front; once any trial carries constraints it keeps only trials
+that meet them all (see ``edgetune.search.constraints``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.objectives.machine import machine_key
 from edgetune.search.study import REFERENCE, ROLE
 
 
@@ -24,7 +31,7 @@ class FrontRow:
 
 
 def front(study: optuna.Study) -> list[FrontRow]:
-    """The Pareto-optimal complete trials, fastest first."""
+    """The Pareto-optimal feasible complete trials, fastest first."""
     rows = [_row(trial) for trial in study.best_trials]
     return sorted(rows, key=lambda row: (row.latency_ms, -row.accuracy))
 
@@ -39,7 +46,7 @@ def reference(study: optuna.Study) -> FrozenTrial | None:
 
 def _row(trial: FrozenTrial) -> FrontRow:
     measurement = trial.user_attrs.get("measurement", {})
-    accuracy, latency_ms = trial.values
+    accuracy, latency_ms = trial.values[:2]  # a third objective, if any, is size_mb
     return FrontRow(
         trial=trial.number,
         recipe=trial.user_attrs.get("recipe_short", ""),
@@ -48,6 +55,12 @@ def _row(trial: FrozenTrial) -> FrontRow:
         ratio=measurement.get("ratio", float("nan")),
         size_mb=measurement.get("size_mb", float("nan")),
     )
+
+
+def front_machines(study: optuna.Study) -> list[str]:
+    """The kinds of machine the front's latencies were measured on (one, unless workers differ)."""
+    return sorted({machine_key(t.user_attrs["machine"]) for t in study.best_trials
+                   if "machine" in t.user_attrs})
 
 
 def describe_row(row: FrontRow) -> str:

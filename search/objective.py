@@ -3,67 +3,145 @@
 What a trial stores (read by ``status``, ``report`` and ``export``):
 
 - values ``accuracy`` (validation) and ``latency_ms`` (drift-corrected: the ratio to the FP32
-  reference measured beside it, times the reference latency at study start);
-- user attrs ``recipe``, ``recipe_short``, ``measurement``, ``stage_seconds``, ``machine``, and on
-  failure ``failure`` (stage and message);
+  reference measured beside it, times the reference latency at study start), then ``size_mb``
+  when the config adds it as a third objective;
+- user attrs ``recipe``, ``recipe_short``, ``measurement``, ``stage_seconds``, ``machine``,
+  ``worker`` and ``stage`` (the process running it and where it is, so a lost trial says where it
+  stopped), and on failure ``failure`` (``edgetune.search.failures``);
+- constraints (``search.constraints``) through ``trial.set_constraint``;
+- when it trained under an accuracy floor, user attr ``early_stopping`` (floor, checks, seconds);
+  if that stopped it, the trial is PRUNED with user attr ``pruned`` {stage, reason};
 - the candidate's ONNX file as an Optuna artifact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shutil
-import traceback
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from edgetune.objectives.candidate import Candidate, StageError, Workbench, build, evaluate
+from edgetune.objectives.accuracy import accuracy, torch_accuracy
+from edgetune.objectives.candidate import (
+    Candidate,
+    StageError,
+    Workbench,
+    build,
+    evaluate,
+    training_phases,
+)
 from edgetune.objectives.machine import machine_record
+from edgetune.search import constraints
+from edgetune.search.baselines import reference_params
+from edgetune.search.config import SearchConfig
+from edgetune.search.early_stopping import EarlyStopping
+from edgetune.search.failures import FAILURE, STAGE, failure_record
+from edgetune.search.lock import StudyLock
+from edgetune.search.lost_trials import WORKER, worker_record
 from edgetune.search.study import REFERENCE, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
 
 REFERENCE_LATENCY = "reference_latency_ms"
+REFERENCE_ACCURACY = "reference_accuracy"  # the FP32 reference's validation accuracy
 
 
 class Objective:
-    """The callable ``study.optimize`` runs for each trial."""
+    """The callable ``study.optimize`` runs for each trial.
+
+    The run loop holds the study lock from counting the trials until the next one exists; the
+    trial releases it as soon as it has recorded its worker, so other workers can take theirs.
+    """
 
     def __init__(self, space: SearchSpace, bench: Workbench, run_dir: Path,
-                 artifacts: FileSystemArtifactStore) -> None:
+                 artifacts: FileSystemArtifactStore, search: SearchConfig | None = None,
+                 lock: StudyLock | None = None) -> None:
         self.space = space
         self.bench = bench
         self.run_dir = run_dir
         self.artifacts = artifacts
+        self.search = search or SearchConfig()
+        self.lock = lock
 
     def recipe(self, trial: optuna.Trial) -> Recipe:
-        if trial.user_attrs.get(ROLE) == REFERENCE:
+        """The trial's recipe; the FP32 reference is sampled too, from its enqueued parameters,
+        unless the space cannot express it."""
+        if trial.user_attrs.get(ROLE) == REFERENCE and not reference_params(self.space):
             return Recipe()
         return self.space.sample(trial)
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    @functools.cached_property
+    def reference_accuracy(self) -> float:
+        """The FP32 reference's validation accuracy, scored here as every trial is (ONNX Runtime
+        is deterministic on one machine), so that no worker waits for trial 0."""
+        validation = self.bench.task.encoded("validation")
+        return accuracy(self.bench.reference(), validation, self.bench.task.labels("validation"),
+                        self.bench.target)
+
+    @property
+    def floor(self) -> float | None:
+        """The lowest validation accuracy the constraints allow (None: no accuracy constraint)."""
+        if self.search.constraints.max_accuracy_drop is None:
+            return None
+        return self.search.constraints.floor(self.reference_accuracy)
+
+    def early_stopping(self, recipe: Recipe) -> EarlyStopping | None:
+        """A training callback that stops the trial below the accuracy floor, if it trains."""
+        phases = training_phases(recipe, self.bench)
+        if not phases or not self.search.early_stopping or self.floor is None:
+            return None
+        task = self.bench.task
+        return EarlyStopping(self.floor, phases, lambda model: torch_accuracy(
+            model, task.encoded("validation"), task.labels("validation")))
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr(WORKER, worker_record())
+        if self.lock is not None:
+            self.lock.release()
+        stages = _StageLog(trial)
+        try:
+            return self._build_and_measure(trial, stages)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as error:  # interrupts too: the trial records why it stopped
+            if isinstance(error, StageError) and error.__cause__ is not None:
+                trial.set_user_attr(FAILURE, failure_record(error.stage, error.__cause__))
+            else:
+                trial.set_user_attr(FAILURE, failure_record(stages.current, error))
+            raise
+
+    def _build_and_measure(self, trial: optuna.Trial, stages: _StageLog) -> tuple[float, ...]:
+        stages.enter("sample")
         recipe = self.recipe(trial)
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_short", recipe.short())
         trial.set_user_attr("machine", machine_record(self.bench.target.threads))
         workdir = self.run_dir / "work" / f"trial-{trial.number}"
-        candidate = Candidate(path=workdir / "model.onnx")
+        candidate = Candidate(path=workdir / "model.onnx", on_stage=stages.enter)
+        stopper = self.early_stopping(recipe)
         try:
-            build(recipe, self.bench, candidate)
+            build(recipe, self.bench, candidate, stopper, 1 if stopper else 0)
             measurement = evaluate(candidate, self.bench)
-        except StageError as error:
-            trial.set_user_attr("failure", {
-                "stage": error.stage,
-                "error": str(error.__cause__ or error),
-                "type": type(error.__cause__ or error).__name__,
-                "traceback": "".join(traceback.format_exception(error.__cause__ or error))[-4000:],
-            })
+        except optuna.TrialPruned:
+            assert stopper is not None and stopper.reason is not None
+            trial.set_user_attr("pruned", {"stage": stopper.checks[-1].phase,
+                                           "reason": stopper.reason})
+            # What the trial is known to miss, so that samplers steer away from its region.
+            trial.set_constraint(constraints.ACCURACY, stopper.floor - stopper.best_accuracy)
             raise
         finally:
             trial.set_user_attr("stage_seconds",
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
-        reference_ms = _study_reference_ms(trial.study, measurement.reference_latency.median_ms)
+            if stopper is not None:
+                trial.set_user_attr("early_stopping", stopper.record())
+        stages.enter("store")
+        # the first trial to finish sets the study's reference latency, once for all workers
+        with self.lock or contextlib.nullcontext():
+            reference_ms = _study_reference_ms(trial.study,
+                                               measurement.reference_latency.median_ms)
         latency_ms = measurement.ratio * reference_ms
         trial.set_user_attr("measurement", {
             "accuracy": measurement.accuracy,
@@ -75,10 +153,28 @@ class Objective:
             "zipped_mb": measurement.zipped_mb,
             **candidate.notes,
         })
+        constraints.set_constraints(trial, self.search.constraints.violations(
+            measurement.accuracy, latency_ms, measurement.size_mb, self.floor))
+        if self.floor is not None and REFERENCE_ACCURACY not in trial.study.user_attrs:
+            trial.study.set_user_attr(REFERENCE_ACCURACY, self.reference_accuracy)
         upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
                         study_or_trial=trial)
         shutil.rmtree(workdir, ignore_errors=True)
-        return measurement.accuracy, latency_ms
+        values = {"accuracy": measurement.accuracy, "latency_ms": latency_ms,
+                  "size_mb": measurement.size_mb}
+        return tuple(values[name] for name in self.search.objectives)
+
+
+class _StageLog:
+    """Keeps the trial's ``stage`` user attr current, so a trial lost to ``kill -9`` says where."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.current = "start"
+
+    def enter(self, stage: str) -> None:
+        self.current = stage
+        self.trial.set_user_attr(STAGE, stage)
 
 
 def _study_reference_ms(study: optuna.Study, measured_ms: float) -> float:

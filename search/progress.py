@@ -36,6 +36,9 @@ class TrialProgress:
             failure = trial.user_attrs.get("failure", {})
             self.console.print(f"[red]trial {trial.number} failed[/red] in "
                                f"{failure.get('stage', '?')}: {failure.get('error', '')[:200]}")
+        if trial.state == TrialState.PRUNED:
+            reason = trial.user_attrs.get("pruned", {}).get("reason", "")
+            self.console.print(f"[yellow]trial {trial.number} stopped early[/yellow]: {reason}")
         rows = front(study)
         best = ""
         if rows:

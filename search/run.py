@@ -1,17 +1,23 @@
 """``edgetune run``: validate everything, fine-tune the base once, then run trials to the budget.
 
-Nothing is written before the config, the model folder, the data and the storage URL have been
+Nothing is written before the config, the storage URL, the model folder and the data have been
 checked, so bad input costs nothing. Trials run one ``study.optimize(n_trials=1)`` at a time so
 the budget is re-read from the storage between trials: several workers on one study stop
-together when the study, not each worker, has its trials.
+together when the study, not each worker, has its trials (exactly: see ``edgetune.search.lock``).
+A worker killed mid-trial costs that trial only (``edgetune.search.lost_trials``); Ctrl-C fails
+the running trial as interrupted, prints the front and exits with code 130.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -22,21 +28,39 @@ from rich.console import Console
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.finetune import fine_tuned_base
-from edgetune.objectives.pruning import check_supported
+from edgetune.objectives.pruning import check_space
 from edgetune.objectives.task import load_task
+from edgetune.search import lost_trials
 from edgetune.search.config import StudyConfig
+from edgetune.search.failures import Interrupted
+from edgetune.search.lock import StudyLock
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
-from edgetune.search.study import Location, make_storage, open_study
+from edgetune.search.study import Location, Retry, make_storage, open_study, sqlite_file
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class Stopped(Exception):
+    """The run was interrupted (Ctrl-C, SIGTERM); its trial is failed and the study is intact."""
+
+    def __init__(self, study: optuna.Study | None, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.study = study
+        self.signum = signum
 
 
 def finished_trials(study: optuna.Study) -> int:
     """Trials that count toward the budget: finished ones, except failures that were retried."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return sum(1 for t in trials if t.state in FINISHED and t.number not in retried)
+
+
+def taken_trials(study: optuna.Study) -> int:
+    """Trials finished or running (on any worker): a worker starts one more only below budget."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return finished_trials(study) + len(running)
 
 
 def run(config: StudyConfig, location: Location, config_dir: Path, console: Console,
@@ -45,8 +69,13 @@ def run(config: StudyConfig, location: Location, config_dir: Path, console: Cons
 
     Libraries print progress of their own (NNCF's bars, ONNX Runtime's calibrators) on stdout;
     it goes to stderr so that stdout carries only edgetune's result (``--json`` reads it).
+
+    Raises:
+        InputError: bad input, found before anything is written.
+        Stopped: SIGINT or SIGTERM; the running trial is failed as interrupted (and retried by
+            the next run when ``search.retries`` allows).
     """
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _interrupts_raised():
         return _run(config, location, config_dir, console, trials, timeout)
 
 
@@ -54,38 +83,83 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
          trials: int | None, timeout: float | None) -> optuna.Study:
     budget = trials or config.search.trials
     timeout = timeout or config.search.timeout
+    if sqlite_file(location.storage) is None:
+        make_storage(location.storage)  # fail on an unreachable database before anything else
     task = load_task(config.task, config_dir)
-    check_supported(_model_type(task.model_path), config.space.pruning.methods)
-    if not location.storage.startswith("sqlite:///"):
-        make_storage(location.storage)  # fail on an unreachable database before writing anything
+    check_space(json.loads((task.model_path / "config.json").read_text()), config.space.pruning)
     # Failures are reported by the progress display and stored on the trial: not as tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("nncf").setLevel(logging.ERROR)
 
-    study = open_study(config, location)
-    study.set_user_attr("data", task.dataset.summary() | {"split_seed": config.task.data.splits.seed})
-    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-    with console.status("fine-tuning the base model (cached after the first time)"):
-        base = fine_tuned_base(task, config.finetune, cache)
-    bench = Workbench(task=task, base=base, cache=cache, target=config.target,
-                      measure=config.measure, batch_size=config.finetune.batch_size,
-                      seed=config.finetune.seed)
-    objective = Objective(config.space, bench, location.run_dir,
-                          FileSystemArtifactStore(str(_mkdir(location.artifacts))))
-    start = time.monotonic()
-    with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
-        while finished_trials(study) < budget:
-            if timeout is not None and time.monotonic() - start >= timeout:
-                break
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
-                           gc_after_trial=True)
+    _mkdir(location.run_dir)
+    storage = make_storage(location.storage, config.search.retries)
+    retry = Retry(max_retry=config.search.retries) if config.search.retries else None
+    lock = StudyLock(location.storage, location.study)
+    study = None
+    try:
+        study = open_study(config, location.study, storage, setup_lock=lock, budget=budget)
+        study.set_user_attr("data", task.dataset.summary()
+                            | {"split_seed": config.task.data.splits.seed})
+        cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+        with console.status("fine-tuning the base model (cached after the first time)"):
+            base = fine_tuned_base(task, config.finetune, cache)
+        bench = Workbench(task=task, base=base, cache=cache, target=config.target,
+                          measure=config.measure, batch_size=config.finetune.batch_size,
+                          seed=config.finetune.seed)
+        objective = Objective(config.space, bench, location.run_dir,
+                              FileSystemArtifactStore(str(_mkdir(location.artifacts))),
+                              search=config.search, lock=lock)
+        _trials(study, storage, objective, lock, retry, budget, timeout, console)
+    except KeyboardInterrupt as error:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+        if study is not None:
+            lost_trials.fail_interrupted(study, storage, error, retry)
+        raise Stopped(study, getattr(error, "signum", signal.SIGINT)) from error
+    finally:
+        lock.close()
     return study
 
 
-def _model_type(folder: Path) -> str:
-    import json
+def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective: Objective,
+            lock: StudyLock, retry: Retry | None, budget: int, timeout: float | None,
+            console: Console) -> None:
+    """Take trials one at a time while the study is below its budget.
 
-    return json.loads((folder / "config.json").read_text())["model_type"]
+    Counting the trials and creating the next one happen under the study lock (the objective
+    releases it once its trial exists), so workers together run exactly the budget.
+    """
+    start = time.monotonic()
+    with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
+        while timeout is None or time.monotonic() - start < timeout:
+            try:
+                lock.acquire()
+                for number in lost_trials.fail_lost_trials(study, storage, retry):
+                    console.print(f"[yellow]trial {number} was lost with its worker[/yellow]: "
+                                  "failed" + (", and queued again" if retry else ""))
+                if taken_trials(study) >= budget:
+                    break
+                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
+                               gc_after_trial=True)
+            finally:
+                lock.release()
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Interrupted`` (naming the signal) while a study runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, action in previous.items():
+            signal.signal(sig, action)
 
 
 def _mkdir(path: Path) -> Path:

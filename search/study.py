@@ -7,13 +7,21 @@ several ``edgetune run`` processes on several machines can share it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import time
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
+import sqlalchemy
+from optuna.trial import FrozenTrial
+from sqlalchemy.engine import make_url
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
@@ -21,10 +29,17 @@ from edgetune.search import baselines
 if TYPE_CHECKING:  # the config imports the training stack; reading a study needs none of it
     from edgetune.search.config import StudyConfig
 
-OBJECTIVES = ("accuracy", "latency_ms")
-DIRECTIONS = ("maximize", "minimize")
+OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVES = ("accuracy", "latency_ms")  # every study's first two; size_mb may follow
+DIRECTIONS = tuple(OBJECTIVE_DIRECTIONS[name] for name in OBJECTIVES)
 ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
 REFERENCE = "reference"
+FINGERPRINT = "config_fingerprint"  # study user attr: StudyConfig.fingerprint()
+INHERITED_ATTRS = (ROLE, "baseline")  # what a retried trial keeps of the attempt it repeats
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+CONNECT_TIMEOUT_SECONDS = 10
+SCHEMA_ATTEMPTS = 5
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -49,65 +64,176 @@ class Location:
         return self.run_dir / "artifacts"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; database storages get heartbeats so killed trials fail."""
+def make_storage(url: str, retries: int = 0) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``.
+
+    Database storages get heartbeats: a trial whose worker stopped beating for ``GRACE_SECONDS``
+    (killed, crashed, its machine lost) is failed by the next worker that starts a trial, and
+    tried again up to ``retries`` times. A database server that does not answer fails within
+    ``CONNECT_TIMEOUT_SECONDS`` instead of hanging.
+    """
     try:
         if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-            )
+            if not url.startswith("sqlite:"):
+                engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.NullPool,
+                                                  **_engine_kwargs(url))
+                with engine.connect():  # an unreachable server fails here, at once
+                    pass
+            return _with_schema(lambda: optuna.storages.RDBStorage(
+                engine_url(url),
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=Retry(max_retry=retries) if retries else None,
+            ))
         return optuna.storages.get_storage(url)
     except Exception as error:  # sqlalchemy and drivers raise many types for a bad URL
         raise InputError("--storage", f"cannot open {url}: {_first_line(error)}") from error
 
 
-def sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+def _with_schema(create: Callable[[], optuna.storages.RDBStorage]) -> optuna.storages.RDBStorage:
+    """``create()`` again while another worker is creating the tables of a new database.
+
+    Optuna creates its tables, then stamps their schema version, when a storage first opens a
+    database; workers starting together on an empty one collide (a duplicate key in PostgreSQL's
+    catalog, an existing table in SQLite, or a schema not stamped yet, which Optuna reports as
+    incompatible). The one that lost finds the tables ready a moment later.
+    """
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return create()
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                RuntimeError, AssertionError):
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def engine_url(url: str) -> str:
+    """``url`` with its database driver made explicit where SQLAlchemy versions differ.
+
+    A bare ``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1; edgetune
+    ships psycopg, so it names it.
+    """
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other storages and in-memory ones)."""
+    if not url.startswith("sqlite:"):
+        return None
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _engine_kwargs(url: str) -> dict[str, object]:
+    if url.startswith(("postgresql", "postgres", "mysql")):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+    return {}
+
+
+class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a lost trial (same parameters, ``retry_history`` kept), without carrying
+    the lost attempt's records over.
+
+    Optuna copies every user attr to the new attempt; the lost attempt's ``failure``, ``stage``
+    and ``worker`` would then describe the new one. Only the trial's role carries over (so a
+    retried trial 0 is the FP32 reference again).
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {key: value for key, value in trial.user_attrs.items()
+                            if key in INHERITED_ATTRS}
+        super().__call__(study, trial)
+
+
+# Sampler settings for budgets of a few dozen trials, each worth a minute of CPU or more (the
+# default task's study is 40 trials). The FP32 reference and the baselines are enqueued, complete
+# trials that count as start-up points too.
+# - TPE and GP: a quarter of the budget as random start-up trials, 5 to 10 (Optuna's default):
+#   at 40 trials the reference, 2 baselines and 7 random trials before the model takes over; a
+#   12-trial study is not left mostly random. TPE is multivariate with grouping, so the
+#   conditional knobs (recovery only after pruning, ...) are modelled jointly within each group;
+#   constant liar keeps parallel workers from sampling the same point.
+# - NSGA-II: its default population of 50 would keep a 40-trial study in its random first
+#   generation; 10 gives 4 generations.
+# - GP and NSGA-II model only the parameters every complete trial has (the pruning method, the
+#   quantization scheme, mostly the fusion): the conditional ones are sampled at random.
+NSGA2_POPULATION = 10
+
+
+def startup_trials(budget: int) -> int:
+    return min(10, max(5, budget // 4))
+
+
+def sampler(config: StudyConfig, budget: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded, with settings for a study of ``budget`` trials (default:
+    ``search.trials``)."""
     seed = config.search.seed
+    startup = startup_trials(budget or config.search.trials)
     if config.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=seed)
     if config.search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=5, constant_liar=True)
+                                      n_startup_trials=startup, constant_liar=True)
 
 
-def open_study(config: StudyConfig, location: Location) -> optuna.Study:
-    """Create the study, or resume it if it exists with the same config.
+def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStorage,
+               setup_lock: AbstractContextManager[object] | None = None,
+               budget: int | None = None) -> optuna.Study:
+    """Resume the study if it exists with the same config, or create and set it up.
 
-    A new study enqueues the FP32 reference as trial 0, so every front is compared with it.
+    A new study enqueues the FP32 reference as trial 0, so every front is compared with it, then
+    the baselines and the user's own recipes (``edgetune.search.baselines``). Setting up happens
+    under ``setup_lock`` (the study lock, ``edgetune.search.lock``), so that of several workers
+    starting together only the first one sets the study up.
 
     Raises:
         InputError: the study exists with a different config (a study's config is fixed).
     """
-    if location.storage.startswith("sqlite:///"):
-        location.run_dir.mkdir(parents=True, exist_ok=True)
-    storage = make_storage(location.storage)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=location.study,
-        directions=list(DIRECTIONS),
-        sampler=sampler(config),
-        load_if_exists=True,
-    )
-    stored = study.user_attrs.get("config_fingerprint")
+    stored = _stored_fingerprint(name, storage)
     if stored is None:
-        study.set_metric_names(list(OBJECTIVES))
-        study.set_user_attr("config", json.loads(config.model_dump_json()))
-        study.set_user_attr("config_fingerprint", config.fingerprint())
-        study.enqueue_trial({}, user_attrs={ROLE: REFERENCE})
-        baselines.enqueue(study, config.space, config.search.enqueue)
-    elif stored != config.fingerprint():
+        with setup_lock or contextlib.nullcontext():
+            study = optuna.create_study(
+                storage=storage, study_name=name,
+                directions=[OBJECTIVE_DIRECTIONS[n] for n in config.search.objectives],
+                sampler=sampler(config, budget), load_if_exists=True)
+            stored = study.user_attrs.get(FINGERPRINT)
+            if stored is None:
+                _set_up(study, config)
+                return study
+    if stored != config.fingerprint():
         raise InputError(
             "study",
-            f"a study named {location.study!r} already exists in {location.storage} with a "
-            "different config; a study's config is fixed: give this one a new study name",
+            f"a study named {name!r} already exists in this storage with a different config; "
+            "a study's config is fixed: give this one a new study name",
         )
-    return study
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config, budget))
+
+
+def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str | None:
+    """The config fingerprint of study ``name`` (None while it does not exist or is not set up)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get(FINGERPRINT)
+
+
+def _set_up(study: optuna.Study, config: StudyConfig) -> None:
+    study.set_metric_names(list(config.search.objectives))
+    if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
+        study.enqueue_trial(baselines.reference_params(config.space), user_attrs={ROLE: REFERENCE})
+        baselines.enqueue(study, config.space, config.search.enqueue)
+    study.set_user_attr("config", json.loads(config.model_dump_json()))
+    study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
 
 
 def load_study(location: Location) -> optuna.Study:

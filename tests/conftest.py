@@ -5,7 +5,9 @@ Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +43,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer BERT (hidden 32, 4 heads) checkpoint folder with its own small vocabulary."""
+def build_tiny_model(folder: Path) -> Path:
+    """Write a 2-layer BERT (hidden 32, 4 heads) with its own small vocabulary into ``folder``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
+    folder.mkdir(parents=True, exist_ok=True)
     words = sorted({w for text in TOPICS.values() for w in text.split()} | set(FILLER))
     (folder / "vocab.txt").write_text(
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n"
@@ -58,6 +59,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT (hidden 32, 4 heads) checkpoint folder with its own small vocabulary."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -116,6 +123,26 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
         if extra:
             report_after_first_run = (folder / "run" / "report.html").exists()
     return HostileRun(folder, outputs[0], report_after_first_run, outputs[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for scale-out tests: ``$EDGETUNE_TEST_POSTGRES`` when set, else a
+    throwaway server started here on loopback (Debian's ``postgresql`` binaries) and removed
+    after the session."""
+    if os.environ.get("EDGETUNE_TEST_POSTGRES"):
+        yield os.environ["EDGETUNE_TEST_POSTGRES"]
+        return
+    from postgres import ServerUnavailable, ThrowawayServer
+
+    try:
+        server = ThrowawayServer.start()
+    except ServerUnavailable as reason:
+        pytest.skip(f"no PostgreSQL server could be started: {reason}")
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+import sqlalchemy
 import yaml
 
 
@@ -33,6 +39,52 @@ def write_config(folder: Path, config: dict[str, Any], name: str = "study.yaml")
     path = folder / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def edgetune_command(*args: object) -> list[str]:
+    """The ``edgetune`` command line, run by this interpreter (so in this virtual environment)."""
+    return [sys.executable, "-m", "edgetune", *map(str, args)]
+
+
+def start(command: list[str], logs: Path, name: str, **popen: Any) -> subprocess.Popen:
+    """Start ``command`` with stdout and stderr in ``logs/<name>.out`` and ``.err``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(command, stdout=(logs / f"{name}.out").open("w"),
+                            stderr=(logs / f"{name}.err").open("w"), **popen)
+
+
+def output(logs: Path, name: str) -> tuple[str, str]:
+    return (logs / f"{name}.out").read_text(), (logs / f"{name}.err").read_text()
+
+
+def trials_of(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials as stored now ([] while the study does not exist yet).
+
+    Reads only: it never creates the database or its tables under a worker that is doing so.
+    """
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        return []
+    try:
+        reader = optuna.storages.RDBStorage(storage, skip_table_creation=True,
+                                            skip_compatibility_check=True)
+        return optuna.load_study(study_name=study, storage=reader).get_trials(deepcopy=False)
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        return []
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120,
+             process: subprocess.Popen | None = None) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds or
+    when ``process`` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (code {process.returncode}) before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def op_counts(model: Path) -> dict[str, int]:

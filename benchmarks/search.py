@@ -1,0 +1,302 @@
+"""Which sampler finds the best front soonest, how good that front is, and where the time goes.
+
+Issue 8's benchmark. For every sampler and seed it runs one study of ``--trials`` trials with
+``edgetune run`` on ``--config`` (the default task unless told otherwise), each in its own process
+and with its own cold cache of pruned models and exports (only the fine-tuned base is shared, as
+it is for a user's second study), so that wall times compare fairly. With ``--shared-cache`` the
+studies of one seed share their cache instead: seeded alike, all four samplers start with the
+same random recipes (Optuna's samplers draw their start-up trials from ``RandomSampler(seed)``),
+which are then trained once rather than four times. Trial counts still compare fairly; wall times
+then favour the studies run after the first (the order of ``--samplers``). Then it prints
+Markdown for ``benchmarks/RESULTS.md``:
+
+(a) hypervolume after 10, 20, ... trials and after equal wall time, per sampler (mean over seeds),
+    and writes the curves to ``--plot`` (an HTML page; Plotly's script is loaded from its CDN to
+    keep the file small). The reference point is the accuracy floor (the FP32 reference's
+    validation accuracy minus ``search.constraints.max_accuracy_drop``, 1 point if unset) and
+    the FP32 latency; latency is taken as a ratio to FP32, so studies measured under different
+    machine load compare. Infeasible trials add nothing (Optuna's hypervolume history).
+(b) the first study's front confirmed with ``edgetune confirm`` (when this edgetune has it): the
+    best confirmed latency ratio within 1 point of FP32 test accuracy, beside FP32, dynamic INT8
+    and the peer tool's 0.42x;
+(c) the first study's wall time, split into training, export and measurement (the trials'
+    ``stage_seconds``), early-stopping checks, and edgetune's own overhead (the rest).
+
+    flock /tmp/edgetune-heavy.lock python benchmarks/search.py \\
+        [--trials 40] [--samplers tpe,nsga2,gp,random] [--seeds 0] [--work runs/bench-search]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_RATIO = 0.42  # a peer tool's transformer optimisation + dynamic INT8, measured here (issue 8)
+DEFAULT_DROP = 0.01
+TRAINING_STAGES = ("prune_recover", "qat")
+
+
+@dataclass
+class Run:
+    sampler: str
+    seed: int
+    study: optuna.Study
+    started: datetime  # when the `edgetune run` process was started
+    wall_seconds: float
+    run_dir: Path
+    config: Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--samplers", default="tpe,nsga2,gp,random")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-search")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "search.html")
+    parser.add_argument("--no-confirm", action="store_true", help="skip (b)")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="the studies of one seed share one cache (see above)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read studies this script already ran in --work instead of rerunning")
+    args = parser.parse_args()
+    runs = [run_study(args, sampler, int(seed)) for seed in args.seeds.split(",")
+            for sampler in args.samplers.split(",")]
+    curves = {(run.sampler, run.seed): hypervolume_curve(run) for run in runs}
+    write_plot(curves, args.plot)
+    print(section_a(curves, args.trials, args.shared_cache))
+    if not args.no_confirm:
+        print(section_b(runs[0]))
+    print(section_c(runs[0]))
+
+
+def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run:
+    """One ``edgetune run`` in its own process and run folder, with a cold cache but the base."""
+    name = f"{sampler}-s{seed}"
+    folder = args.work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(args.config.read_text())
+    config["study"] = f"bench-{name}"
+    config["search"] = {**config.get("search", {}), "sampler": sampler, "seed": seed,
+                        "trials": args.trials}
+    config["task"]["model"] = _absolute(config["task"]["model"], args.config.parent)
+    config["task"]["data"]["path"] = _absolute(config["task"]["data"]["path"], args.config.parent)
+    config_file = folder / "study.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    timing = folder / "wall.json"
+    if not (args.reuse and timing.exists()):
+        cache = args.work / f"cache-s{seed}" if args.shared_cache else folder / "cache"
+        env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(cache))}
+        started, start = datetime.now(), time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "edgetune", "run", str(config_file), "--run-dir",
+             str(folder / "run")], env=env, stdout=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            sys.exit(f"{name}: edgetune run exited {result.returncode}")
+        timing.write_text(json.dumps({"started": started.isoformat(),
+                                      "wall_seconds": time.monotonic() - start}))
+    recorded = json.loads(timing.read_text())
+    study = optuna.load_study(study_name=config["study"],
+                              storage=f"sqlite:///{folder / 'run' / 'study.db'}")
+    return Run(sampler, seed, study, datetime.fromisoformat(recorded["started"]),
+               recorded["wall_seconds"], folder / "run", config_file)
+
+
+def _absolute(location: str, base: Path) -> str:
+    if location.startswith("pkg://") or Path(location).is_absolute():
+        return location
+    return str((base / location).resolve())
+
+
+def _cold_cache(folder: Path) -> Path:
+    """A cache holding only the shared fine-tuned base (linked, not copied)."""
+    from edgetune.objectives.cache import default_cache_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = default_cache_dir() / "base"
+    shared.mkdir(parents=True, exist_ok=True)
+    if not (folder / "base").exists():
+        (folder / "base").symlink_to(shared, target_is_directory=True)
+    return folder
+
+
+# (a) ---------------------------------------------------------------------------------------
+
+@dataclass
+class Curve:
+    trials: list[int]  # finished trials so far (complete, pruned or failed)
+    minutes: list[float]
+    hypervolume: list[float]  # in accuracy x (fraction of FP32 latency saved)
+
+
+def hypervolume_curve(run: Run) -> Curve:
+    """Optuna's hypervolume history, read after every finished trial, in ratio units."""
+    study = run.study
+    config = study.user_attrs["config"]
+    drop = config["search"].get("constraints", {}).get("max_accuracy_drop") or DEFAULT_DROP
+    reference_ms = study.user_attrs["reference_latency_ms"]
+    floor = _reference_accuracy(study) - drop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the function's "experimental" label
+        history = optuna.visualization.plot_hypervolume_history(
+            study, [floor, reference_ms]).data[0]
+    by_number = dict(zip(history.x, history.y, strict=True))
+    finished = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+                      key=lambda t: t.datetime_complete)
+    curve = Curve([], [], [])
+    value = 0.0
+    for count, trial in enumerate(finished, start=1):
+        value = by_number.get(trial.number, value) / reference_ms
+        curve.trials.append(count)
+        curve.minutes.append((trial.datetime_complete - run.started).total_seconds() / 60)
+        curve.hypervolume.append(value)
+    return curve
+
+
+def _reference_accuracy(study: optuna.Study) -> float:
+    if "reference_accuracy" in study.user_attrs:
+        return float(study.user_attrs["reference_accuracy"])
+    return _reference_trial(study).values[0]
+
+
+def _reference_trial(study: optuna.Study) -> FrozenTrial:
+    return next(t for t in study.get_trials(states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("role") == "reference")
+
+
+def _at(curve: Curve, axis: list[float], x: float) -> float:
+    """The curve's value once ``x`` trials (or minutes) have passed."""
+    reached = [hv for position, hv in zip(axis, curve.hypervolume) if position <= x]
+    return reached[-1] if reached else 0.0
+
+
+def section_a(curves: dict[tuple[str, int], Curve], trials: int, shared_cache: bool) -> str:
+    samplers = list(dict.fromkeys(sampler for sampler, _ in curves))
+    marks = sorted({max(1, trials * k // 4) for k in range(1, 5)})
+    shortest = min(c.minutes[-1] for c in curves.values())
+    minutes = [round(shortest * k / 4, 1) for k in range(1, 5)]
+    lines = ["### (a) hypervolume by trials and by wall time (mean over seeds)", "",
+             "| sampler | " + " | ".join(f"{n} trials" for n in marks) + " | "
+             + " | ".join(f"{m} min" for m in minutes) + " | seeds |",
+             "|---|" + "---:|" * (len(marks) + len(minutes) + 1)]
+    for sampler in samplers:
+        mine = [c for (s, _), c in curves.items() if s == sampler]
+        by_trials = [statistics.mean(_at(c, c.trials, n) for c in mine) for n in marks]
+        by_time = [statistics.mean(_at(c, c.minutes, m) for c in mine) for m in minutes]
+        lines.append(f"| {sampler} | " + " | ".join(f"{v:.4f}" for v in by_trials + by_time)
+                     + f" | {len(mine)} |")
+    if shared_cache:
+        lines += ["", "The studies of a seed shared one cache: by wall time, the studies after the "
+                  f"first ({samplers[0]}) reused its start-up recipes' recovered models."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(curves: dict[tuple[str, int], Curve], path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("by finished trials", "by wall time"))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd"]
+    samplers = list(dict.fromkeys(sampler for sampler, _ in curves))
+    colours = {s: palette[i % len(palette)] for i, s in enumerate(samplers)}
+    for (sampler, seed), curve in curves.items():
+        style = {"color": colours[sampler], "shape": "hv"}
+        name = f"{sampler} (seed {seed})"
+        figure.add_trace(go.Scatter(x=curve.trials, y=curve.hypervolume, name=name, line=style,
+                                    legendgroup=name), row=1, col=1)
+        figure.add_trace(go.Scatter(x=curve.minutes, y=curve.hypervolume, name=name, line=style,
+                                    legendgroup=name, showlegend=False), row=1, col=2)
+    figure.update_yaxes(title_text="hypervolume (accuracy above floor x FP32 latency saved)")
+    figure.update_xaxes(title_text="trials", row=1, col=1)
+    figure.update_xaxes(title_text="minutes", row=1, col=2)
+    figure.update_layout(title="edgetune search: hypervolume per sampler", template="plotly_white")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.write_html(path, include_plotlyjs="cdn")
+
+
+# (b) ---------------------------------------------------------------------------------------
+
+def section_b(run: Run) -> str:
+    """The confirmed front's best ratio within 1 point of FP32 test accuracy."""
+    confirm = subprocess.run(
+        [sys.executable, "-m", "edgetune", "confirm", str(run.config), "--run-dir",
+         str(run.run_dir)], capture_output=True, text=True, check=False)
+    title = f"### (b) confirmed front of {run.sampler} seed {run.seed}"
+    if confirm.returncode != 0:
+        return (f"{title}\n\nnot measured: `edgetune confirm` exited {confirm.returncode}: "
+                f"{confirm.stderr.strip().splitlines()[-1:]}\n")
+    trials = run.study.get_trials(states=(TrialState.COMPLETE,))
+    confirmed = [t for t in trials if "confirmed" in t.user_attrs]
+    fp32 = next((t for t in confirmed if t.user_attrs.get("role") == "reference"), None)
+    dynamic = next((t for t in trials if t.user_attrs.get("baseline") == "dynamic INT8"), None)
+    lines = [title, "", "| candidate | test accuracy | latency ratio to FP32 |", "|---|---:|---:|"]
+    if fp32 is not None:
+        floor = fp32.user_attrs["confirmed"]["test_accuracy"] - 0.01
+        within = [t for t in confirmed if t.user_attrs["confirmed"]["test_accuracy"] >= floor]
+        best = min(within, key=lambda t: t.user_attrs["confirmed"]["ratio"])
+        for label, trial in (("FP32", fp32), ("best within 1 point", best)):
+            figures = trial.user_attrs["confirmed"]
+            lines.append(f"| {label}: #{trial.number} {trial.user_attrs['recipe_short']} | "
+                         f"{figures['test_accuracy']:.2%} | {figures['ratio']:.2f}x |")
+    else:
+        lines.append("| FP32 | (the reference was not among the confirmed trials) | |")
+    if dynamic is not None:
+        figures = dynamic.user_attrs.get("confirmed") or dynamic.user_attrs["measurement"]
+        source = "" if "confirmed" in dynamic.user_attrs else " (search figure, validation)"
+        accuracy = figures.get("test_accuracy", dynamic.values[0])
+        lines.append(f"| dynamic INT8 baseline{source} | {accuracy:.2%} | "
+                     f"{figures['ratio']:.2f}x |")
+    lines.append(f"| peer tool (issue 8) | within 1 point | {PEER_RATIO:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+# (c) ---------------------------------------------------------------------------------------
+
+def section_c(run: Run) -> str:
+    """Wall time of one study and how much of it is edgetune's own overhead."""
+    trials = [t for t in run.study.get_trials(deepcopy=False) if t.state.is_finished()]
+    stages: dict[str, float] = {}
+    checks = 0.0
+    for trial in trials:
+        for stage, seconds in trial.user_attrs.get("stage_seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+        checks += (trial.user_attrs.get("early_stopping") or {}).get("seconds", 0.0)
+    in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    staged = sum(stages.values())
+    wall = run.wall_seconds
+    rows = [(f"{stage}{' (incl. early-stopping checks)' if stage in TRAINING_STAGES else ''}",
+             seconds) for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1])]
+    rows += [("  of which early-stopping accuracy checks", checks),
+             ("in trials, outside stages (sampling, storage, artifacts)", in_trials - staged),
+             ("outside trials (start-up, data, base model, end-of-run report/confirmation)",
+              wall - in_trials)]
+    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState
+              if any(t.state == s for t in trials)}
+    overhead = (in_trials - staged) + (wall - in_trials) + checks
+    lines = [f"### (c) where the time of one {len(trials)}-trial study goes "
+             f"({run.sampler} seed {run.seed})", "",
+             f"wall time {wall / 60:.1f} min; trials: "
+             + ", ".join(f"{n} {s}" for s, n in states.items())
+             + f"; edgetune's own overhead {overhead / wall:.1%} of the wall time", "",
+             "| part | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {label} | {seconds:.0f} | {seconds / wall:.1%} |" for label, seconds in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

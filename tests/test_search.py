@@ -1,0 +1,205 @@
+"""How trials are chosen and judged: samplers, constraints, the front, and a size objective."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.search_space import IntersectionSearchSpace
+from optuna.trial import TrialState
+
+from edgetune.errors import InputError
+from edgetune.search.cli import cli
+from edgetune.search.config import StudyConfig, load_config
+from edgetune.search.study import Location, make_storage, open_study, sampler
+from edgetune.spaces.space import SearchSpace
+from helpers import tiny_config, write_config
+
+
+def config_with(tiny_model: Path, tiny_csv: Path, **search: object) -> StudyConfig:
+    return StudyConfig.model_validate(tiny_config(tiny_model, tiny_csv, search=search))
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler),
+    ("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler),
+])
+def test_the_config_chooses_a_seeded_sampler(tiny_model: Path, tiny_csv: Path, name: str,
+                                             kind: type) -> None:
+    config = config_with(tiny_model, tiny_csv, sampler=name, seed=7)
+    assert isinstance(sampler(config), kind)
+    space = SearchSpace()
+    recipes = []
+    for _ in range(2):  # the same seed samples the same recipes
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler(config))
+        recipes.append([space.sample(study.ask()) for _ in range(3)])
+    assert recipes[0] == recipes[1]
+
+
+def test_sampler_settings_fit_the_budget(tiny_model: Path, tiny_csv: Path) -> None:
+    nsga2 = sampler(config_with(tiny_model, tiny_csv, sampler="nsga2"), 40)
+    assert nsga2._population_size <= 10  # several generations, not one random population
+    for name in ("tpe", "gp"):
+        config = config_with(tiny_model, tiny_csv, sampler=name)
+        # Random start-up trials (the enqueued reference and baselines among them): a quarter
+        # of the budget, so that a short study is not mostly random.
+        assert [sampler(config, budget)._n_startup_trials for budget in (12, 40, 200)] == \
+            [5, 10, 10]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat")  # asked and told by hand, not by optimize()
+def test_the_reference_and_baselines_give_the_samplers_a_search_space(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    """Every queued trial is a point of the space, so the parameters all trials share (what
+    NSGA-II and GP model) are not emptied by the FP32 reference."""
+    config = config_with(tiny_model, tiny_csv,
+                         enqueue=[{"pruning.method": "none", "quantization.scheme": "static",
+                                   "quantization.calibration": "entropy",
+                                   "quantization.static_per_channel": False,
+                                   "graph.fusion": False}])
+    location = Location.resolve("tiny", tmp_path)
+    study = open_study(config, location.study, make_storage(location.storage))
+    roles = []
+    for _ in range(4):
+        trial = study.ask()
+        recipe = config.space.sample(trial)
+        roles.append((trial.user_attrs["role"], recipe.short()))
+        study.tell(trial, [0.5, 1.0])
+    assert roles == [("reference", "fp32 reference"), ("baseline", "dyn-int8"),
+                     ("baseline", "fused · dyn-int8"), ("enqueued", "static-int8-entropy")]
+    assert {"pruning.method", "quantization.scheme", "graph.fusion"} <= set(
+        IntersectionSearchSpace().calculate(study))
+
+
+@pytest.mark.parametrize(("objectives", "expected"), [
+    (["latency_ms", "accuracy"], "expected [accuracy, latency_ms]"),
+    (["accuracy", "latency_ms", "size_mb", "size_mb"], "expected [accuracy, latency_ms]"),
+    (["accuracy", "latency_ms", "flops"], "'size_mb'"),
+])
+def test_objectives_keep_accuracy_and_latency_first(tmp_path: Path, tiny_model: Path,
+                                                    tiny_csv: Path, objectives: list,
+                                                    expected: str) -> None:
+    path = write_config(tmp_path, tiny_config(tiny_model, tiny_csv,
+                                              search={"objectives": objectives}))
+    with pytest.raises(InputError) as error:
+        load_config(path)
+    assert error.value.where.startswith("search.objectives") and expected in error.value.message
+
+
+@pytest.fixture(scope="module")
+def constrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                    tiny_csv: Path) -> tuple[optuna.Study, dict, dict]:
+    """Three objectives, and a size budget the FP32 model misses while its INT8 versions meet it."""
+    folder = tmp_path_factory.mktemp("constrained")
+    run_dir = folder / "run"
+    config = tiny_config(tiny_model, tiny_csv,
+                         space={"pruning": {"methods": ["none"]},
+                                "quantization": {"schemes": ["none", "dynamic"]}},
+                         search={"trials": 5, "objectives": ["accuracy", "latency_ms", "size_mb"],
+                                 "enqueue": [{"pruning.method": "none",
+                                              "quantization.scheme": "dynamic",
+                                              "quantization.per_channel": True,
+                                              "graph.fusion": True}]})
+    # The budget sits between the FP32 file and the dynamic INT8 one (measured in a first study).
+    probe = write_config(folder, config, name="probe.yaml")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["run", str(probe), "--trials", "2", "--run-dir",
+                               str(folder / "probe")], catch_exceptions=False).exit_code == 0
+    probed = optuna.load_study(study_name="tiny",
+                               storage=f"sqlite:///{folder / 'probe' / 'study.db'}")
+    sizes = [t.values[2] for t in probed.get_trials(states=(TrialState.COMPLETE,))]
+    config["search"]["constraints"] = {"max_accuracy_drop": 0.5, "max_size_mb": sum(sizes) / 2}
+    path = write_config(folder, config)
+    result = runner.invoke(cli, ["run", str(path), "--run-dir", str(run_dir), "--json"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    status = runner.invoke(cli, ["status", "--run-dir", str(run_dir), "--study", "tiny", "--json"],
+                           catch_exceptions=False)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    return study, json.loads(result.stdout), json.loads(status.stdout)
+
+
+def test_every_trial_carries_its_constraints(constrained_run: tuple[optuna.Study, dict, dict]
+                                             ) -> None:
+    study, _, _ = constrained_run
+    budget = study.user_attrs["config"]["search"]["constraints"]["max_size_mb"]
+    floor = study.user_attrs["reference_accuracy"] - 0.5
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 5
+    for trial in complete:
+        accuracy, _, size_mb = trial.values
+        assert list(trial.constraints) == ["accuracy_drop", "size_mb"]
+        assert trial.constraints["accuracy_drop"] == pytest.approx(floor - accuracy)
+        assert trial.constraints["size_mb"] == pytest.approx((size_mb - budget) / budget)
+    assert study.trials[0].constraints["size_mb"] > 0  # the FP32 reference is over the budget
+
+
+def test_the_front_holds_only_feasible_trials(constrained_run: tuple[optuna.Study, dict, dict]
+                                              ) -> None:
+    study, output, status = constrained_run
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
+    on_front = {row["trial"] for row in output["front"]}
+    assert on_front and on_front <= {t.number for t in feasible}
+    assert 0 not in on_front
+    assert status["infeasible"] == len(complete) - len(feasible) >= 1
+    assert {row["trial"] for row in status["front"]} == on_front
+
+
+def test_the_front_is_never_worse_than_the_baselines(
+        constrained_run: tuple[optuna.Study, dict, dict]) -> None:
+    """Every feasible reference, baseline or enqueued recipe is on the front or beaten by it."""
+    study, _, _ = constrained_run
+    front = study.best_trials
+    known = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
+             if t.user_attrs.get("role") in ("reference", "baseline", "enqueued")
+             and all(v <= 0 for v in t.constraints.values())]
+    assert {t.user_attrs["role"] for t in known} == {"baseline", "enqueued"}
+    for trial in known:
+        assert any(_at_least_as_good(best.values, trial.values) for best in front), trial.number
+
+
+def test_size_is_a_third_objective_end_to_end(constrained_run: tuple[optuna.Study, dict, dict]
+                                              ) -> None:
+    study, output, status = constrained_run
+    assert study.metric_names == ["accuracy", "latency_ms", "size_mb"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.values[2] == trial.user_attrs["measurement"]["size_mb"]
+    for row in output["front"]:
+        assert row["size_mb"] == study.trials[row["trial"]].values[2]
+    assert status["objectives"] == ["accuracy", "latency_ms", "size_mb"]
+
+
+def _at_least_as_good(better: list[float], other: list[float]) -> bool:
+    accuracy, *costs = better
+    other_accuracy, *other_costs = other
+    return accuracy >= other_accuracy and all(c <= o for c, o in zip(costs, other_costs))
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "gp", "random"])
+def test_samplers_keep_proposing_after_pruned_failed_and_infeasible_trials(
+        tiny_model: Path, tiny_csv: Path, name: str) -> None:
+    """Past their start-up trials, every sampler reads the constraints of complete trials and the
+    lone accuracy constraint of early-stopped ones without error."""
+    config = config_with(tiny_model, tiny_csv, sampler=name, seed=1)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler(config))
+    for number in range(14):
+        trial = study.ask()
+        recipe = config.space.sample(trial)
+        if number % 5 == 3:
+            trial.set_constraint("accuracy_drop", 0.2)
+            study.tell(trial, state=TrialState.PRUNED)
+        elif number % 5 == 4:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            accuracy = 0.9 - 0.1 * recipe.pruning.method.startswith("s")
+            trial.set_constraint("accuracy_drop", 0.85 - accuracy)
+            trial.set_constraint("latency_ms", (number % 3 - 1) / 10)
+            study.tell(trial, [accuracy, 10.0 - number % 4])
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 9
+    assert len(study.best_trials) >= 1
+    assert all(all(v <= 0 for v in t.constraints.values()) for t in study.best_trials)
