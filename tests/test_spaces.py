@@ -66,7 +66,9 @@ def test_each_quantization_scheme_samples_only_its_own_parameters() -> None:
 
 
 def test_smoothquant_is_sampled_only_with_nncfs_transformer_type() -> None:
-    for trial, recipe in sample_many(SearchSpace(), 300):
+    space = SearchSpace.model_validate({"quantization": {"schemes": ["nncf"],
+                                                         "nncf": {"transformer": [True, False]}}})
+    for trial, recipe in sample_many(space, 100):
         quantization = recipe.quantization
         if quantization.scheme != "nncf":
             continue
