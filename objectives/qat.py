@@ -83,18 +83,18 @@ def quantization_aware_training(
     if recipe.export == "qdq":
         export_onnx(nncf.strip(quantized, example_input=samples[0]), names, folder / QDQ_FILE)
         return
-    model.load_state_dict(baked_state(quantized, weights))
+    model.load_state_dict(_baked_state(quantized, weights))
     save_classifier(model, folder)
 
 
 def _runtime_weight_quantizers(quantized: torch.nn.Module,
                                example: dict[str, torch.Tensor]) -> dict[str, str]:
     """Keep only the quantizers of Linear weights, each ranging over its weight as ONNX Runtime
-    will; return them as in ``weight_quantizers``."""
+    will; return them as in ``_weight_quantizers``."""
     from nncf.torch.function_hook.wrapper import get_hook_storage
     from nncf.torch.quantization.layers import BaseQuantizer
 
-    weights = {hook: parameter for hook, parameter in weight_quantizers(quantized, example).items()
+    weights = {hook: parameter for hook, parameter in _weight_quantizers(quantized, example).items()
                if isinstance(quantized.get_submodule(parameter.rpartition(".")[0]),
                              torch.nn.Linear)}
     storage = get_hook_storage(quantized)
@@ -118,7 +118,7 @@ def _range_of_weight(quantizer: torch.nn.Module, args: tuple) -> None:
                                          requires_grad=False)
 
 
-def weight_quantizers(quantized: torch.nn.Module, example: dict[str, torch.Tensor]) -> dict[str, str]:
+def _weight_quantizers(quantized: torch.nn.Module, example: dict[str, torch.Tensor]) -> dict[str, str]:
     """Hook name of each weight quantizer -> name of the parameter it quantizes.
 
     Found by running ``example`` and seeing which quantizers receive a parameter of the model:
@@ -146,7 +146,7 @@ def weight_quantizers(quantized: torch.nn.Module, example: dict[str, torch.Tenso
     return found
 
 
-def baked_state(quantized: torch.nn.Module, weights: dict[str, str]) -> dict[str, torch.Tensor]:
+def _baked_state(quantized: torch.nn.Module, weights: dict[str, str]) -> dict[str, torch.Tensor]:
     """The plain model's state with each quantized weight replaced by its fake-quantized value."""
     from nncf.torch.function_hook.wrapper import ATR_HOOK_STORAGE, get_hook_storage
 
