@@ -94,7 +94,8 @@ def _runtime_weight_quantizers(quantized: torch.nn.Module,
     from nncf.torch.function_hook.wrapper import get_hook_storage
     from nncf.torch.quantization.layers import BaseQuantizer
 
-    weights = {hook: parameter for hook, parameter in _weight_quantizers(quantized, example).items()
+    weights = {hook: parameter
+               for hook, parameter in _weight_quantizers(quantized, example).items()
                if isinstance(quantized.get_submodule(parameter.rpartition(".")[0]),
                              torch.nn.Linear)}
     storage = get_hook_storage(quantized)
@@ -118,7 +119,8 @@ def _range_of_weight(quantizer: torch.nn.Module, args: tuple) -> None:
                                          requires_grad=False)
 
 
-def _weight_quantizers(quantized: torch.nn.Module, example: dict[str, torch.Tensor]) -> dict[str, str]:
+def _weight_quantizers(quantized: torch.nn.Module,
+                       example: dict[str, torch.Tensor]) -> dict[str, str]:
     """Hook name of each weight quantizer -> name of the parameter it quantizes.
 
     Found by running ``example`` and seeing which quantizers receive a parameter of the model:

@@ -61,9 +61,10 @@ class DynamicQuantization(Strict):
     keep_fp32: Fp32Group = "none"
 
     def short(self) -> str:
-        return ("dyn-int8" + ("-pc" if self.per_channel else "") + ("-rr" if self.reduce_range else "")
-                + ("-u8w" if self.weight_type == "uint8" else "") + _ops_suffix(self.op_types)
-                + _fp32_suffix(self.keep_fp32))
+        return ("dyn-int8" + ("-pc" if self.per_channel else "")
+                + ("-rr" if self.reduce_range else "")
+                + ("-u8w" if self.weight_type == "uint8" else "")
+                + _ops_suffix(self.op_types) + _fp32_suffix(self.keep_fp32))
 
 
 class StaticQuantization(Strict):

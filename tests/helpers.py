@@ -87,6 +87,10 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+# The tiny_build fixture: build a recipe on the tiny task (once per session), get its ONNX file.
+Build = Callable[..., Path]
+
+
 def op_counts(model: Path) -> dict[str, int]:
     """How many nodes of each operator type an ONNX file holds."""
     import collections

@@ -19,7 +19,8 @@ from edgetune.spaces.quantization import (
 )
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
-from helpers import op_counts, tiny_qat
+from edgetune.objectives.candidate import Workbench
+from helpers import Build, op_counts, tiny_qat
 
 FUSED = {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4,
          "BiasGelu": 2}
@@ -29,13 +30,14 @@ QUANTIZED_OPS = {"dynamic": {"MatMulInteger", "QAttention"},
                  "nncf": {"QuantizeLinear"}, "qat": {"MatMulInteger", "QuantizeLinear"}}
 
 
-def logits(model: Path, bench) -> np.ndarray:  # type: ignore[no-untyped-def]
+def logits(model: Path, bench: Workbench) -> np.ndarray:
     return predict(model, bench.task.encoded("validation"), bench.target)
 
 
 @pytest.mark.parametrize("pruning", [None, StructuredPruning(heads_kept=0.5, ffn_kept=0.5,
                                                              layers_kept=2)])
-def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build, tiny_bench, pruning) -> None:  # type: ignore[no-untyped-def]
+def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build: Build, tiny_bench: Workbench,
+                                                     pruning: StructuredPruning | None) -> None:
     # The pruned model keeps 2 of 4 heads: a head count taken from the config would be wrong.
     plain = Recipe() if pruning is None else Recipe(pruning=pruning)
     fused = plain.model_copy(update={"graph": GraphRecipe(fusion=True)})
@@ -81,7 +83,7 @@ COMBINATIONS = [(quantization, fusion)
 @pytest.mark.parametrize(("quantization", "fusion"), COMBINATIONS,
                          ids=[f"{q.short()}{'-fused' if f else ''}" for q, f in COMBINATIONS])
 def test_every_quantization_the_space_samples_builds_with_each_graph_it_allows(
-        tiny_build, tiny_bench, quantization, fusion: bool) -> None:  # type: ignore[no-untyped-def]
+        tiny_build: Build, tiny_bench: Workbench, quantization, fusion: bool) -> None:
     model = tiny_build(Recipe(quantization=quantization, graph=GraphRecipe(fusion=fusion)))
     ops = op_counts(model)
     assert QUANTIZED_OPS[quantization.scheme] & set(ops)

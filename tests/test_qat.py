@@ -16,28 +16,32 @@ from edgetune.objectives.quantization import quantize_dynamic_int8
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.recipe import Recipe
-from helpers import op_counts, tiny_qat
+from edgetune.objectives.candidate import Workbench
+from helpers import Build, op_counts, tiny_qat
 
 
 def weights(model: Path) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model)).graph.initializer}
 
 
-def validation_accuracy(model: Path, bench) -> float:  # type: ignore[no-untyped-def]
+def validation_accuracy(model: Path, bench: Workbench) -> float:
     return accuracy(model, bench.task.encoded("validation"), bench.task.labels("validation"),
                     bench.target)
 
 
 @pytest.fixture(scope="module")
-def baked(tiny_bench, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+def baked(tiny_bench: Workbench,
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The dynamic-export QAT checkpoint in FP32 ONNX, and its dynamic INT8 quantization."""
-    fp32 = tiny_bench.export(trained_with_qat(tiny_bench.base, tiny_qat(), tiny_bench)) / "model.onnx"
+    checkpoint = trained_with_qat(tiny_bench.base, tiny_qat(), tiny_bench)
+    fp32 = tiny_bench.export(checkpoint) / "model.onnx"
     int8 = tmp_path_factory.mktemp("qat") / "int8.onnx"
     quantize_dynamic_int8(fp32, int8, BAKED_WEIGHTS_QUANTIZATION)
     return fp32, int8
 
 
-def test_qat_weights_lie_on_the_grid_onnx_runtime_quantizes_them_to(baked: tuple[Path, Path]) -> None:
+def test_qat_weights_lie_on_the_grid_onnx_runtime_quantizes_them_to(
+        baked: tuple[Path, Path]) -> None:
     fp32, int8 = baked
     floats = weights(fp32)
     ints = weights(int8)
@@ -54,7 +58,7 @@ def test_qat_weights_lie_on_the_grid_onnx_runtime_quantizes_them_to(baked: tuple
 
 
 def test_qat_trains_and_onnx_runtime_int8_keeps_its_accuracy(baked: tuple[Path, Path],
-                                                            tiny_bench) -> None:  # type: ignore[no-untyped-def]
+                                                            tiny_bench: Workbench) -> None:
     fp32, int8 = baked
     base = weights(tiny_bench.reference())
     trained = weights(fp32)
@@ -63,7 +67,8 @@ def test_qat_trains_and_onnx_runtime_int8_keeps_its_accuracy(baked: tuple[Path, 
         validation_accuracy(fp32, tiny_bench), abs=0.05)
 
 
-def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build, tiny_bench) -> None:  # type: ignore[no-untyped-def]
+def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build: Build,
+                                                         tiny_bench: Workbench) -> None:
     model = tiny_build(Recipe(quantization=tiny_qat("qdq")))
     ops = op_counts(model)
     # 14 weights (12 projections, pooler, classifier) and the activations feeding them
@@ -72,7 +77,7 @@ def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build, tiny_bench
     assert validation_accuracy(model, tiny_bench) >= reference - 0.2
 
 
-def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build, tiny_bench) -> None:  # type: ignore[no-untyped-def]
+def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build: Build) -> None:
     pruned = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, layers_kept=2),
                     quantization=tiny_qat(), graph=GraphRecipe(fusion=True))
     ops = op_counts(tiny_build(pruned))

@@ -22,17 +22,18 @@ from edgetune.spaces.quantization import (
     StaticQuantization,
 )
 from edgetune.spaces.recipe import Recipe
-from helpers import op_counts
+from edgetune.objectives.candidate import Workbench
+from helpers import Build, op_counts
 
 FFN_OUTPUT = "/model/bert/encoder/layer.0/output/dense/MatMul"
 EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
 
 
-def recipe(quantization, fusion: bool = False) -> Recipe:  # type: ignore[no-untyped-def]
+def recipe(quantization, fusion: bool = False) -> Recipe:
     return Recipe(quantization=quantization, graph=GraphRecipe(fusion=fusion))
 
 
-def validation_accuracy(model: Path, bench) -> float:  # type: ignore[no-untyped-def]
+def validation_accuracy(model: Path, bench: Workbench) -> float:
     return accuracy(model, bench.task.encoded("validation"), bench.task.labels("validation"),
                     bench.target)
 
@@ -46,12 +47,12 @@ def node(model: Path, name: str) -> onnx.NodeProto:
 
 
 @pytest.fixture(scope="module")
-def reference_accuracy(tiny_bench) -> float:  # type: ignore[no-untyped-def]
+def reference_accuracy(tiny_bench: Workbench) -> float:
     return validation_accuracy(tiny_bench.reference(), tiny_bench)
 
 
 def test_dynamic_int8_runs_integer_matmuls_and_keeps_accuracy(
-        tiny_build, tiny_bench, reference_accuracy: float) -> None:  # type: ignore[no-untyped-def]
+        tiny_build: Build, tiny_bench: Workbench, reference_accuracy: float) -> None:
     model = tiny_build(recipe(DynamicQuantization()))
     ops = op_counts(model)
     assert ops["MatMulInteger"] == 14  # 6 projections in each of 2 layers, pooler, classifier
@@ -65,14 +66,14 @@ def test_dynamic_int8_runs_integer_matmuls_and_keeps_accuracy(
     ({"reduce_range": True}, lambda w: w.dtype == np.int8 and np.abs(w).max() <= 64),
     ({"weight_type": "int8"}, lambda w: w.dtype == np.int8 and np.abs(w).max() == 127),
 ])
-def test_dynamic_weight_settings_change_the_stored_weights(tiny_build, setting: dict,
-                                                           check) -> None:  # type: ignore[no-untyped-def]
+def test_dynamic_weight_settings_change_the_stored_weights(tiny_build: Build, setting: dict,
+                                                           check) -> None:
     model = tiny_build(recipe(DynamicQuantization(**setting)))
     weight = node(model, f"{FFN_OUTPUT}_quant").input[1]
     assert check(initializers(model)[weight])
 
 
-def test_per_channel_gives_each_output_channel_its_own_scale(tiny_build) -> None:  # type: ignore[no-untyped-def]
+def test_per_channel_gives_each_output_channel_its_own_scale(tiny_build: Build) -> None:
     for quantization, scales in ((DynamicQuantization(), 1),
                                  (DynamicQuantization(per_channel=True), 32)):
         model = tiny_build(recipe(quantization))
@@ -80,7 +81,8 @@ def test_per_channel_gives_each_output_channel_its_own_scale(tiny_build) -> None
         assert initializers(model)[scale].size == scales
 
 
-def test_gemm_only_quantization_leaves_the_embedding_table_in_float(tiny_build) -> None:  # type: ignore[no-untyped-def]
+def test_gemm_only_quantization_leaves_the_embedding_table_in_float(
+        tiny_build: Build) -> None:
     model = tiny_build(recipe(DynamicQuantization(op_types="matmul")))
     weights = initializers(model)
     assert weights[EMBEDDINGS].dtype == np.float32
@@ -94,8 +96,8 @@ def test_gemm_only_quantization_leaves_the_embedding_table_in_float(tiny_build) 
     ("qoperator", "uint8", "QLinearMatMul"),
 ])
 def test_static_int8_quantizes_activations_in_the_chosen_format_and_type(
-        tiny_build, tiny_bench, reference_accuracy: float, quant_format: str,
-        activation_type: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+        tiny_build: Build, tiny_bench: Workbench, reference_accuracy: float, quant_format: str,
+        activation_type: str, expected: str) -> None:
     model = tiny_build(recipe(StaticQuantization(format=quant_format,
                                                  activation_type=activation_type)))
     ops = op_counts(model)
@@ -115,7 +117,7 @@ def activation_scales(model: Path) -> dict[str, float]:
 
 
 def test_percentile_calibration_narrows_the_minmax_ranges(
-        tiny_build) -> None:  # type: ignore[no-untyped-def]
+        tiny_build: Build) -> None:
     minmax = activation_scales(tiny_build(recipe(StaticQuantization(calibration="minmax"))))
     percentile = activation_scales(tiny_build(recipe(StaticQuantization(
         calibration="percentile"))))
@@ -125,7 +127,7 @@ def test_percentile_calibration_narrows_the_minmax_ranges(
     assert sum(percentile[t] < minmax[t] for t in minmax) > len(minmax) / 2
 
 
-def test_entropy_calibration_never_widens_minmax_ranges(tiny_build) -> None:  # type: ignore[no-untyped-def]
+def test_entropy_calibration_never_widens_minmax_ranges(tiny_build: Build) -> None:
     # With ONNX Runtime's 128 histogram bins for 128 quantized levels the KL search only has
     # candidates below the full range once later batches widen the histogram: on this tiny data
     # it may equal MinMax, on real data it clips (benchmarks/RESULTS.md).
@@ -135,7 +137,7 @@ def test_entropy_calibration_never_widens_minmax_ranges(tiny_build) -> None:  # 
     assert all(entropy[t] <= minmax[t] * 1.0001 for t in minmax)
 
 
-def test_full_int8_also_quantizes_layer_norms(tiny_build) -> None:  # type: ignore[no-untyped-def]
+def test_full_int8_also_quantizes_layer_norms(tiny_build: Build) -> None:
     model = tiny_build(recipe(StaticQuantization(op_types="all")))
     graph = onnx.load(str(model)).graph
     producers = {out: n.op_type for n in graph.node for out in n.output}
@@ -150,8 +152,9 @@ def test_full_int8_also_quantizes_layer_norms(tiny_build) -> None:  # type: igno
     StaticQuantization(keep_fp32="ffn_output"),
     StaticQuantization(format="qoperator", keep_fp32="ffn_output"),
 ])
-def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build, tiny_bench, fusion: bool,
-                                                          quantization) -> None:  # type: ignore[no-untyped-def]
+def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build: Build, tiny_bench: Workbench,
+                                                          fusion: bool,
+                                                          quantization) -> None:
     model = tiny_build(recipe(quantization, fusion))
     graph = onnx.load(str(model)).graph
     producers = {out: n.op_type for n in graph.node for out in n.output}
@@ -165,14 +168,15 @@ def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build, tiny_bench
 
 
 @pytest.mark.parametrize("fusion", [False, True])
-def test_mixed_precision_groups_resolve_on_plain_and_fused_graphs(tiny_bench, tiny_build,
-                                                                  fusion: bool) -> None:  # type: ignore[no-untyped-def]
+def test_mixed_precision_groups_resolve_on_plain_and_fused_graphs(tiny_build: Build,
+                                                                  fusion: bool) -> None:
     graph = onnx.load(str(tiny_build(Recipe(graph=GraphRecipe(fusion=fusion)))))
     attention = fp32_nodes(graph, "attention")
     last = fp32_nodes(graph, "last_layer")
     assert fp32_nodes(graph, "none") == []
     assert all("layer.1" in name or "/" not in name for name in last)
-    assert fp32_nodes(graph, "first_layer") and not set(last) & set(fp32_nodes(graph, "first_layer"))
+    first = fp32_nodes(graph, "first_layer")
+    assert first and not set(last) & set(first)
     assert fp32_nodes(graph, "classifier") == [n.name for n in graph.graph.node
                                                if "/pooler/" in n.name or "/classifier/" in n.name]
     if fusion:
@@ -187,9 +191,9 @@ def test_mixed_precision_groups_resolve_on_plain_and_fused_graphs(tiny_bench, ti
     NncfQuantization(transformer=False),
     NncfQuantization(preset="mixed", smooth_quant_alpha=0.8),
 ])
-def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build, tiny_bench,
+def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build: Build, tiny_bench: Workbench,
                                                      reference_accuracy: float,
-                                                     quantization) -> None:  # type: ignore[no-untyped-def]
+                                                     quantization) -> None:
     model = tiny_build(recipe(quantization))
     graph = onnx.load(str(model)).graph
     producers = {out: n.op_type for n in graph.node for out in n.output}
@@ -198,7 +202,7 @@ def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build, tiny_bench,
     assert validation_accuracy(model, tiny_bench) >= reference_accuracy - 0.05
 
 
-def test_smoothquant_rescales_the_activations_feeding_the_gemms(tiny_build) -> None:  # type: ignore[no-untyped-def]
+def test_smoothquant_rescales_the_activations_feeding_the_gemms(tiny_build: Build) -> None:
     without = op_counts(tiny_build(recipe(NncfQuantization())))
     smoothed = op_counts(tiny_build(recipe(NncfQuantization(smooth_quant_alpha=0.8))))
     assert smoothed["Mul"] > without["Mul"]  # one per smoothed input
