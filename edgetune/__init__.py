@@ -6,10 +6,19 @@ The package is laid out by concept (DESIGN.md §1):
 - ``edgetune.spaces``: what can be tried, one module per knob, sampled into a ``Recipe``;
 - ``edgetune.objectives``: how a recipe becomes an ONNX model and measured numbers;
 - ``edgetune.reports``: the HTML report people read to choose.
+
+``edgetune.load(folder)`` runs a model ``edgetune export`` wrote.
 """
+
+from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgetune.objectives.predictor import Predictor
 
 __version__ = "0.1.0"
 
@@ -31,3 +40,15 @@ for _name, _value in {
 # a CPU machine, and torch's pytree about enum registrations: neither concerns a user here.
 for _logger in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_logger).setLevel(logging.ERROR)
+
+
+def load(folder: str | Path, model_file: str = "model.onnx",
+         threads: int | None = None) -> Predictor:
+    """The model ``edgetune export`` wrote to ``folder``, ready to label texts.
+
+    ``predictor(["text", ...])`` returns one ``{"label", "score"}`` per text. Imported on first
+    use, so ``import edgetune`` stays cheap.
+    """
+    from edgetune.objectives.predictor import Predictor
+
+    return Predictor(folder, model_file, threads)

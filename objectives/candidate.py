@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
 from edgetune.objectives.checkpoint import SHAPES_FILE, load_classifier
-from edgetune.objectives.export import export_onnx
+from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure
 from edgetune.objectives.pruning import make_permanent, prune, save_pruned
@@ -89,7 +89,8 @@ class Workbench:
 
     def export(self, checkpoint: Path) -> Path:
         """The cached FP32 ONNX export of a checkpoint folder (a folder holding model.onnx)."""
-        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names}
+        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names,
+               "format": EXPORT_FORMAT}
         return self.cache.get_or_build(
             "onnx", key,
             lambda folder: export_onnx(self.load(checkpoint), self.input_names,
@@ -164,18 +165,26 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
 def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:
     """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
     with _stage(candidate, "measure"):
-        score = accuracy(candidate.path, bench.task.encoded(split), bench.task.labels(split),
-                         bench.target)
-        inputs = latency_inputs(bench.task.encoded("validation"), bench.target,
-                                bench.measure.inputs)
-        latencies = measure({"candidate": candidate.path, "reference": bench.reference()},
-                            inputs, bench.target, bench.measure)
+        return measure_model(candidate.path, bench.reference(), bench.task, bench.target,
+                             bench.measure, split)
+
+
+def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
+                  settings: MeasureConfig, split: str = "validation") -> Measurement:
+    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
+
+    A trial and the export of its model both measure through here, so they agree exactly on
+    accuracy (same data, same runtime).
+    """
+    score = accuracy(model, task.encoded(split), task.labels(split), target)
+    inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
+    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings)
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],
         reference_latency=latencies["reference"],
-        size_mb=candidate.path.stat().st_size / 1e6,
-        zipped_mb=zipped_size(candidate.path) / 1e6,
+        size_mb=model.stat().st_size / 1e6,
+        zipped_mb=zipped_size(model) / 1e6,
     )
 
 
@@ -222,7 +231,7 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
     key = _pruned_key(recipe, bench)
 
     def build_pruned(folder: Path) -> None:
-        model = prune(bench.load(bench.base), recipe.pruning)
+        model = prune(bench.load(bench.base), recipe.pruning, bench.task)
         teacher = bench.load(bench.base) if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from edgetune.errors import InputError
 from edgetune.objectives.cache import Cache, file_hash
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.task import Task
@@ -25,7 +26,10 @@ class LoraConfig(Strict):
     r: int = Field(default=16, ge=1)
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(default=["query", "key", "value", "dense"], min_length=1)
+    target_modules: list[str] = Field(
+        default=["query", "key", "value", "dense"], min_length=1,
+        description="names of the Linear layers to adapt (BERT and RoBERTa naming by default)",
+    )
 
 
 class FinetuneConfig(Strict):
@@ -39,6 +43,36 @@ class FinetuneConfig(Strict):
     learning_rate: float = Field(default=5e-5, gt=0)
     seed: int = 0
     lora: LoraConfig = LoraConfig()
+
+
+def check_finetune(task: Task, config: FinetuneConfig) -> None:
+    """Refuse, before any work starts, LoRA settings that peft cannot apply to the model.
+
+    peft itself decides (on a weightless copy of the model, built on the meta device), so the
+    check and the training agree on what fits.
+
+    Raises:
+        InputError: no default target modules for the architecture, or none of the named ones.
+    """
+    if config.method != "lora":
+        return
+    import peft
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    trust = task.config.trust_remote_code
+    model_config = AutoConfig.from_pretrained(task.model_path, trust_remote_code=trust,
+                                              num_labels=len(task.label_names))
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(model_config,
+                                                               trust_remote_code=trust)
+    try:
+        peft.get_peft_model(model, _peft_config(config.lora))
+    except ValueError as error:
+        raise InputError(
+            "finetune.lora.target_modules",
+            f"peft cannot adapt this {model_config.model_type} model: {error} (name the model's "
+            "Linear layers to adapt, e.g. the attention query and value projections)",
+        ) from error
 
 
 def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
@@ -75,13 +109,18 @@ def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:
 def _train_lora(model, task: Task, config: FinetuneConfig, settings: TrainSettings):  # type: ignore[no-untyped-def]
     import peft
 
-    lora = peft.LoraConfig(
-        task_type=peft.TaskType.SEQ_CLS,
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-    )
-    adapted = peft.get_peft_model(model, lora)
+    adapted = peft.get_peft_model(model, _peft_config(config.lora))
     train(adapted, task, settings)
     return adapted.merge_and_unload().eval()
+
+
+def _peft_config(lora: LoraConfig):  # type: ignore[no-untyped-def]
+    import peft
+
+    return peft.LoraConfig(
+        task_type=peft.TaskType.SEQ_CLS,  # the new classification head trains in full
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+    )

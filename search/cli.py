@@ -1,4 +1,5 @@
-"""The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``.
+"""The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``,
+``export`` a trial.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -173,6 +174,78 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
                         "objectives": study.metric_names,
                         "failures": [row.as_dict() for row in failed]})
     _note_machines(study)
+
+
+@cli.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@study_options
+@click.option("--trial", "number", type=click.IntRange(min=0),
+              help="The trial to export (edgetune status lists the front).")
+@click.option("--pick", type=click.Choice(["fastest", "most-accurate"]),
+              help="Choose the trial from the (confirmed) front instead.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="FRACTION",
+              help="With --pick: at most this far below the FP32 reference's validation "
+                   "accuracy (0.01 = 1 point) [default: search.constraints].")
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
+              help="With --pick: at most this latency [default: search.constraints].")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The folder to write; it must not exist.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
+@input_errors
+def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
+           study_name: str | None, number: int | None, pick: str | None,
+           max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
+           force: bool, as_json: bool) -> None:
+    """Write a trial's model as a folder to deploy: ONNX and ORT (mobile) models, tokenizer,
+    labels, recipe, metrics re-measured on this machine and a README.
+
+    Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
+    """
+    import contextlib
+
+    from edgetune.search.config import load_config
+    from edgetune.search.export import export as export_trial
+    from edgetune.search.export import open_source
+    from edgetune.search.pick import limits
+    from edgetune.search.pick import pick as pick_trial
+
+    if (number is None) == (pick is None):
+        raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
+    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
+        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+        raise InputError(flag, "limits choose a trial: use them with --pick")
+    location = _location(config_file, study_name, run_dir, storage)
+    config = load_config(config_file) if config_file is not None else None
+    source = open_source(location, config, config_file)
+    console = Console(stderr=True)
+    if pick is not None:
+        choice = pick_trial(source.study, pick,  # type: ignore[arg-type]
+                            limits(source.config.search.constraints, max_accuracy_drop,
+                                   max_latency_ms))
+        console.print(f"picked {choice.reason}", highlight=False)
+        number = choice.trial
+    assert number is not None
+    with console.status(f"exporting trial {number}"), contextlib.redirect_stdout(sys.stderr):
+        metrics = export_trial(source, number, out, force)
+    console.print(_export_summary(metrics, out), highlight=False)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+
+
+def _export_summary(metrics: dict[str, Any], out: Path) -> str:
+    here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
+    origin = ("from the artifact store" if metrics["model_source"] == "artifact"
+              else "rebuilt from its recipe")
+    spread = checks["trial_ratio_range"]
+    within = (f", trial's rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+    return (
+        f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
+        f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
+        f", test {here['test_accuracy']:.2%}\n"
+        f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
+        f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
+    )
 
 
 def _location(config_file: Path | None, study_name: str | None, run_dir: Path | None,

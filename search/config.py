@@ -20,6 +20,7 @@ from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.constraints import Constraints
 from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
@@ -71,6 +72,7 @@ class StudyConfig(Strict):
     space: SearchSpace = SearchSpace()
     search: SearchConfig = SearchConfig()
     storage: str | None = Field(default=None, description="an Optuna storage URL")
+    artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -85,8 +87,10 @@ class StudyConfig(Strict):
         return self
 
     def fingerprint(self) -> str:
-        """A hash of what fixes a study's results; budgets and locations may change on resume."""
+        """A hash of what fixes a study's results; budgets, locations and which models are kept
+        may change on resume."""
         fixed = self.model_dump(mode="json", exclude={"storage": True, "cache_dir": True,
+                                                      "artifacts": True,
                                                       "search": {"trials", "timeout",
                                                                  "retries"}})
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]

@@ -42,6 +42,13 @@ class Constraints(Strict):
             return None
         return reference_accuracy - self.max_accuracy_drop
 
+    def describe(self, floor: float | None) -> str:
+        """The constraints in a few words, such as ``≤ 8 ms, ≥ 96.01% accuracy``."""
+        parts = [f"≤ {self.max_latency_ms:g} ms" if self.max_latency_ms is not None else "",
+                 f"≥ {floor:.2%} accuracy" if floor is not None else "",
+                 f"≤ {self.max_size_mb:g} MB" if self.max_size_mb is not None else ""]
+        return ", ".join(part for part in parts if part)
+
     def violations(self, accuracy: float, latency_ms: float, size_mb: float,
                    floor: float | None) -> dict[str, float]:
         """Each configured constraint's value for a measured candidate (≤ 0 is met); ``floor``

@@ -11,7 +11,7 @@ What a trial stores (read by ``status``, ``report`` and ``export``):
 - constraints (``search.constraints``) through ``trial.set_constraint``;
 - when it trained under an accuracy floor, user attr ``early_stopping`` (floor, checks, seconds);
   if that stopped it, the trial is PRUNED with user attr ``pruned`` {stage, reason};
-- the candidate's ONNX file as an Optuna artifact.
+- the candidate's ONNX file as an Optuna artifact (unless the config keeps none).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import contextlib
 import functools
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 
 from edgetune.objectives.accuracy import accuracy, torch_accuracy
 from edgetune.objectives.candidate import (
@@ -45,6 +46,9 @@ from edgetune.search.study import REFERENCE, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
 
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
+
 REFERENCE_LATENCY = "reference_latency_ms"
 REFERENCE_ACCURACY = "reference_accuracy"  # the FP32 reference's validation accuracy
 
@@ -57,7 +61,7 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, bench: Workbench, run_dir: Path,
-                 artifacts: FileSystemArtifactStore, search: SearchConfig | None = None,
+                 artifacts: ArtifactStore | None, search: SearchConfig | None = None,
                  lock: StudyLock | None = None) -> None:
         self.space = space
         self.bench = bench
@@ -157,8 +161,9 @@ class Objective:
             measurement.accuracy, latency_ms, measurement.size_mb, self.floor))
         if self.floor is not None and REFERENCE_ACCURACY not in trial.study.user_attrs:
             trial.study.set_user_attr(REFERENCE_ACCURACY, self.reference_accuracy)
-        upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
-                        study_or_trial=trial)
+        if self.artifacts is not None:
+            upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
+                            study_or_trial=trial)
         shutil.rmtree(workdir, ignore_errors=True)
         values = {"accuracy": measurement.accuracy, "latency_ms": latency_ms,
                   "size_mb": measurement.size_mb}

@@ -21,16 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from rich.console import Console
 
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
-from edgetune.objectives.finetune import fine_tuned_base
+from edgetune.objectives.finetune import check_finetune, fine_tuned_base
 from edgetune.objectives.pruning import check_space
-from edgetune.objectives.task import load_task
+from edgetune.objectives.task import Task, load_task
 from edgetune.search import lost_trials
+from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.failures import Interrupted
 from edgetune.search.lock import StudyLock
@@ -87,6 +87,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
         make_storage(location.storage)  # fail on an unreachable database before anything else
     task = load_task(config.task, config_dir)
     check_space(json.loads((task.model_path / "config.json").read_text()), config.space.pruning)
+    check_finetune(task, config.finetune)
     # Failures are reported by the progress display and stored on the trial: not as tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("nncf").setLevel(logging.ERROR)
@@ -100,16 +101,19 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
         study = open_study(config, location.study, storage, setup_lock=lock, budget=budget)
         study.set_user_attr("data", task.dataset.summary()
                             | {"split_seed": config.task.data.splits.seed})
-        cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
         with console.status("fine-tuning the base model (cached after the first time)"):
-            base = fine_tuned_base(task, config.finetune, cache)
-        bench = Workbench(task=task, base=base, cache=cache, target=config.target,
-                          measure=config.measure, batch_size=config.finetune.batch_size,
-                          seed=config.finetune.seed)
-        objective = Objective(config.space, bench, location.run_dir,
-                              FileSystemArtifactStore(str(_mkdir(location.artifacts))),
+            bench = workbench(config, task)
+        keep = config.artifacts.keep
+        store = None if keep == "none" else open_store(config.artifacts, location.artifacts,
+                                                       config_dir, create=True)
+        objective = Objective(config.space, bench, location.run_dir, store,
                               search=config.search, lock=lock)
         _trials(study, storage, objective, lock, retry, budget, timeout, console)
+        if store is not None and keep == "front":
+            removed = discard_off_front(study, store)
+            where = describe(config.artifacts, location.artifacts)
+            console.print(f"artifacts: kept the front's models in {where}; removed {removed} "
+                          "others")
     except KeyboardInterrupt as error:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         if study is not None:
@@ -118,6 +122,15 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     finally:
         lock.close()
     return study
+
+
+def workbench(config: StudyConfig, task: Task) -> Workbench:
+    """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
+    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    base = fine_tuned_base(task, config.finetune, cache)
+    return Workbench(task=task, base=base, cache=cache, target=config.target,
+                     measure=config.measure, batch_size=config.finetune.batch_size,
+                     seed=config.finetune.seed)
 
 
 def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective: Objective,

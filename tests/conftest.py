@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny BERT built from a config and a small dataset made here.
+"""Shared fixtures: tiny BERT, RoBERTa and DistilBERT models built from configs, a small dataset
+made here, and a tiny fine-tuned base to compress.
 
 Nothing is downloaded: the tokenizer's vocabulary is the dataset's own words.
 """
@@ -10,8 +11,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from edgetune.objectives.candidate import Workbench
 
 TOPICS = {
     "sport": "match goal team player score league cup win coach season",
@@ -37,27 +42,59 @@ def make_texts(rows_per_label: int, seed: int = 0,
     return rows
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Every test session gets its own edgetune cache, never the user's."""
-    monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def build_tiny_model(folder: Path) -> Path:
-    """Write a 2-layer BERT (hidden 32, 4 heads) with its own small vocabulary into ``folder``."""
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Tiny models train ~15x faster on one thread: two spin-wait on a shared, busy machine."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-    folder.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test session gets its own edgetune cache, never the user's.
+
+    Session-scoped, so that module-scoped fixtures (a finished run, say) see it too.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
+def build_tiny_model(folder: Path, family: str = "bert", layers: int = 2) -> Path:
+    """A ``family`` classifier (hidden 32, 4 heads, FFN 64) with the dataset's own vocabulary.
+
+    ``family`` is ``bert``, ``roberta`` or ``distilbert``: the three namings structured pruning
+    supports. The model is built from a config with seeded random weights; nothing downloads.
+    """
+    import torch
+    from transformers import (BertConfig, BertForSequenceClassification, BertTokenizer,
+                              DistilBertConfig, DistilBertForSequenceClassification,
+                              RobertaConfig, RobertaForSequenceClassification)
+
     words = sorted({w for text in TOPICS.values() for w in text.split()} | set(FILLER))
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text(
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n"
     )
-    BertTokenizer(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    # DistilBERT takes no token_type_ids: its tokenizer must not produce them.
+    names = {"model_input_names": ["input_ids", "attention_mask"]} if family == "distilbert" else {}
+    BertTokenizer(vocab=str(folder / "vocab.txt"), **names).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
-    BertForSequenceClassification(config).save_pretrained(folder)
+    vocab = len(words) + 5
+    if family == "bert":
+        model = BertForSequenceClassification(BertConfig(
+            vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64))
+    elif family == "roberta":  # positions start after the padding index, hence 2 more
+        model = RobertaForSequenceClassification(RobertaConfig(
+            vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=66, pad_token_id=0, type_vocab_size=1))
+    else:
+        model = DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=vocab, dim=32, n_layers=layers, n_heads=4, hidden_dim=64,
+            max_position_embeddings=64, pad_token_id=0))
+    model.save_pretrained(folder)
     return folder
 
 
@@ -123,6 +160,32 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
         if extra:
             report_after_first_run = (folder / "run" / "report.html").exists()
     return HostileRun(folder, outputs[0], report_after_first_run, outputs[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Workbench:
+    """A Workbench on a 4-layer tiny BERT fine-tuned on the tiny task: what compression starts from.
+
+    Four layers, so that layers can be dropped with some left to choose from.
+    """
+    from edgetune.objectives.cache import Cache
+    from edgetune.objectives.candidate import Workbench
+    from edgetune.objectives.data import DataConfig
+    from edgetune.objectives.finetune import FinetuneConfig, fine_tuned_base
+    from edgetune.objectives.latency import MeasureConfig
+    from edgetune.objectives.runtime import TargetConfig
+    from edgetune.objectives.task import TaskConfig, load_task
+
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny-bert-4"), layers=4)
+    task = load_task(TaskConfig(model=str(model), data=DataConfig(path=str(tiny_csv)),
+                                max_length=32))
+    cache = Cache(tmp_path_factory.mktemp("bench-cache"))
+    settings = FinetuneConfig(steps=60, batch_size=16, learning_rate=3e-3)
+    return Workbench(
+        task=task, base=fine_tuned_base(task, settings, cache), cache=cache,
+        target=TargetConfig(threads=1, sequence_length=32),
+        measure=MeasureConfig(warmup=1, rounds=2, runs=3, inputs=2), batch_size=16, seed=0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ def tiny_config(model: Path, data: Path, **sections: Any) -> dict[str, Any]:
         "target": {"threads": 1, "batch_size": 1, "sequence_length": 32},
         "measure": {"warmup": 2, "rounds": 2, "runs": 5, "inputs": 2},
         "space": {
-            "pruning": {"structured": {"layers_kept": {"low": 1, "high": 2}}},
+            "pruning": {"structured": {"layers_dropped": {"low": 0, "high": 1}}},
             "recovery": {"steps": {"low": 10, "high": 20, "step": 10},
                          "learning_rate": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
             "quantization": {"qat": {"steps": {"low": 5, "high": 10, "step": 5}}},
@@ -39,6 +39,20 @@ def write_config(folder: Path, config: dict[str, Any], name: str = "study.yaml")
     path = folder / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def run_study(folder: Path, config: dict[str, Any], trials: int) -> Path:
+    """Run ``config``'s study to ``trials`` trials in ``folder/run``; return that run folder."""
+    from click.testing import CliRunner
+
+    from edgetune.search.cli import cli
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_config(folder, config)
+    result = CliRunner().invoke(cli, ["run", str(path), "--trials", str(trials),
+                                      "--run-dir", str(folder / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return folder / "run"
 
 
 def edgetune_command(*args: object) -> list[str]:

@@ -21,7 +21,8 @@ from edgetune.spaces.space import SearchSpace
 
 REFERENCE_MS = 10.0
 DYNAMIC = Recipe(quantization=DynamicQuantization())
-STRUCTURED = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, layers_kept=3),
+STRUCTURED = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, scope="layer",
+                                               layers_dropped=3, layer_selection="even"),
                     quantization=DynamicQuantization())
 UNSTRUCTURED = Recipe(pruning=UnstructuredPruning(ratio=0.5))
 
@@ -81,7 +82,7 @@ def study_of(trials: list[FrozenTrial], config: dict[str, Any] | None = None,
 def sampled_study(trials: int, seed: int = 0) -> optuna.Study:
     """The FP32 reference, then ``trials`` recipes sampled from the default space.
 
-    Quantization and layers kept set the latency; layers kept and pruning set the accuracy, so a
+    Quantization and layers dropped set the latency; they and pruning set the accuracy, so a
     correct importance analysis ranks them above knobs that do nothing (calibration, say).
     """
     rng = random.Random(seed)
@@ -91,7 +92,7 @@ def sampled_study(trials: int, seed: int = 0) -> optuna.Study:
     for _ in range(trials):
         asked = study.ask()
         recipe = space.sample(asked)
-        layers = getattr(recipe.pruning, "layers_kept", 6)
+        layers = 6 - getattr(recipe.pruning, "layers_dropped", 0)
         quantized = recipe.quantization.scheme != "none"
         latency = REFERENCE_MS * layers / 6 * (0.55 if quantized else 1.0) * rng.uniform(0.97, 1.03)
         accuracy = 0.97 - 0.03 * (6 - layers) - (0.01 if quantized else 0.0) - rng.uniform(0, 0.005)

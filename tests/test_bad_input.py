@@ -108,12 +108,12 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "ratio of 1": (change(space__pruning__unstructured={"ratio": {"low": 0.1, "high": 1.0}}),
                    "space.pruning.unstructured.ratio.high", "less than 1"),
     "negative ratio": (change(space__pruning__unstructured={"ratio": {"low": -0.1, "high": 0.5}}),
-                       "space.pruning.unstructured.ratio.low", "greater than or equal to 0"),
+                       "space.pruning.unstructured.ratio.low", "greater than 0"),
     "no heads kept": (change(space__pruning__structured={"heads_kept": {"low": 0, "high": 1}}),
                       "space.pruning.structured.heads_kept.low", "greater than 0"),
-    "more layers kept than the model has": (
-        change(space__pruning__structured={"layers_kept": {"low": 1, "high": 3}}),
-        "space.pruning.structured.layers_kept.high", "the model has 2 encoder layers"),
+    "as many layers dropped as the model has": (
+        change(space__pruning__structured={"layers_dropped": {"low": 0, "high": 2}}),
+        "space.pruning.structured.layers_dropped.high", "the model has 2 encoder layers"),
     "negative fine-tuning steps": (change(finetune__steps=-5), "finetune.steps",
                                    "greater than or equal to 0"),
     "negative recovery steps": (change(space__recovery__steps={"low": -1, "high": 3}),

@@ -30,3 +30,16 @@ def test_readme_main_command_finds_a_faster_candidate(tmp_path: Path) -> None:
     assert faster, f"no candidate faster than trial 0: {front}"
     if reference:
         assert all(row["latency_ms"] < reference[0]["latency_ms"] for row in faster)
+
+    # The sweet spot ships: the export re-measures exactly the accuracy the trial recorded.
+    exported = subprocess.run(
+        [sys.executable, "-m", "edgetune", "export", "--run-dir", str(tmp_path / "run"),
+         "--study", "bbc-news", "--pick", "fastest", "--max-accuracy-drop", "0.02",
+         "--out", str(tmp_path / "export"), "--json"],
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "picked trial" in exported.stderr
+    metrics = json.loads(exported.stdout)
+    assert metrics["remeasured"]["validation_accuracy"] == metrics["trial_figures"]["accuracy"]
+    assert (tmp_path / "export" / "model.ort").is_file()

@@ -35,7 +35,7 @@ def logits(model: Path, bench: Workbench) -> np.ndarray:
 
 
 @pytest.mark.parametrize("pruning", [None, StructuredPruning(heads_kept=0.5, ffn_kept=0.5,
-                                                             layers_kept=2)])
+                                                             scope="layer")])
 def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build: Build, tiny_bench: Workbench,
                                                      pruning: StructuredPruning | None) -> None:
     # The pruned model keeps 2 of 4 heads: a head count taken from the config would be wrong.

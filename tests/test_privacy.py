@@ -27,7 +27,9 @@ QAT = {"pruning.method": "none", "quantization.scheme": "qat", "qat.steps": 5,
        "qat.learning_rate": 1e-5, "qat.export": "qdq"}
 # loads the base twice (student and teacher), then the pruned checkpoint (from its config)
 PRUNED_DISTILLED = {"pruning.method": "structured", "pruning.heads_kept": 0.5,
-                    "pruning.ffn_kept": 0.5, "pruning.layers_kept": 1, "recovery.steps": 10,
+                    "pruning.ffn_kept": 0.5, "pruning.scope": "layer",
+                    "pruning.layers_dropped": 1, "pruning.layer_selection": "even",
+                    "recovery.steps": 10,
                     "recovery.learning_rate": 1e-3, "recovery.distillation": True,
                     "recovery.temperature": 2.0, "recovery.alpha": 0.5,
                     "quantization.scheme": "none", "graph.fusion": False}

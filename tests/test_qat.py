@@ -78,7 +78,7 @@ def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build: Build,
 
 
 def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build: Build) -> None:
-    pruned = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, layers_kept=2),
+    pruned = Recipe(pruning=StructuredPruning(heads_kept=0.5, ffn_kept=0.5, scope="layer"),
                     quantization=tiny_qat(), graph=GraphRecipe(fusion=True))
     ops = op_counts(tiny_build(pruned))
     assert ops["QAttention"] == 2 and ops["MatMulInteger"] >= 6

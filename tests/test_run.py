@@ -20,7 +20,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
     config = write_config(folder, tiny_config(
         tiny_model, tiny_csv,
         space={"pruning": {"methods": ["none", "structured"],
-                           "structured": {"layers_kept": {"low": 1, "high": 2}}},
+                           "structured": {"layers_dropped": {"low": 0, "high": 1}}},
                "recovery": {"steps": {"low": 10, "high": 10}},
                "quantization": {"schemes": ["dynamic", "none"]}},
     ))

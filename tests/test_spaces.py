@@ -84,20 +84,50 @@ def test_each_method_samples_only_its_own_parameters() -> None:
         pruning = {p for p in trial.params if p.startswith("pruning.")} - {"pruning.method"}
         expected = {
             "none": set(),
-            "structured": {"pruning.heads_kept", "pruning.ffn_kept", "pruning.layers_kept"},
+            "structured": {"pruning.heads_kept", "pruning.ffn_kept", "pruning.layers_dropped"},
             "unstructured": {"pruning.ratio"},
         }[recipe.pruning.method]
-        assert pruning == expected
+        assert pruning - {"pruning.scope", "pruning.layer_selection"} == expected
+
+
+def test_structured_settings_are_sampled_only_when_they_change_the_model() -> None:
+    seen = set()
+    for trial, recipe in sample_many(SearchSpace.model_validate(
+            {"pruning": {"methods": ["structured"]}})):
+        pruning = recipe.pruning
+        prunes_within = pruning.heads_kept < 1 or pruning.ffn_kept < 1
+        assert ("pruning.scope" in trial.params) == prunes_within == (pruning.scope is not None)
+        drops = pruning.layers_dropped > 0
+        assert ("pruning.layer_selection" in trial.params) == drops
+        assert drops == (pruning.layer_selection is not None)
+        seen |= {pruning.scope, pruning.layer_selection}
+    assert seen >= {"layer", "global", "even", "importance", None}
+
+
+@pytest.mark.parametrize("recipe", [
+    {"method": "structured", "heads_kept": 0.5},  # no scope
+    {"method": "structured", "scope": "global"},  # nothing within layers pruned
+    {"method": "structured", "layers_dropped": 2},  # no layer_selection
+    {"method": "structured", "layer_selection": "even"},  # no layer dropped
+])
+def test_structured_recipes_with_settings_that_do_nothing_or_are_missing_are_refused(
+        recipe: dict) -> None:
+    with pytest.raises(ValueError):
+        Recipe.model_validate({"pruning": recipe})
 
 
 def test_a_restricted_space_samples_only_the_listed_choices() -> None:
     space = SearchSpace.model_validate(
-        {"pruning": {"methods": ["structured"], "structured": {"layers_kept": {"low": 3, "high": 4}}},
+        {"pruning": {"methods": ["structured"],
+                     "structured": {"layers_dropped": {"low": 2, "high": 3}, "scope": ["global"],
+                                    "layer_selection": ["even"]}},
          "quantization": {"schemes": ["dynamic"]}}
     )
     for _, recipe in sample_many(space, 50):
         assert recipe.pruning.method == "structured"
-        assert recipe.pruning.layers_kept in (3, 4)
+        assert recipe.pruning.layers_dropped in (2, 3)
+        assert recipe.pruning.layer_selection == "even"
+        assert recipe.pruning.scope in ("global", None)
         assert recipe.quantization.scheme == "dynamic"
 
 
@@ -117,7 +147,10 @@ def test_the_default_recipe_is_the_fp32_reference() -> None:
     {"pruning": {"structured": {"heads_kept": {"low": 0.0, "high": 0.5}}}},
     {"recovery": {"steps": {"low": -5, "high": 10}}},
     {"quantization": {"schemes": ["int3"]}},
-    {"pruning": {"structured": {"layers_kept": {"low": 4, "high": 2}}}},
+    {"pruning": {"structured": {"layers_dropped": {"low": 4, "high": 2}}}},
+    {"pruning": {"structured": {"layers_dropped": {"low": -1, "high": 2}}}},
+    {"pruning": {"structured": {"scope": []}}},
+    {"pruning": {"structured": {"layer_selection": ["random"]}}},
 ])
 def test_invalid_spaces_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):

@@ -1,0 +1,57 @@
+"""Running an exported model (``edgetune export``'s folder) on texts: ``edgetune.load(folder)``.
+
+Example:
+    >>> import edgetune
+    >>> predict = edgetune.load("exports/trial-7")          # doctest: +SKIP
+    >>> predict(["Shares rose after the results."])        # doctest: +SKIP
+    [{'label': 'business', 'score': 0.98}]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.objectives.runtime import TargetConfig, feeds, session
+
+LABELS_FILE = "labels.json"
+MODEL_FILE = "model.onnx"
+
+
+class Predictor:
+    """An exported model with its tokenizer: texts in, a label and its probability out.
+
+    ``model_file`` may name ``model.ort`` instead; ``threads`` defaults to every core.
+    """
+
+    def __init__(self, folder: str | Path, model_file: str = MODEL_FILE,
+                 threads: int | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.labels: list[str] = json.loads((self.folder / LABELS_FILE).read_text())
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.session = session(self.folder / model_file,
+                               TargetConfig(threads=threads or os.cpu_count() or 1))
+
+    def __call__(self, texts: str | Sequence[str]) -> list[dict[str, object]]:
+        """One ``{"label", "score"}`` per text (a single string counts as one text)."""
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        if not batch:
+            return []
+        encoded = self.tokenizer(batch, truncation=True, padding=True, return_tensors="np")
+        inputs = {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
+        logits = self.session.run(None, feeds(self.session, inputs, slice(None)))[0]
+        probabilities = _softmax(logits)
+        best = probabilities.argmax(axis=1)
+        return [{"label": self.labels[i], "score": float(p[i])}
+                for i, p in zip(best, probabilities)]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

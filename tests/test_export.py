@@ -1,0 +1,310 @@
+"""`edgetune export` writes a folder someone deploys: the model as measured, in ONNX and ORT
+format, with what it takes to run it, and refuses cleanly when it cannot."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+from click.testing import CliRunner
+
+import edgetune
+from edgetune.objectives.task import load_task
+from edgetune.search.cli import cli
+from edgetune.search.config import StudyConfig
+from helpers import run_study, tiny_config
+
+PRUNED_RECIPE = {
+    "pruning.method": "structured", "pruning.heads_kept": 0.5, "pruning.ffn_kept": 0.5,
+    "pruning.scope": "layer", "pruning.layers_dropped": 1, "pruning.layer_selection": "even",
+    "recovery.steps": 10, "recovery.learning_rate": 2e-3,
+    "recovery.distillation": True, "recovery.temperature": 2.0, "recovery.alpha": 0.5,
+    "quantization.scheme": "dynamic", "quantization.per_channel": False, "graph.fusion": True,
+}
+PRUNED_TRIAL = 3  # after the FP32 reference and the two dynamic INT8 baselines
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path) -> Path:
+    """A finished tiny study whose trial 3 is pruned, recovered with distillation and quantized."""
+    config = tiny_config(tiny_model, tiny_csv,
+                         space={"pruning": {"methods": ["none", "structured"],
+                                            "structured": {"layers_dropped": {"low": 0, "high": 1}}},
+                                "recovery": {"steps": {"low": 10, "high": 10},
+                                             "learning_rate": {"low": 1e-3, "high": 3e-3}},
+                                "quantization": {"schemes": ["dynamic", "none"]}},
+                         search={"trials": 4, "enqueue": [PRUNED_RECIPE]})
+    return run_study(tmp_path_factory.mktemp("export-study"), config, trials=4)
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path) -> Path:
+    out = run_dir.parent / "exports" / "trial-3"
+    code, output = export(run_dir, "--trial", str(PRUNED_TRIAL), "--out", str(out))
+    assert code == 0, output
+    return out
+
+
+def export(run_dir: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--study", "tiny",
+                                      *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def study_at(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def validation_inputs(run_dir: Path) -> dict[str, np.ndarray]:
+    config = StudyConfig.model_validate(study_at(run_dir).user_attrs["config"])
+    return load_task(config.task).encoded("validation")
+
+
+def logits(model: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()})[0]
+
+
+def copy_run(run_dir: Path, folder: Path, with_artifacts: bool) -> Path:
+    copy = folder / "run"
+    shutil.copytree(run_dir, copy, ignore=None if with_artifacts else
+                    shutil.ignore_patterns("artifacts"))
+    return copy
+
+
+def test_the_folder_holds_everything_to_deploy(exported: Path, run_dir: Path) -> None:
+    trial = study_at(run_dir).trials[PRUNED_TRIAL]
+    names = {p.name for p in exported.iterdir()}
+    assert {"model.onnx", "model.ort", "model.required_operators.config", "labels.json",
+            "recipe.json", "metrics.json", "README.md", "tokenizer_config.json"} <= names
+    assert json.loads((exported / "labels.json").read_text()) == ["politics", "sport", "tech"]
+    assert json.loads((exported / "recipe.json").read_text()) == trial.user_attrs["recipe"]
+    assert not list(exported.parent.glob(".*")), "no staging folder is left beside the export"
+
+
+def test_re_measured_accuracy_equals_the_trials_exactly(exported: Path, run_dir: Path) -> None:
+    trial = study_at(run_dir).trials[PRUNED_TRIAL]
+    metrics = json.loads((exported / "metrics.json").read_text())
+    assert metrics["model_source"] == "artifact"
+    assert metrics["remeasured"]["validation_accuracy"] == trial.values[0]
+    assert metrics["checks"]["validation_accuracy_equals_trial"] is True
+    assert 0 <= metrics["remeasured"]["test_accuracy"] <= 1
+    assert metrics["trial_figures"]["measurement"] == trial.user_attrs["measurement"]
+    low, high = metrics["checks"]["trial_ratio_range"]
+    assert low <= trial.user_attrs["measurement"]["ratio"] <= high
+    assert metrics["remeasured"]["ratio"] > 0
+
+
+def test_ort_format_loads_and_predicts_like_the_onnx_model(exported: Path,
+                                                          run_dir: Path) -> None:
+    inputs = validation_inputs(run_dir)
+    from_onnx, from_ort = logits(exported / "model.onnx", inputs), logits(exported / "model.ort",
+                                                                         inputs)
+    np.testing.assert_array_equal(from_ort.argmax(axis=1), from_onnx.argmax(axis=1))
+    np.testing.assert_allclose(from_ort, from_onnx, atol=1e-4)
+    operators = (exported / "model.required_operators.config").read_text()
+    assert "# - model.ort" in operators  # names the file, not the folder it was converted in
+    assert re.search(r"^com\.microsoft;1;.*DynamicQuantizeMatMul|MatMulInteger", operators,
+                     re.MULTILINE)
+
+
+def test_readme_snippets_run_as_written(exported: Path) -> None:
+    snippets = re.findall(r"```python\n(.*?)```", (exported / "README.md").read_text(), re.S)
+    assert len(snippets) == 2
+    # One interpreter runs each snippet in a namespace of its own (and imports libraries once).
+    runner = "import json, sys\nfor snippet in json.load(sys.stdin):\n    exec(snippet, {})\n"
+    result = subprocess.run([sys.executable, "-c", runner], input=json.dumps(snippets),
+                            cwd=exported, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.strip().splitlines()
+    assert len(printed) == 2
+    assert re.fullmatch(r"\[\{'label': '(politics|sport|tech)', 'score': 0\.\d+\}\]", printed[0])
+    assert re.fullmatch(r"\['(politics|sport|tech)'\]", printed[1])
+
+
+def test_load_labels_texts_like_the_model(exported: Path, run_dir: Path) -> None:
+    study = study_at(run_dir)
+    config = StudyConfig.model_validate(study.user_attrs["config"])
+    task = load_task(config.task)
+    texts = task.dataset.splits["validation"].texts
+    predicted = edgetune.load(exported)(texts)
+    expected = logits(exported / "model.onnx", task.encoded("validation")).argmax(axis=1)
+    assert [p["label"] for p in predicted] == [task.label_names[i] for i in expected]
+    assert all(0 < p["score"] <= 1 for p in predicted)
+    from_ort = edgetune.load(exported, model_file="model.ort")(texts)
+    assert [p["label"] for p in from_ort] == [p["label"] for p in predicted]
+    assert [p["score"] for p in from_ort] == pytest.approx([p["score"] for p in predicted],
+                                                           abs=1e-4)
+
+
+def test_importing_edgetune_stays_cheap() -> None:
+    code = ("import sys, edgetune; heavy = {'torch', 'transformers', 'onnxruntime', 'optuna'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_model_not_kept_is_rebuilt_identically(exported: Path, run_dir: Path,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # No artifacts, and a cache holding only the fine-tuned base (the study's starting point,
+    # not part of a candidate's build): the candidate is pruned, recovered, exported, fused and
+    # quantized again.
+    cache = tmp_path / "cache"
+    shutil.copytree(Path(os.environ["EDGETUNE_CACHE_DIR"]) / "base", cache / "base")
+    monkeypatch.setenv("EDGETUNE_CACHE_DIR", str(cache))
+    bare = copy_run(run_dir, tmp_path, with_artifacts=False)
+    code, output = export(bare, "--trial", str(PRUNED_TRIAL), "--out", str(tmp_path / "rebuilt"))
+    assert code == 0, output
+    assert "rebuilt from its recipe" in output
+    metrics = json.loads((tmp_path / "rebuilt" / "metrics.json").read_text())
+    assert metrics["model_source"] == "rebuilt"
+    assert metrics["remeasured"]["validation_accuracy"] == (
+        study_at(run_dir).trials[PRUNED_TRIAL].values[0])
+    inputs = validation_inputs(run_dir)
+    np.testing.assert_array_equal(logits(tmp_path / "rebuilt" / "model.onnx", inputs),
+                                  logits(exported / "model.onnx", inputs))
+    assert (cache / "pruned").is_dir(), "the pruned model was built again, not read from a cache"
+
+
+def test_an_existing_folder_is_replaced_only_with_force(exported: Path, run_dir: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    shutil.copytree(exported, out)
+    (out / "stale.txt").write_text("from an earlier export")
+    code, output = export(run_dir, "--trial", "0", "--out", str(out))
+    assert code == 2 and "exists" in output and "--force" in output
+    assert (out / "stale.txt").exists()
+    code, output = export(run_dir, "--trial", "0", "--out", str(out), "--force")
+    assert code == 0, output
+    assert json.loads((out / "metrics.json").read_text())["trial"] == 0
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]
+
+
+def test_force_never_replaces_a_folder_that_is_not_an_export(run_dir: Path,
+                                                             tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, output = export(run_dir, "--trial", "0", "--out", str(tmp_path), "--force")
+    assert code == 2 and "not an edgetune export" in output
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def only_error_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgetune: error: "), output
+    return lines[0]
+
+
+def assert_nothing_written(folder: Path) -> None:
+    assert not (folder / "out").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".out")], "staging left behind"
+
+
+def test_an_unknown_trial_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    code, output = export(run_dir, "--trial", "99", "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert "no trial 99" in only_error_line(output)
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("state", ["fail", "pruned", "running", "waiting"])
+def test_a_trial_without_a_finished_model_is_refused(run_dir: Path, tmp_path: Path,
+                                                     state: str) -> None:
+    copy = copy_run(run_dir, tmp_path, with_artifacts=False)
+    study = study_at(copy)
+    if state == "running":
+        number = study.ask().number
+    elif state == "waiting":
+        study.enqueue_trial({"pruning.method": "none"})
+        number = len(study.trials) - 1
+    else:
+        state_of = {"fail": optuna.trial.TrialState.FAIL,
+                    "pruned": optuna.trial.TrialState.PRUNED}[state]
+        study.add_trial(optuna.trial.create_trial(
+            state=state_of, user_attrs={"failure": {"stage": "quantize", "type": "ValueError",
+                                                    "error": "no scale"}}))
+        number = len(study.trials) - 1
+    code, output = export(copy, "--trial", str(number), "--out", str(tmp_path / "out"))
+    assert code == 2
+    line = only_error_line(output)
+    assert f"trial {number}" in line and "only a complete trial" in line
+    if state == "fail":
+        assert "failed in quantize: ValueError: no scale" in line
+    assert_nothing_written(tmp_path)
+
+
+def test_a_model_gone_with_no_way_to_rebuild_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    copy = copy_run(run_dir, tmp_path, with_artifacts=False)
+    study = study_at(copy)
+    config = study.user_attrs["config"]
+    study.set_user_attr("config", config | {"task": config["task"] | {
+        "model": str(tmp_path / "checkpoint-not-on-this-machine")}})
+    code, output = export(copy, "--trial", str(PRUNED_TRIAL), "--out", str(tmp_path / "out"))
+    assert code == 2
+    line = only_error_line(output)
+    assert "not in the artifact store" in line and "cannot be rebuilt here" in line
+    assert "task.model: no such folder" in line
+    assert_nothing_written(tmp_path)
+
+
+def test_an_artifact_id_reaching_outside_the_store_is_refused(run_dir: Path,
+                                                               tmp_path: Path) -> None:
+    copy = copy_run(run_dir, tmp_path, with_artifacts=True)
+    (tmp_path / "secret.onnx").write_text("not for export")
+    trial_id = study_at(copy).trials[PRUNED_TRIAL]._trial_id
+    meta = {"artifact_id": "../../secret.onnx", "filename": "model.onnx",
+            "mimetype": "application/octet-stream", "encoding": None}
+    # A finished trial's attrs are read-only through Optuna: tamper with the database itself.
+    with sqlite3.connect(copy / "study.db") as db:
+        changed = db.execute("UPDATE trial_system_attributes SET value_json = ? WHERE trial_id = ?"
+                             " AND key LIKE 'artifacts:%'", (json.dumps(json.dumps(meta)),
+                                                             trial_id)).rowcount
+    assert changed == 1
+    code, output = export(copy, "--trial", str(PRUNED_TRIAL), "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert "would reach outside the artifact store" in only_error_line(output)
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("args", [[], ["--trial", "1", "--pick", "fastest"],
+                                  ["--trial", "1", "--max-accuracy-drop", "0.01"]])
+def test_the_trial_is_named_one_way(run_dir: Path, tmp_path: Path, args: list[str]) -> None:
+    code, output = export(run_dir, *args, "--out", str(tmp_path / "out"))
+    assert code == 2
+    only_error_line(output)
+    assert_nothing_written(tmp_path)
+
+
+def test_pick_exports_the_most_accurate_front_trial(run_dir: Path, tmp_path: Path) -> None:
+    code, output = export(run_dir, "--pick", "most-accurate", "--out", str(tmp_path / "best"))
+    assert code == 0, output
+    study = study_at(run_dir)
+    best = max(study.best_trials, key=lambda t: (t.values[0], -t.values[1]))
+    assert f"picked trial {best.number} " in output
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["trial"] == best.number
+
+
+def test_the_reports_export_command_runs_as_printed(run_dir: Path, tmp_path: Path) -> None:
+    from edgetune.reports.context import export_command
+    from edgetune.search.study import Location
+
+    words = shlex.split(export_command(Location.resolve("tiny", run_dir), 1))
+    assert words[:2] == ["edgetune", "export"]
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(cli, words[1:], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert json.loads(Path("export-trial-1/metrics.json").read_text())["trial"] == 1

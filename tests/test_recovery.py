@@ -1,0 +1,123 @@
+"""Recovery fine-tuning wins back what pruning cost; distillation really learns from the teacher;
+a pruned + recovered model is built once per recipe, whatever is done to it afterwards."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgetune.objectives import candidate as candidate_module
+from edgetune.objectives.cache import Cache
+from edgetune.objectives.candidate import Candidate, Workbench, build
+from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.pruning import make_permanent, prune
+from edgetune.objectives.recovery import recover
+from edgetune.objectives.task import Task
+from edgetune.spaces.graph import GraphRecipe
+from edgetune.spaces.pruning import StructuredPruning, UnstructuredPruning
+from edgetune.spaces.quantization import DynamicQuantization
+from edgetune.spaces.recipe import Recipe
+from edgetune.spaces.recovery import RecoveryRecipe
+
+
+def predictions(model: torch.nn.Module, task: Task) -> np.ndarray:
+    inputs = {k: torch.tensor(v) for k, v in task.encoded("validation").items()}
+    with torch.no_grad():
+        return model(**inputs).logits.argmax(dim=1).numpy()
+
+
+def accuracy(model: torch.nn.Module, task: Task) -> float:
+    return float((predictions(model, task) == task.labels("validation")).mean())
+
+
+def heavily_pruned(bench: Workbench) -> torch.nn.Module:
+    """The tiny base with 90% of its Linear weights zeroed: it guesses."""
+    return prune(load_classifier(bench.base), UnstructuredPruning(ratio=0.9), bench.task)
+
+
+def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench: Workbench) -> None:
+    task = tiny_bench.task
+    assert accuracy(load_classifier(tiny_bench.base), task) > 0.95
+    model = heavily_pruned(tiny_bench)
+    assert accuracy(model, task) < 0.5
+
+    recover(model, None, task, RecoveryRecipe(steps=20, learning_rate=3e-3), 16, seed=0)
+
+    assert accuracy(model, task) > 0.9
+
+
+def test_distillation_learns_the_teachers_answers_with_the_weight_given(
+        tiny_bench: Workbench) -> None:
+    """A confident teacher that answers the next label: with weight 1 the student copies it,
+    with weight 0 it follows the labels."""
+    task = tiny_bench.task
+    teacher = load_classifier(tiny_bench.base)
+    with torch.no_grad():
+        teacher.classifier.weight.copy_(5 * teacher.classifier.weight.roll(1, dims=0))
+        teacher.classifier.bias.copy_(5 * teacher.classifier.bias.roll(1))
+    teacher_answers = predictions(teacher, task)
+    assert (teacher_answers != task.labels("validation")).mean() > 0.95
+    pruning = StructuredPruning(layers_dropped=2, layer_selection="even")
+
+    def recovered(alpha: float) -> torch.nn.Module:
+        student = prune(load_classifier(tiny_bench.base), pruning, task)
+        recipe = RecoveryRecipe(steps=20, learning_rate=3e-3, distillation=True,
+                                temperature=2.0, alpha=alpha)
+        return recover(student, teacher, task, recipe, 16, seed=0)
+
+    assert (predictions(recovered(1.0), task) == teacher_answers).mean() > 0.9
+    assert accuracy(recovered(0.0), task) > 0.9
+
+
+def counting_prune(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+
+    def prune_and_count(model: torch.nn.Module, recipe: object, task: Task) -> torch.nn.Module:
+        calls.append(recipe)
+        return prune(model, recipe, task)
+
+    monkeypatch.setattr(candidate_module, "prune", prune_and_count)
+    return calls
+
+
+def test_quantization_variants_of_one_pruned_recipe_prune_and_recover_once(
+        tiny_bench: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = dataclasses.replace(tiny_bench, cache=Cache(tmp_path / "cache"))
+    calls = counting_prune(monkeypatch)
+    pruning = StructuredPruning(layers_dropped=2, layer_selection="even")
+    recovery = RecoveryRecipe(steps=5, learning_rate=3e-3)
+    variants = [
+        Recipe(pruning=pruning, recovery=recovery, quantization=DynamicQuantization()),
+        Recipe(pruning=pruning, recovery=recovery, graph=GraphRecipe(fusion=True)),
+    ]
+
+    built = [build(recipe, bench, Candidate(path=tmp_path / str(i) / "model.onnx"))
+             for i, recipe in enumerate(variants)]
+
+    assert len(calls) == 1
+    assert all(candidate.path.is_file() for candidate in built)
+    other_recovery = Recipe(pruning=pruning, recovery=recovery.model_copy(update={"steps": 6}))
+    build(other_recovery, bench, Candidate(path=tmp_path / "2" / "model.onnx"))
+    assert len(calls) == 2  # a different recovery is a different model
+
+
+def test_recovery_keeps_unstructured_zeros_from_regrowing(tiny_bench: Workbench) -> None:
+    model = prune(load_classifier(tiny_bench.base), UnstructuredPruning(ratio=0.5),
+                  tiny_bench.task)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    before = [copy.deepcopy(m.weight.detach()) for m in linears]
+
+    recover(model, None, tiny_bench.task, RecoveryRecipe(steps=10, learning_rate=3e-3), 16, 0)
+
+    make_permanent(model)
+    for module, old in zip(linears, before):
+        assert set(dict(module.named_parameters())) == {"weight", "bias"}  # plain Linear again
+        zeros = old == 0
+        assert zeros.float().mean() >= 0.5
+        assert torch.all(module.weight[zeros] == 0)  # pruned weights stayed pruned
+        assert not torch.equal(module.weight[~zeros], old[~zeros])  # the others trained
