@@ -209,8 +209,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path):
-    """A Workbench on the tiny task with its base fine-tuned (cached for the whole session)."""
+def study_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path):
+    """The Workbench a tiny study builds its candidates with: the 2-layer tiny BERT fine-tuned
+    with the tiny config's settings (cached for the whole session)."""
     from helpers import tiny_config
 
     from edgetune.objectives.cache import Cache
@@ -229,7 +230,7 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_
 
 
 @pytest.fixture(scope="session")
-def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_bench):
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, study_bench):
     """Build a recipe on the tiny task once per session and return its ONNX file."""
     from edgetune.objectives.candidate import Candidate, build
 
@@ -240,7 +241,7 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_bench):
         key = recipe.model_dump_json()
         if key not in built:
             candidate = Candidate(path=folder / f"{len(built)}" / "model.onnx")
-            built[key] = build(recipe, tiny_bench, candidate).path
+            built[key] = build(recipe, study_bench, candidate).path
         return built[key]
 
     return build_once

@@ -36,7 +36,7 @@ def logits(model: Path, bench: Workbench) -> np.ndarray:
 
 @pytest.mark.parametrize("pruning", [None, StructuredPruning(heads_kept=0.5, ffn_kept=0.5,
                                                              scope="layer")])
-def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build: Build, tiny_bench: Workbench,
+def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build: Build, study_bench: Workbench,
                                                      pruning: StructuredPruning | None) -> None:
     # The pruned model keeps 2 of 4 heads: a head count taken from the config would be wrong.
     plain = Recipe() if pruning is None else Recipe(pruning=pruning)
@@ -45,8 +45,8 @@ def test_fusion_fuses_attention_and_keeps_the_outputs(tiny_build: Build, tiny_be
     assert {op: op_counts(fused_model).get(op) for op in FUSED} == FUSED
     assert "MatMul" not in {op for op, n in op_counts(fused_model).items()
                             if op == "MatMul" and n > 6}  # Q/K/V projections are inside Attention
-    np.testing.assert_allclose(logits(fused_model, tiny_bench),
-                               logits(tiny_build(plain), tiny_bench), atol=1e-4)
+    np.testing.assert_allclose(logits(fused_model, study_bench),
+                               logits(tiny_build(plain), study_bench), atol=1e-4)
 
 
 # The choices that shape each scheme's quantized graph (format, operator set, integer types).
@@ -83,7 +83,7 @@ COMBINATIONS = [(quantization, fusion)
 @pytest.mark.parametrize(("quantization", "fusion"), COMBINATIONS,
                          ids=[f"{q.short()}{'-fused' if f else ''}" for q, f in COMBINATIONS])
 def test_every_quantization_the_space_samples_builds_with_each_graph_it_allows(
-        tiny_build: Build, tiny_bench: Workbench, quantization, fusion: bool) -> None:
+        tiny_build: Build, study_bench: Workbench, quantization, fusion: bool) -> None:
     model = tiny_build(Recipe(quantization=quantization, graph=GraphRecipe(fusion=fusion)))
     ops = op_counts(model)
     assert QUANTIZED_OPS[quantization.scheme] & set(ops)
@@ -92,6 +92,6 @@ def test_every_quantization_the_space_samples_builds_with_each_graph_it_allows(
         # static INT8 keeps attention unfused, so that its projections are INT8 too
         attentions = 0 if quantization.scheme == "static" else 2
         assert ops.get("Attention", 0) + ops.get("QAttention", 0) == attentions
-    score = accuracy(model, tiny_bench.task.encoded("validation"),
-                     tiny_bench.task.labels("validation"), tiny_bench.target)
+    score = accuracy(model, study_bench.task.encoded("validation"),
+                     study_bench.task.labels("validation"), study_bench.target)
     assert 0 <= score <= 1

@@ -30,11 +30,11 @@ def validation_accuracy(model: Path, bench: Workbench) -> float:
 
 
 @pytest.fixture(scope="module")
-def baked(tiny_bench: Workbench,
+def baked(study_bench: Workbench,
           tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The dynamic-export QAT checkpoint in FP32 ONNX, and its dynamic INT8 quantization."""
-    checkpoint = trained_with_qat(tiny_bench.base, tiny_qat(), tiny_bench)
-    fp32 = tiny_bench.export(checkpoint) / "model.onnx"
+    checkpoint = trained_with_qat(study_bench.base, tiny_qat(), study_bench)
+    fp32 = study_bench.export(checkpoint) / "model.onnx"
     int8 = tmp_path_factory.mktemp("qat") / "int8.onnx"
     quantize_dynamic_int8(fp32, int8, BAKED_WEIGHTS_QUANTIZATION)
     return fp32, int8
@@ -58,23 +58,23 @@ def test_qat_weights_lie_on_the_grid_onnx_runtime_quantizes_them_to(
 
 
 def test_qat_trains_and_onnx_runtime_int8_keeps_its_accuracy(baked: tuple[Path, Path],
-                                                            tiny_bench: Workbench) -> None:
+                                                            study_bench: Workbench) -> None:
     fp32, int8 = baked
-    base = weights(tiny_bench.reference())
+    base = weights(study_bench.reference())
     trained = weights(fp32)
     assert any(not np.array_equal(base[n], trained[n]) for n in base if n in trained)
-    assert validation_accuracy(int8, tiny_bench) == pytest.approx(
-        validation_accuracy(fp32, tiny_bench), abs=0.05)
+    assert validation_accuracy(int8, study_bench) == pytest.approx(
+        validation_accuracy(fp32, study_bench), abs=0.05)
 
 
 def test_qat_qdq_export_quantizes_weights_and_activations(tiny_build: Build,
-                                                         tiny_bench: Workbench) -> None:
+                                                         study_bench: Workbench) -> None:
     model = tiny_build(Recipe(quantization=tiny_qat("qdq")))
     ops = op_counts(model)
     # 14 weights (12 projections, pooler, classifier) and the activations feeding them
     assert ops["QuantizeLinear"] >= 28 and ops["DequantizeLinear"] >= 28
-    reference = validation_accuracy(tiny_bench.reference(), tiny_bench)
-    assert validation_accuracy(model, tiny_bench) >= reference - 0.2
+    reference = validation_accuracy(study_bench.reference(), study_bench)
+    assert validation_accuracy(model, study_bench) >= reference - 0.2
 
 
 def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build: Build) -> None:

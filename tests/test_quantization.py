@@ -47,18 +47,18 @@ def node(model: Path, name: str) -> onnx.NodeProto:
 
 
 @pytest.fixture(scope="module")
-def reference_accuracy(tiny_bench: Workbench) -> float:
-    return validation_accuracy(tiny_bench.reference(), tiny_bench)
+def reference_accuracy(study_bench: Workbench) -> float:
+    return validation_accuracy(study_bench.reference(), study_bench)
 
 
 def test_dynamic_int8_runs_integer_matmuls_and_keeps_accuracy(
-        tiny_build: Build, tiny_bench: Workbench, reference_accuracy: float) -> None:
+        tiny_build: Build, study_bench: Workbench, reference_accuracy: float) -> None:
     model = tiny_build(recipe(DynamicQuantization()))
     ops = op_counts(model)
     assert ops["MatMulInteger"] == 14  # 6 projections in each of 2 layers, pooler, classifier
     assert ops["DynamicQuantizeLinear"] > 0
     assert initializers(model)[f"{EMBEDDINGS}_quantized"].itemsize == 1
-    assert validation_accuracy(model, tiny_bench) >= reference_accuracy - 0.05
+    assert validation_accuracy(model, study_bench) >= reference_accuracy - 0.05
 
 
 @pytest.mark.parametrize(("setting", "check"), [
@@ -96,7 +96,7 @@ def test_gemm_only_quantization_leaves_the_embedding_table_in_float(
     ("qoperator", "uint8", "QLinearMatMul"),
 ])
 def test_static_int8_quantizes_activations_in_the_chosen_format_and_type(
-        tiny_build: Build, tiny_bench: Workbench, reference_accuracy: float, quant_format: str,
+        tiny_build: Build, study_bench: Workbench, reference_accuracy: float, quant_format: str,
         activation_type: str, expected: str) -> None:
     model = tiny_build(recipe(StaticQuantization(format=quant_format,
                                                  activation_type=activation_type)))
@@ -106,7 +106,7 @@ def test_static_int8_quantizes_activations_in_the_chosen_format_and_type(
     weights = initializers(model)
     activation_points = [weights[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert activation_points and {p.dtype for p in activation_points} == {np.dtype(activation_type)}
-    assert validation_accuracy(model, tiny_bench) >= reference_accuracy - 0.05
+    assert validation_accuracy(model, study_bench) >= reference_accuracy - 0.05
 
 
 def activation_scales(model: Path) -> dict[str, float]:
@@ -152,7 +152,7 @@ def test_full_int8_also_quantizes_layer_norms(tiny_build: Build) -> None:
     StaticQuantization(keep_fp32="ffn_output"),
     StaticQuantization(format="qoperator", keep_fp32="ffn_output"),
 ])
-def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build: Build, tiny_bench: Workbench,
+def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build: Build, study_bench: Workbench,
                                                           fusion: bool,
                                                           quantization) -> None:
     model = tiny_build(recipe(quantization, fusion))
@@ -164,7 +164,7 @@ def test_mixed_precision_keeps_the_chosen_layers_in_float(tiny_build: Build, tin
         assert producers.get(kept.input[0]) != "DequantizeLinear"
     quantized_ops = {"MatMulInteger", "QLinearMatMul", "QuantizeLinear"}
     assert quantized_ops & set(op_counts(model))
-    validation_accuracy(model, tiny_bench)  # runs
+    validation_accuracy(model, study_bench)  # runs
 
 
 @pytest.mark.parametrize("fusion", [False, True])
@@ -191,7 +191,7 @@ def test_mixed_precision_groups_resolve_on_plain_and_fused_graphs(tiny_build: Bu
     NncfQuantization(transformer=False),
     NncfQuantization(preset="mixed", smooth_quant_alpha=0.8),
 ])
-def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build: Build, tiny_bench: Workbench,
+def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build: Build, study_bench: Workbench,
                                                      reference_accuracy: float,
                                                      quantization) -> None:
     model = tiny_build(recipe(quantization))
@@ -199,7 +199,7 @@ def test_nncf_quantizes_the_gemms_and_keeps_accuracy(tiny_build: Build, tiny_ben
     producers = {out: n.op_type for n in graph.node for out in n.output}
     projections = [n for n in graph.node if n.op_type == "MatMul" and "/self/query/" in n.name]
     assert projections and all(producers[n.input[0]] == "DequantizeLinear" for n in projections)
-    assert validation_accuracy(model, tiny_bench) >= reference_accuracy - 0.05
+    assert validation_accuracy(model, study_bench) >= reference_accuracy - 0.05
 
 
 def test_smoothquant_rescales_the_activations_feeding_the_gemms(tiny_build: Build) -> None:
