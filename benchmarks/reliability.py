@@ -35,15 +35,15 @@ from click.testing import CliRunner  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from conftest import build_tiny_model, make_texts, write_csv  # noqa: E402
+from edgetune.search.baselines import DYNAMIC_INT8  # noqa: E402
 from edgetune.search.cli import cli  # noqa: E402
 from helpers import edgetune_command, start, tiny_config, trials_of, wait_for, \
     write_config  # noqa: E402
 from postgres import ThrowawayServer  # noqa: E402
 
-RECOVERING = {"pruning.method": "unstructured", "pruning.ratio": 0.5, "recovery.steps": 300,
-              "recovery.learning_rate": 1e-3, "recovery.distillation": False,
-              "quantization.scheme": "dynamic", "quantization.per_channel": False,
-              "graph.fusion": False}
+RECOVERING = {**DYNAMIC_INT8, "pruning.method": "unstructured", "pruning.ratio": 0.5,
+              "recovery.steps": 300, "recovery.learning_rate": 1e-3,
+              "recovery.distillation": False, "graph.fusion": False}
 SIGNAL_CASES = [(signal.SIGKILL, "prune_recover"), (signal.SIGKILL, "export"),
                 (signal.SIGKILL, "measure"), (signal.SIGINT, "prune_recover"),
                 (signal.SIGINT, "measure"), (signal.SIGTERM, "measure")]

@@ -2,11 +2,15 @@
 
 The stages run in a fixed order so that every combination the space allows builds:
 
-    fine-tuned base ─► prune ─► recover ─┬─► export ─► fuse graph ─► PTQ (dynamic / static)
-                                         └─► QAT (NNCF) ─► export Q/DQ
+    fine-tuned base ─► prune ─► recover ─┬──────────────────────┬─► export ─► fuse ─► PTQ
+                                         └─► QAT (NNCF) ─┬─ dynamic: INT8-grid weights ┘
+                                                         └─ qdq: export Q/DQ
 
-Pruned + recovered models and exports are cached, so quantization variants of one pruned model
-reuse it. Each stage's wall time is recorded on the candidate.
+PTQ is ONNX Runtime's dynamic or static INT8 or NNCF's; after QAT's ``dynamic`` export it is the
+per-channel dynamic INT8 that reproduces the trained grid.
+
+Pruned + recovered models, QAT-trained models and exports are cached, so quantization variants
+of one pruned model reuse it. Each stage's wall time is recorded on the candidate.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
-from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.checkpoint import SHAPES_FILE, load_classifier
 from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import (
@@ -36,14 +40,27 @@ from edgetune.objectives.latency import (
     ratio,
 )
 from edgetune.objectives.pruning import make_permanent, prune, save_pruned
-from edgetune.objectives.qat import quantization_aware_training
-from edgetune.objectives.quantization import quantize_dynamic_int8, quantize_static_int8
+from edgetune.objectives.qat import (
+    BAKED_WEIGHTS_QUANTIZATION,
+    QDQ_FILE,
+    quantization_aware_training,
+)
+from edgetune.objectives.quantization import (
+    quantize_dynamic_int8,
+    quantize_nncf,
+    quantize_static_int8,
+)
 from edgetune.objectives.recovery import recover
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback
-from edgetune.spaces.quantization import DynamicQuantization, StaticQuantization
 from edgetune.spaces.qat import QatRecipe
+from edgetune.spaces.quantization import (
+    DynamicQuantization,
+    NncfQuantization,
+    QuantizationRecipe,
+    StaticQuantization,
+)
 from edgetune.spaces.recipe import Recipe
 
 
@@ -120,27 +137,33 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
     workdir.mkdir(parents=True, exist_ok=True)
     with _stage(candidate, "prune_recover"):
         checkpoint = _pruned(recipe, bench, callback, callback_every)
-    quantization = recipe.quantization
+    quantization: QuantizationRecipe = recipe.quantization
     if isinstance(quantization, QatRecipe):
         with _stage(candidate, "qat"):
-            quantization_aware_training(
-                bench.load(checkpoint), bench.task, quantization, bench.batch_size,
-                bench.seed, candidate.path, callback, callback_every,
-            )
-        return candidate
+            trained = trained_with_qat(checkpoint, quantization, bench, callback,
+                                       callback_every)
+        if quantization.export == "qdq":
+            shutil.copyfile(trained / QDQ_FILE, candidate.path)
+            return candidate
+        checkpoint, quantization = trained, BAKED_WEIGHTS_QUANTIZATION
     with _stage(candidate, "export"):
         current = bench.export(checkpoint) / "model.onnx"
     if recipe.graph.fusion:
         with _stage(candidate, "fuse"):
             fused = workdir / "fused.onnx"
-            candidate.notes["fused_ops"] = fuse(current, fused, bench.model_type)
+            # ONNX Runtime has no static integer Attention: static INT8 of a fused attention
+            # would leave its Q/K/V projections in FP32 (measured slower, benchmarks/RESULTS.md).
+            attention = not isinstance(quantization, StaticQuantization)
+            candidate.notes["fused_ops"] = fuse(current, fused, bench.model_type, attention)
             current = fused
     with _stage(candidate, "quantize"):
+        calibration = bench.task.encoded("calibration")
         if isinstance(quantization, DynamicQuantization):
             quantize_dynamic_int8(current, candidate.path, quantization)
         elif isinstance(quantization, StaticQuantization):
-            quantize_static_int8(current, candidate.path, quantization,
-                                 bench.task.encoded("calibration"))
+            quantize_static_int8(current, candidate.path, quantization, calibration)
+        elif isinstance(quantization, NncfQuantization):
+            quantize_nncf(current, candidate.path, quantization, calibration)
         else:
             shutil.copyfile(current, candidate.path)
     return candidate
@@ -222,6 +245,27 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
         save_pruned(make_permanent(model), folder)
 
     return bench.cache.get_or_build("pruned", key, build_pruned)
+
+
+def trained_with_qat(checkpoint: Path, recipe: QatRecipe, bench: Workbench,
+                     callback: StepCallback | None = None, callback_every: int = 0) -> Path:
+    """The cached QAT result of ``checkpoint``: a checkpoint folder, or a folder with Q/DQ ONNX."""
+    key = {
+        "stage": "qat",
+        "checkpoint": checkpoint.name,
+        "qat": recipe.model_dump(),
+        "batch_size": bench.batch_size,
+        "seed": bench.seed,
+    }
+
+    def build_qat(folder: Path) -> None:
+        quantization_aware_training(bench.load(checkpoint), bench.task, recipe,
+                                    bench.batch_size, bench.seed, folder, callback,
+                                    callback_every)
+        if recipe.export == "dynamic" and (checkpoint / SHAPES_FILE).exists():
+            shutil.copyfile(checkpoint / SHAPES_FILE, folder / SHAPES_FILE)
+
+    return bench.cache.get_or_build("qat", key, build_qat)
 
 
 class StageError(Exception):

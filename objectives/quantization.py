@@ -1,17 +1,20 @@
-"""Quantization build step: ONNX Runtime's dynamic and static INT8 quantization.
+"""Quantization build step: ONNX Runtime dynamic and static INT8, NNCF post-training INT8.
 
+Mixed precision keeps a group of nodes in FP32; the group is resolved to node names on the graph
+being quantized (``fp32_nodes``), so one definition serves ONNX Runtime's ``nodes_to_exclude``
+and NNCF's ``ignored_scope``, on plain and fused graphs alike.
 Search space: ``edgetune.spaces.quantization``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -20,14 +23,81 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgetune.spaces.quantization import DynamicQuantization, StaticQuantization
+from edgetune.spaces.quantization import (
+    DynamicQuantization,
+    Fp32Group,
+    NncfQuantization,
+    StaticQuantization,
+)
 
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
+INT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+STATIC_FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+# Operator types handed to ONNX Runtime (it skips those its chosen mode cannot quantize).
+# Attention is the fused Q/K/V projection; EmbedLayerNormalization holds the fused embeddings.
+GEMMS = ["MatMul", "Gemm", "Attention"]
+# Where, Add and Softmax carry the additive attention mask in unfused graphs: 0 or the lowest
+# float (-3.4e38), which no INT8 range holds. The calibrators measure every tensor of the op
+# types they are given (nodes_to_exclude does not stop them), and the histogram ones fail on
+# it ("Too many bins for data range"), so "all" is everything else ONNX Runtime can quantize;
+# NNCF is told to ignore them.
+MASK_OPS = {"Where", "Add", "Softmax"}
+OP_TYPES: dict[str, list[str]] = {
+    "matmul": GEMMS,
+    "matmul_gather": [*GEMMS, "Gather", "EmbedLayerNormalization"],
+    "all": sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - MASK_OPS),
+}
+
+# Node names come from the exporter's module scopes, e.g. /model/bert/encoder/layer.3/output/
+# dense/MatMul (BERT, RoBERTa) or /model/distilbert/transformer/layer.3/ffn/lin2/MatMul.
+_LAYER = re.compile(r"/layer\.(\d+)/")
+_GROUP_NAMES = {
+    "classifier": re.compile(r"/(pooler|pre_classifier|classifier)/"),
+    "attention": re.compile(r"/attention/"),
+    "ffn_output": re.compile(r"/layer\.\d+/(output/dense|ffn/lin2)/"),
+}
+# The optimizer names fused attentions Attention_0, Attention_1, ...: no scope in the name.
+_GROUP_OPS = {"attention": {"Attention"}}
+
+
+def fp32_nodes(model: onnx.ModelProto, group: Fp32Group) -> list[str]:
+    """Names of the nodes of ``model`` that mixed precision ``group`` keeps in FP32."""
+    if group == "none":
+        return []
+    nodes = list(model.graph.node)
+    if group in _GROUP_NAMES:
+        return [n.name for n in nodes
+                if _GROUP_NAMES[group].search(n.name) or n.op_type in _GROUP_OPS.get(group, ())]
+    layers = _layers(nodes)
+    if not layers:
+        return []
+    chosen = min(layers.values()) if group == "first_layer" else max(layers.values())
+    return [name for name, layer in layers.items() if layer == chosen]
+
+
+def _layers(nodes: list[onnx.NodeProto]) -> dict[str, int]:
+    """The encoder layer of each node: from its scope, or for a node the optimizer fused (whose
+    name has no scope) from the nodes that consume its output."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    layers = {}
+    for node in nodes:
+        match = _LAYER.search(node.name)
+        if match is None and "/" not in node.name and node.op_type != "Constant":
+            match = next((m for out in node.output for c in consumers.get(out, [])
+                          if (m := _LAYER.search(c.name))), None)
+        if match is not None:
+            layers[node.name] = int(match.group(1))
+    return layers
 
 
 def quantize_dynamic_int8(source: Path, target: Path, recipe: DynamicQuantization) -> None:
@@ -35,8 +105,11 @@ def quantize_dynamic_int8(source: Path, target: Path, recipe: DynamicQuantizatio
     quantize_dynamic(
         str(source),
         str(target),
+        op_types_to_quantize=OP_TYPES[recipe.op_types],
         per_channel=recipe.per_channel,
-        weight_type=QuantType.QInt8,
+        reduce_range=recipe.reduce_range,
+        weight_type=INT_TYPES[recipe.weight_type],
+        nodes_to_exclude=fp32_nodes(onnx.load(str(source)), recipe.keep_fp32),
         # Fused graphs hold ops (Attention, SkipLayerNormalization) whose output types the
         # quantizer cannot infer; without a default type it refuses them.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -48,35 +121,78 @@ def quantize_static_int8(
 ) -> None:
     """Quantize weights and activations, with activation ranges calibrated on ``calibration``.
 
-    Activations are unsigned: with signed activations ONNX Runtime leaves the attention MatMuls in
-    FP32 and the model ran 1.2-3.9x slower than FP32 on this machine (issue #3).
+    The graph first gets ONNX Runtime's symbolic shape inference (``quant_pre_process``): it
+    types the outputs of fused contrib ops (SkipLayerNormalization, Attention), without which the
+    static quantizer skips their consumers and then fails on their biases.
     """
     _quiet()
-    quantize_static(
-        str(source),
-        str(target),
-        _Batches(source, calibration),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=recipe.per_channel,
-        calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+    prepared = target.with_name(f"{target.stem}.prepared.onnx")
+    quant_pre_process(str(source), str(prepared), skip_optimization=True, auto_merge=True)
+    try:
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Batches(prepared, calibration),
+            quant_format=STATIC_FORMATS[recipe.format],
+            op_types_to_quantize=OP_TYPES[recipe.op_types],
+            activation_type=INT_TYPES[recipe.activation_type],
+            weight_type=QuantType.QInt8,
+            per_channel=recipe.per_channel,
+            calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+            nodes_to_exclude=fp32_nodes(onnx.load(str(prepared)), recipe.keep_fp32),
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def quantize_nncf(source: Path, target: Path, recipe: NncfQuantization,
+                  calibration: dict[str, np.ndarray]) -> None:
+    """NNCF post-training quantization of the ONNX model, calibrated on ``calibration``."""
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
     )
+
+    model = onnx.load(str(source))
+    rows = list(calibration_rows(source, calibration))
+    ignored = fp32_nodes(model, recipe.keep_fp32)
+    alpha = recipe.smooth_quant_alpha
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(rows),
+        preset=nncf.QuantizationPreset(recipe.preset),
+        model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
+        subset_size=len(rows),
+        # Without its transformer model type NNCF quantizes the attention mask too (an
+        # infinite scale: the model then predicts one class).
+        ignored_scope=nncf.IgnoredScope(names=ignored, types=sorted(MASK_OPS), validate=False),
+        advanced_parameters=AdvancedQuantizationParameters(
+            # A negative alpha switches SmoothQuant off.
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(
+                matmul=alpha if alpha is not None else -1
+            )
+        ),
+    )
+    onnx.save(quantized, str(target))
+
+
+def calibration_rows(model: Path, inputs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """The calibration split one example at a time, restricted to ``model``'s own inputs."""
+    names = {i.name for i in onnx.load(str(model), load_external_data=False).graph.input}
+    own = {name: value for name, value in inputs.items() if name in names}
+    for row in range(len(next(iter(own.values())))):
+        yield {name: value[row : row + 1] for name, value in own.items()}
 
 
 class _Batches(CalibrationDataReader):
-    """Feeds the calibration split one example at a time, as the calibrators expect."""
+    """ONNX Runtime's calibrators read the calibration split through this interface."""
 
     def __init__(self, model: Path, inputs: dict[str, np.ndarray]) -> None:
-        names = {i.name for i in ort.InferenceSession(str(model)).get_inputs()}
-        self._inputs = {k: v for k, v in inputs.items() if k in names}
-        self._rows: Iterator[int] = iter(range(len(next(iter(self._inputs.values())))))
+        self._rows = calibration_rows(model, inputs)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        row = next(self._rows, None)
-        if row is None:
-            return None
-        return {name: value[row : row + 1] for name, value in self._inputs.items()}
+        return next(self._rows, None)
 
 
 def _quiet() -> None:

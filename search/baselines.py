@@ -21,11 +21,16 @@ Params = dict[str, Any]
 
 REFERENCE: Params = {"pruning.method": "none", "quantization.scheme": "none",
                      "graph.fusion": False}
+# Plain dynamic INT8 as the space's parameters (a baseline lists every one its scheme samples).
+DYNAMIC_INT8: Params = {
+    "pruning.method": "none", "quantization.scheme": "dynamic",
+    "quantization.dynamic.per_channel": False, "quantization.dynamic.reduce_range": False,
+    "quantization.dynamic.weight_type": "int8", "quantization.dynamic.op_types": "matmul_gather",
+    "quantization.dynamic.keep_fp32": "none",
+}
 BASELINES: dict[str, Params] = {
-    "dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
-                     "quantization.per_channel": False, "graph.fusion": False},
-    "fusion + dynamic INT8": {"pruning.method": "none", "quantization.scheme": "dynamic",
-                              "quantization.per_channel": False, "graph.fusion": True},
+    "dynamic INT8": {**DYNAMIC_INT8, "graph.fusion": False},
+    "fusion + dynamic INT8": {**DYNAMIC_INT8, "graph.fusion": True},
 }
 
 

@@ -1,7 +1,15 @@
 """Quantization-aware training knob: NNCF inserts fake-quantizers, the model trains with them.
 
-QAT recovers accuracy that INT8 rounding costs, at the price of training steps. Sampled as the
-``qat`` quantization scheme. Build step: ``edgetune.objectives.qat``.
+QAT recovers accuracy that INT8 rounding costs, at the price of training steps. Two ways out to
+ONNX Runtime (``export``):
+
+- ``dynamic``: train with NNCF's weight quantizers only, bake the trained INT8-grid weights into
+  FP32 weights, and let ONNX Runtime's per-channel dynamic INT8 put them back on the same grid
+  (composes with the graph fusions: the fastest path on CPUs);
+- ``qdq``: train with weight and activation quantizers and export NNCF's own
+  QuantizeLinear/DequantizeLinear graph: full INT8, what INT8-only NPUs run.
+
+Sampled as the ``qat`` quantization scheme. Build step: ``edgetune.objectives.qat``.
 """
 
 from __future__ import annotations
@@ -11,21 +19,25 @@ from typing import Literal
 import optuna
 from pydantic import Field, field_validator
 
-from edgetune.spaces.base import CountRange, FloatRange, Strict
+from edgetune.spaces.base import CountRange, FloatRange, Strict, suggest_choice
+
+QatExport = Literal["dynamic", "qdq"]
 
 
 class QatRecipe(Strict):
     scheme: Literal["qat"] = "qat"
     steps: int = Field(ge=1)
     learning_rate: float = Field(default=1e-5, gt=0)
+    export: QatExport = "dynamic"
 
     def short(self) -> str:
-        return f"qat{self.steps}"
+        return f"qat{self.steps}-{self.export}"
 
 
 class QatSpace(Strict):
     steps: CountRange = CountRange(low=10, high=40, step=10)
     learning_rate: FloatRange = FloatRange(low=5e-6, high=5e-5, log=True)
+    export: list[QatExport] = Field(default=["dynamic", "qdq"], min_length=1)
 
     @field_validator("steps")
     @classmethod
@@ -38,4 +50,5 @@ class QatSpace(Strict):
         return QatRecipe(
             steps=self.steps.suggest(trial, "qat.steps"),
             learning_rate=self.learning_rate.suggest(trial, "qat.learning_rate"),
+            export=suggest_choice(trial, "qat.export", self.export),
         )

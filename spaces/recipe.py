@@ -6,10 +6,10 @@ so ``export`` can rebuild a candidate whose file was not kept.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgetune.spaces.base import Strict
-from edgetune.spaces.graph import GraphRecipe
+from edgetune.spaces.graph import GraphRecipe, fusion_composes
 from edgetune.spaces.pruning import NoPruning, PruningRecipe
 from edgetune.spaces.quantization import NoQuantization, QuantizationRecipe
 from edgetune.spaces.recovery import RecoveryRecipe
@@ -20,6 +20,12 @@ class Recipe(Strict):
     recovery: RecoveryRecipe = Field(default_factory=lambda: RecoveryRecipe(steps=0))
     quantization: QuantizationRecipe = Field(default_factory=NoQuantization)
     graph: GraphRecipe = Field(default_factory=GraphRecipe)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> Recipe:
+        if self.graph.fusion and not fusion_composes(self.quantization):
+            raise ValueError(f"graph fusion does not compose with {self.quantization.short()}")
+        return self
 
     @property
     def is_reference(self) -> bool:

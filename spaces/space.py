@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from edgetune.spaces.base import Strict
-from edgetune.spaces.graph import GraphRecipe, GraphSpace
+from edgetune.spaces.graph import GraphSpace
 from edgetune.spaces.pruning import PruningSpace
 from edgetune.spaces.quantization import QuantizationSpace
 from edgetune.spaces.recipe import Recipe
@@ -36,6 +36,5 @@ class SearchSpace(Strict):
             self.recovery.sample(trial) if pruning.method != "none" else RecoveryRecipe(steps=0)
         )
         quantization = self.quantization.sample(trial)
-        # QAT exports its own Q/DQ graph, which the transformer fusions do not apply to.
-        graph = self.graph.sample(trial) if quantization.scheme != "qat" else GraphRecipe()
+        graph = self.graph.sample(trial, quantization)
         return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph)

@@ -242,3 +242,42 @@ def postgres_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def study_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path):
+    """The Workbench a tiny study builds its candidates with: the 2-layer tiny BERT fine-tuned
+    with the tiny config's settings (cached for the whole session)."""
+    from helpers import tiny_config
+
+    from edgetune.objectives.cache import Cache
+    from edgetune.objectives.candidate import Workbench
+    from edgetune.objectives.finetune import fine_tuned_base
+    from edgetune.objectives.task import load_task
+    from edgetune.search.config import StudyConfig
+
+    config = StudyConfig.model_validate(tiny_config(tiny_model, tiny_csv))
+    task = load_task(config.task)
+    cache = Cache(tmp_path_factory.getbasetemp() / "cache")  # the cache _isolated_cache names
+    base = fine_tuned_base(task, config.finetune, cache)
+    return Workbench(task=task, base=base, cache=cache, target=config.target,
+                     measure=config.measure, batch_size=config.finetune.batch_size,
+                     seed=config.finetune.seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, study_bench):
+    """Build a recipe on the tiny task once per session and return its ONNX file."""
+    from edgetune.objectives.candidate import Candidate, build
+
+    folder = tmp_path_factory.mktemp("candidates")
+    built: dict[str, Path] = {}
+
+    def build_once(recipe) -> Path:  # type: ignore[no-untyped-def]
+        key = recipe.model_dump_json()
+        if key not in built:
+            candidate = Candidate(path=folder / f"{len(built)}" / "model.onnx")
+            built[key] = build(recipe, study_bench, candidate).path
+        return built[key]
+
+    return build_once

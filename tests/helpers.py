@@ -99,3 +99,23 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120,
             raise AssertionError(f"the process ended (code {process.returncode}) before {what}")
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# The tiny_build fixture: build a recipe on the tiny task (once per session), get its ONNX file.
+Build = Callable[..., Path]
+
+
+def op_counts(model: Path) -> dict[str, int]:
+    """How many nodes of each operator type an ONNX file holds."""
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(model)).graph.node))
+
+
+def tiny_qat(export: str = "dynamic"):  # type: ignore[no-untyped-def]
+    """A QAT recipe that trains the tiny model enough to move its weights, in seconds."""
+    from edgetune.spaces.qat import QatRecipe
+
+    return QatRecipe(steps=2, learning_rate=1e-3, export=export)

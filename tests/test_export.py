@@ -22,16 +22,18 @@ from click.testing import CliRunner
 import edgetune
 from edgetune.objectives.task import load_task
 from edgetune.search.cli import cli
+from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import confirmed_figures, front_of, shown_values
 from helpers import run_study, tiny_config
 
 PRUNED_RECIPE = {
+    **DYNAMIC_INT8,
     "pruning.method": "structured", "pruning.heads_kept": 0.5, "pruning.ffn_kept": 0.5,
     "pruning.scope": "layer", "pruning.layers_dropped": 1, "pruning.layer_selection": "even",
     "recovery.steps": 10, "recovery.learning_rate": 2e-3,
     "recovery.distillation": True, "recovery.temperature": 2.0, "recovery.alpha": 0.5,
-    "quantization.scheme": "dynamic", "quantization.per_channel": False, "graph.fusion": True,
+    "graph.fusion": True,
 }
 PRUNED_TRIAL = 3  # after the FP32 reference and the two dynamic INT8 baselines
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from edgetune.objectives import candidate
+from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from helpers import tiny_config, write_config
 
@@ -29,8 +30,8 @@ FAULTS = {
                  "FloatingPointError", "training loss is"),
     "export error": ({**UNSTRUCTURED, "recovery.learning_rate": 1e-3}, "export",
                      "RuntimeError", "not supported"),
-    "onnx runtime load error": ({**UNPRUNED, "quantization.scheme": "dynamic",
-                                 "quantization.per_channel": True}, "measure",
+    "onnx runtime load error": ({**UNPRUNED, **DYNAMIC_INT8,
+                                 "quantization.dynamic.per_channel": True}, "measure",
                                 "InvalidProtobuf", "Protobuf parsing failed"),
     "out of memory": ({**UNPRUNED, "graph.fusion": True}, "fuse", "MemoryError",
                       "cannot allocate"),

@@ -24,7 +24,7 @@ from helpers import edgetune_command, tiny_config, write_config
 EDGETUNE_DEFAULTS = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "HF_DATASETS_OFFLINE",
                      "NNCF_CI", "DO_NOT_TRACK")
 QAT = {"pruning.method": "none", "quantization.scheme": "qat", "qat.steps": 5,
-       "qat.learning_rate": 1e-5}
+       "qat.learning_rate": 1e-5, "qat.export": "qdq"}
 # loads the base twice (student and teacher), then the pruned checkpoint (from its config)
 PRUNED_DISTILLED = {"pruning.method": "structured", "pruning.heads_kept": 0.5,
                     "pruning.ffn_kept": 0.5, "pruning.scope": "layer",

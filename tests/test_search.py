@@ -12,6 +12,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import TrialState
 
 from edgetune.errors import InputError
+from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
 from edgetune.search.study import Location, make_storage, open_study, sampler
@@ -57,8 +58,12 @@ def test_the_reference_and_baselines_give_the_samplers_a_search_space(
     NSGA-II and GP model) are not emptied by the FP32 reference."""
     config = config_with(tiny_model, tiny_csv,
                          enqueue=[{"pruning.method": "none", "quantization.scheme": "static",
-                                   "quantization.calibration": "entropy",
-                                   "quantization.static_per_channel": False,
+                                   "quantization.static.format": "qdq",
+                                   "quantization.static.calibration": "percentile",
+                                   "quantization.static.activation_type": "uint8",
+                                   "quantization.static.per_channel": False,
+                                   "quantization.static.op_types": "matmul_gather",
+                                   "quantization.static.keep_fp32": "none",
                                    "graph.fusion": False}])
     location = Location.resolve("tiny", tmp_path)
     study = open_study(config, location.study, make_storage(location.storage))
@@ -69,7 +74,7 @@ def test_the_reference_and_baselines_give_the_samplers_a_search_space(
         roles.append((trial.user_attrs["role"], recipe.short()))
         study.tell(trial, [0.5, 1.0])
     assert roles == [("reference", "fp32 reference"), ("baseline", "dyn-int8"),
-                     ("baseline", "fused · dyn-int8"), ("enqueued", "static-int8-entropy")]
+                     ("baseline", "fused · dyn-int8"), ("enqueued", "static-qdq-percentile")]
     assert {"pruning.method", "quantization.scheme", "graph.fusion"} <= set(
         IntersectionSearchSpace().calculate(study))
 
@@ -99,9 +104,8 @@ def constrained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                          space={"pruning": {"methods": ["none"]},
                                 "quantization": {"schemes": ["none", "dynamic"]}},
                          search={"trials": 5, "objectives": ["accuracy", "latency_ms", "size_mb"],
-                                 "enqueue": [{"pruning.method": "none",
-                                              "quantization.scheme": "dynamic",
-                                              "quantization.per_channel": True,
+                                 "enqueue": [{**DYNAMIC_INT8,
+                                              "quantization.dynamic.per_channel": True,
                                               "graph.fusion": True}]})
     # The budget sits between the FP32 file and the dynamic INT8 one (measured in a first study).
     probe = write_config(folder, config, name="probe.yaml")

@@ -36,14 +36,47 @@ def test_distillation_settings_are_sampled_only_when_distilling() -> None:
         assert has_temperature == (recipe.recovery.steps > 0 and recipe.recovery.distillation)
 
 
-def test_graph_fusion_is_not_sampled_for_qat() -> None:
-    seen_qat = False
+def test_graph_fusion_is_sampled_only_where_it_composes_with_the_quantization() -> None:
+    seen = set()
     for trial, recipe in sample_many(SearchSpace()):
-        if recipe.quantization.scheme == "qat":
-            seen_qat = True
+        quantization = recipe.quantization
+        if quantization.scheme == "nncf" or getattr(quantization, "export", None) == "qdq":
+            seen.add("without")
             assert "graph.fusion" not in trial.params
             assert recipe.graph.fusion is False
-    assert seen_qat
+        else:
+            seen.add("with")
+            assert "graph.fusion" in trial.params
+    assert seen == {"with", "without"}
+
+
+def test_a_recipe_that_cannot_be_built_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not compose"):
+        Recipe.model_validate({"quantization": {"scheme": "nncf"}, "graph": {"fusion": True}})
+
+
+def test_each_quantization_scheme_samples_only_its_own_parameters() -> None:
+    for trial, recipe in sample_many(SearchSpace()):
+        scheme = recipe.quantization.scheme
+        own = {p for p in trial.params if p.startswith(("quantization.", "qat."))}
+        own.discard("quantization.scheme")
+        prefix = "qat." if scheme == "qat" else f"quantization.{scheme}."
+        assert all(p.startswith(prefix) for p in own), (scheme, own)
+        assert bool(own) == (scheme != "none")
+
+
+def test_smoothquant_is_sampled_only_with_nncfs_transformer_type() -> None:
+    space = SearchSpace.model_validate({"quantization": {"schemes": ["nncf"],
+                                                         "nncf": {"transformer": [True, False]}}})
+    for trial, recipe in sample_many(space, 100):
+        quantization = recipe.quantization
+        if quantization.scheme != "nncf":
+            continue
+        assert ("quantization.nncf.smooth_quant" in trial.params) == quantization.transformer
+        assert ("quantization.nncf.smooth_quant_alpha" in trial.params) == (
+            quantization.smooth_quant_alpha is not None)
+        if not quantization.transformer:
+            assert quantization.smooth_quant_alpha is None
 
 
 def test_each_method_samples_only_its_own_parameters() -> None:
