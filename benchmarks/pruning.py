@@ -13,20 +13,16 @@ Minutes of CPU on the real task: run it under the heavy lock,
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-
-from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import Candidate, Workbench, build, zipped_size
+from edgetune.objectives.candidate import Candidate, Workbench, build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.finetune import fine_tuned_base
-from edgetune.objectives.latency import MeasureConfig, latency_inputs, measure
-from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.pruning import prune
 from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
@@ -35,6 +31,7 @@ from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.quantization import DynamicQuantization
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe
+from side_by_side import REFERENCE, conditions, score_and_time
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = MeasureConfig(warmup=20, rounds=10, runs=50, inputs=8)
@@ -53,7 +50,7 @@ def recipes() -> dict[str, Recipe]:
 
     half = {"heads_kept": 0.5, "ffn_kept": 0.5}
     return {
-        "fp32 reference": Recipe(),
+        REFERENCE: Recipe(),
         "fused + dyn-int8": compressed(),
         "keep 3 even, no recovery": compressed(drop(3, "even"), steps=0),
         "keep 3 importance, no recovery": compressed(drop(3, "importance"), steps=0),
@@ -104,22 +101,9 @@ def main() -> None:
     for i, (name, recipe) in enumerate(recipes().items()):
         print(f"building {name}: {recipe.short()}", file=sys.stderr, flush=True)
         built[name] = build(recipe, bench, Candidate(path=workdir / str(i) / "model.onnx"))
-    scores = {
-        name: {split: accuracy(c.path, task.encoded(split), task.labels(split), config.target)
-               for split in ("validation", "test")}
-        for name, c in built.items()
-    }
-    print("measuring latency, all models interleaved", file=sys.stderr, flush=True)
-    inputs = latency_inputs(task.encoded("validation"), config.target, MEASURE.inputs)
-    latency = measure({name: c.path for name, c in built.items()}, inputs, config.target, MEASURE)
-    reference = latency["fp32 reference"].median_ms
-    fp32_test = scores["fp32 reference"]["test"]
-
-    print(f"Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  ")
-    print(f"Machine: {machine_key(machine_record(config.target.threads))}  ")
-    print(f"Target: batch {config.target.batch_size}, sequence {config.target.sequence_length}; "
-          f"latency: {MEASURE.rounds} rounds x {MEASURE.runs} runs, all models interleaved; "
-          f"FP32 reference {reference:.2f} ms  ")
+    results = score_and_time({name: c.path for name, c in built.items()}, task, config.target,
+                             MEASURE)
+    print(conditions(config.target, MEASURE, results))
     for selection in ("even", "importance"):
         print(f"Layers kept by {selection} selection: keep 4 {kept_layers(bench, 2, selection)}, "
               f"keep 3 {kept_layers(bench, 3, selection)}  ")
@@ -128,18 +112,10 @@ def main() -> None:
           "| fused ops | build s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, candidate in built.items():
-        measured = latency[name]
         fused = candidate.notes.get("fused_ops", {})
-        print(
-            f"| {name} | {scores[name]['validation']:.4f} | {scores[name]['test']:.4f} "
-            f"| {100 * (scores[name]['test'] - fp32_test):+.1f} "
-            f"| {measured.median_ms / reference:.3f} | {measured.spread:.2f} "
-            f"| {candidate.path.stat().st_size / 1e6:.1f} "
-            f"| {zipped_size(candidate.path) / 1e6:.1f} "
-            f"| {fused.get('Attention', 0)} attn "  # type: ignore[union-attr]
-            f"| {sum(candidate.stage_seconds.values()):.0f} |"
-        )
-
+        print(f"| {name} | {results.cells(name, candidate.path)} "
+              f"| {fused.get('Attention', 0)} attn "  # type: ignore[union-attr]
+              f"| {sum(candidate.stage_seconds.values()):.0f} |")
 
 if __name__ == "__main__":
     main()

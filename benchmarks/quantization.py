@@ -21,7 +21,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import datetime
 import sys
 import tempfile
 import time
@@ -29,21 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-
-from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import (
     Candidate,
     Workbench,
     build,
     trained_with_qat,
-    zipped_size,
 )
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.graph import fuse
-from edgetune.objectives.latency import MeasureConfig, latency_inputs, measure
-from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.quantization import quantize_nncf, quantize_static_int8
 from edgetune.objectives.task import load_task
 from edgetune.objectives.training import TrainSettings, train
@@ -56,6 +51,7 @@ from edgetune.spaces.quantization import (
     StaticQuantization,
 )
 from edgetune.spaces.recipe import Recipe
+from side_by_side import REFERENCE, conditions, score_and_time
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = MeasureConfig(warmup=10, rounds=8, runs=30, inputs=8)
@@ -79,7 +75,7 @@ def plain(quantization) -> Recipe:  # type: ignore[no-untyped-def]
 def variants() -> dict[str, Recipe | Builder]:
     dyn_pc = DynamicQuantization(per_channel=True)
     return {
-        "fp32 reference": Recipe(),
+        REFERENCE: Recipe(),
         "fp32 fused": fused(),
         "dynamic": plain(DynamicQuantization()),
         "dynamic per-channel": plain(dyn_pc),
@@ -181,7 +177,7 @@ def main() -> None:
                       seed=config.finetune.seed)
     bench.reference()  # the FP32 export every variant starts from: not part of their build time
     chosen = {name: v for name, v in variants().items()
-              if name == "fp32 reference" or not args.only or args.only in name}
+              if name == REFERENCE or not args.only or args.only in name}
     built: dict[str, Candidate] = {}
     for i, (name, variant) in enumerate(chosen.items()):
         print(f"building {name}", file=sys.stderr, flush=True)
@@ -196,41 +192,21 @@ def main() -> None:
                 variant(bench, candidate.path)
                 candidate.stage_seconds["build"] = time.perf_counter() - start
         built[name] = candidate
-    scores = {
-        name: {split: accuracy(c.path, task.encoded(split), task.labels(split), config.target)
-               for split in ("validation", "test")}
-        for name, c in built.items()
-    }
-    print("measuring latency, all models interleaved", file=sys.stderr, flush=True)
-    inputs = latency_inputs(task.encoded("validation"), config.target, MEASURE.inputs)
-    latency = measure({name: c.path for name, c in built.items()}, inputs, config.target, MEASURE)
-    reference = latency["fp32 reference"].median_ms
-    fp32_test = scores["fp32 reference"]["test"]
-
-    print(f"Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  ")
-    print(f"Machine: {machine_key(machine_record(config.target.threads))}  ")
-    print(f"Target: batch {config.target.batch_size}, sequence {config.target.sequence_length}; "
-          f"latency: {MEASURE.rounds} rounds x {MEASURE.runs} runs, all models interleaved; "
-          f"FP32 reference {reference:.2f} ms; QAT and plain fine-tuning: {QAT.steps} steps, "
-          f"lr {QAT.learning_rate:g}, batch {config.finetune.batch_size}  ")
+    results = score_and_time({name: c.path for name, c in built.items()}, task, config.target,
+                             MEASURE)
+    print(conditions(config.target, MEASURE, results,
+                     f"; QAT and plain fine-tuning: {QAT.steps} steps, lr {QAT.learning_rate:g}, "
+                     f"batch {config.finetune.batch_size}"))
     print()
     print("| variant | recipe | val acc | test acc | Δ test (pt) | latency ratio | spread | MB "
           "| zipped MB | build s | ops in the file |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, candidate in built.items():
         variant = chosen[name]
-        measured = latency[name]
         recipe = variant.short() if isinstance(variant, Recipe) else "(see check)"
         build_seconds = sum(s for stage, s in candidate.stage_seconds.items() if stage != "measure")
-        print(
-            f"| {name} | {recipe} | {scores[name]['validation']:.4f} "
-            f"| {scores[name]['test']:.4f} | {100 * (scores[name]['test'] - fp32_test):+.1f} "
-            f"| {measured.median_ms / reference:.2f} | {measured.spread:.2f} "
-            f"| {candidate.path.stat().st_size / 1e6:.1f} "
-            f"| {zipped_size(candidate.path) / 1e6:.1f} | {build_seconds:.0f} "
-            f"| {quantized_ops(candidate.path)} |"
-        )
-
+        print(f"| {name} | {recipe} | {results.cells(name, candidate.path)} | {build_seconds:.0f} "
+              f"| {quantized_ops(candidate.path)} |")
 
 if __name__ == "__main__":
     main()
