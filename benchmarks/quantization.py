@@ -164,6 +164,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
     parser.add_argument("--only", help="build only the variants whose name contains this")
+    parser.add_argument("--cache", type=Path,
+                        help="reuse this cache of exports and QAT (an earlier run's workdir/cache);"
+                             " build times then count only what it lacks")
     args = parser.parse_args()
     config = load_config(args.config)
     task = load_task(config.task, args.config.parent)
@@ -171,9 +174,9 @@ def main() -> None:
                            Cache(Path(config.cache_dir) if config.cache_dir else
                                  default_cache_dir()))
     workdir = Path(tempfile.mkdtemp(prefix="edgetune-quantization-bench-"))
-    # A fresh cache for exports and QAT, so that every build time below is really paid here.
-    bench = Workbench(task=task, base=base, cache=Cache(workdir / "cache"), target=config.target,
-                      measure=MEASURE, batch_size=config.finetune.batch_size,
+    # A fresh cache for exports and QAT unless told, so that every build time is really paid here.
+    bench = Workbench(task=task, base=base, cache=Cache(args.cache or workdir / "cache"),
+                      target=config.target, measure=MEASURE, batch_size=config.finetune.batch_size,
                       seed=config.finetune.seed)
     bench.reference()  # the FP32 export every variant starts from: not part of their build time
     chosen = {name: v for name, v in variants().items()

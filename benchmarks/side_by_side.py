@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import zipped_size
-from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure
+from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import Task
@@ -33,12 +33,16 @@ class SideBySide:
         return self.latency[REFERENCE].median_ms
 
     def cells(self, name: str, model: Path) -> str:
-        """Columns val acc | test acc | Δ test (pt) | latency ratio | spread | MB | zipped MB."""
+        """Columns val acc | test acc | Δ test (pt) | latency ratio | spread | MB | zipped MB.
+
+        The ratio is the trials' own: paired by round with the reference, median over rounds;
+        its spread is (max - min) / median of the per-round ratios."""
         score = self.scores[name]
+        relative = ratio(self.latency[name], self.latency[REFERENCE])
         return (f"{score['validation']:.4f} | {score['test']:.4f} "
                 f"| {100 * (score['test'] - self.scores[REFERENCE]['test']):+.1f} "
-                f"| {self.latency[name].median_ms / self.reference_ms:.3f} "
-                f"| {self.latency[name].spread:.2f} | {model.stat().st_size / 1e6:.1f} "
+                f"| {relative.value:.3f} | {relative.spread:.2f} "
+                f"| {model.stat().st_size / 1e6:.1f} "
                 f"| {zipped_size(model) / 1e6:.1f}")
 
 
