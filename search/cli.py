@@ -172,7 +172,8 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
             + (f"; {infeasible} complete but infeasible (kept off the front)" if infeasible else "")
         )
         for row in failed:
-            retried = f" (run again as trial {row.retried_as})" if row.retried_as is not None else ""
+            retried = (f" (run again as trial {row.retried_as})"
+                       if row.retried_as is not None else "")
             console.print(Text.assemble((f"trial {row.trial} failed", "red"),
                                         f" in {row.stage}: {row.type}: {row.error}{retried}"))
     print_study(study, as_json, extra={"trials": counts, "infeasible": infeasible,
@@ -360,5 +361,19 @@ def _location(config_file: Path | None, study_name: str | None, run_dir: Path | 
     if study_name is None:
         if run_dir is None or storage is not None:
             raise InputError("--study", "name the study: a CONFIG_FILE, --study NAME, or --run-dir")
-        study_name = run_dir.name
+        study_name = _only_study(run_dir) or run_dir.name
     return Location.resolve(study_name, run_dir, storage)
+
+
+def _only_study(run_dir: Path) -> str | None:
+    """The one study a run folder's database holds: ``run --run-dir DIR`` keeps the config's
+    study name, whatever the folder is called."""
+    import optuna
+
+    from edgetune.search.study import Location, make_storage
+
+    location = Location.resolve(run_dir.name, run_dir)
+    if not (run_dir / "study.db").is_file():
+        return None
+    names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(location.storage))]
+    return names[0] if len(names) == 1 else None

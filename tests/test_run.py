@@ -113,6 +113,17 @@ def test_status_shows_the_same_front(finished_run: tuple[Path, dict]) -> None:
     assert status["trials"]["complete"] >= 4
 
 
+def test_a_run_folder_names_its_only_study(finished_run: tuple[Path, dict]) -> None:
+    # `run --run-dir DIR` keeps the config's study name ("tiny"), not the folder's ("run")
+    folder, _ = finished_run
+    named = CliRunner().invoke(cli, ["status", "--run-dir", str(folder / "run"), "--study", "tiny",
+                                     "--json"], catch_exceptions=False)
+    unnamed = CliRunner().invoke(cli, ["status", "--run-dir", str(folder / "run"), "--json"],
+                                 catch_exceptions=False)
+    assert unnamed.exit_code == 0, unnamed.output
+    assert json.loads(unnamed.stdout)["front"] == json.loads(named.stdout)["front"]
+
+
 def test_a_changed_config_cannot_reuse_the_study(finished_run: tuple[Path, dict],
                                                  tiny_model: Path, tiny_csv: Path) -> None:
     folder, _ = finished_run
