@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
@@ -53,7 +54,7 @@ from edgetune.objectives.quantization import (
 from edgetune.objectives.recovery import recover
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import Task
-from edgetune.objectives.training import StepCallback
+from edgetune.objectives.training import StepCallback, train_logits
 from edgetune.spaces.qat import QatRecipe
 from edgetune.spaces.quantization import (
     DynamicQuantization,
@@ -75,6 +76,7 @@ class Workbench:
     measure: MeasureConfig
     batch_size: int  # for recovery and QAT training
     seed: int
+    _teacher_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     @property
     def model_type(self) -> str:
@@ -89,6 +91,13 @@ class Workbench:
     def load(self, checkpoint: Path) -> PreTrainedModel:
         """A checkpoint of this study, trusting remote code only when the task config says so."""
         return load_classifier(checkpoint, trust_remote_code=self.task.config.trust_remote_code)
+
+    def teacher_logits(self) -> torch.Tensor:
+        """The fine-tuned base's logits on the train split: the distillation targets of every
+        recovery, computed on first use."""
+        if self._teacher_logits is None:
+            self._teacher_logits = train_logits(self.load(self.base), self.task)
+        return self._teacher_logits
 
     def reference(self) -> Path:
         """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
@@ -239,7 +248,7 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
 
     def build_pruned(folder: Path) -> None:
         model = prune(bench.load(bench.base), recipe.pruning, bench.task)
-        teacher = bench.load(bench.base) if recipe.recovery.distillation else None
+        teacher = bench.teacher_logits() if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)
         save_pruned(make_permanent(model), folder)

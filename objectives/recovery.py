@@ -5,6 +5,7 @@ Search space: ``edgetune.spaces.recovery``.
 
 from __future__ import annotations
 
+import torch
 from transformers import PreTrainedModel
 
 from edgetune.objectives.task import Task
@@ -14,7 +15,7 @@ from edgetune.spaces.recovery import RecoveryRecipe
 
 def recover(
     model: PreTrainedModel,
-    teacher: PreTrainedModel | None,
+    teacher_logits: torch.Tensor | None,
     task: Task,
     recipe: RecoveryRecipe,
     batch_size: int,
@@ -22,7 +23,8 @@ def recover(
     callback: StepCallback | None = None,
     callback_every: int = 0,
 ) -> PreTrainedModel:
-    """Train ``model`` for ``recipe.steps``; ``teacher`` is used only when the recipe distils."""
+    """Train ``model`` for ``recipe.steps``; the teacher's logits on the train split
+    (``training.train_logits``) are used only when the recipe distils."""
     settings = TrainSettings(
         steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate, seed=seed
     )
@@ -30,7 +32,7 @@ def recover(
         model,
         task,
         settings,
-        teacher=teacher if recipe.distillation else None,
+        teacher_logits=teacher_logits if recipe.distillation else None,
         temperature=recipe.temperature,
         alpha=recipe.alpha,
         callback=callback,

@@ -3,7 +3,9 @@
 Batches are drawn from the tokenized train split with a seeded generator, so the same settings
 train the same model. With a teacher, the loss mixes cross-entropy with the KL divergence to the
 teacher's temperature-softened logits (Hinton et al., 2015), scaled by T² so its gradients keep
-their size as T changes.
+their size as T changes. The teacher is frozen, so its logits on the train split are computed
+once (``train_logits``) and looked up per batch: a teacher forward pass per step cost a quarter
+to two fifths of each recovery step, and every distilled trial of a study shares the same ones.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def train(
     model: torch.nn.Module,
     task: Task,
     settings: TrainSettings,
-    teacher: torch.nn.Module | None = None,
+    teacher_logits: torch.Tensor | None = None,
     temperature: float = 2.0,
     alpha: float = 0.5,
     callback: StepCallback | None = None,
@@ -42,6 +44,7 @@ def train(
 ) -> torch.nn.Module:
     """Train ``model`` in place on the train split and return it in eval mode.
 
+    ``teacher_logits`` (one row per train row, from ``train_logits``) turns on distillation.
     ``callback(step, model)`` runs every ``callback_every`` steps (and may raise to stop early,
     as an Optuna pruner does).
     """
@@ -58,18 +61,15 @@ def train(
     schedule = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * settings.steps), settings.steps
     )
-    if teacher is not None:
-        teacher.eval()
     model.train()
     for step in range(1, settings.steps + 1):
         rows = torch.randint(len(labels), (settings.batch_size,), generator=generator)
         batch = {name: tensor[rows] for name, tensor in inputs.items()}
         logits = model(**batch).logits
         loss = F.cross_entropy(logits, labels[rows])
-        if teacher is not None:
-            with torch.no_grad():
-                target = teacher(**batch).logits
-            loss = (1 - alpha) * loss + alpha * distillation_loss(logits, target, temperature)
+        if teacher_logits is not None:
+            loss = ((1 - alpha) * loss
+                    + alpha * distillation_loss(logits, teacher_logits[rows], temperature))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
         loss.backward()
@@ -81,6 +81,18 @@ def train(
             callback(step, model)
             model.train()
     return model.eval()
+
+
+def train_logits(model: torch.nn.Module, task: Task, batch_size: int = 64) -> torch.Tensor:
+    """``model``'s logits (eval mode) on every row of the train split, in row order."""
+    model.eval()
+    inputs = {name: torch.tensor(array) for name, array in task.encoded("train").items()}
+    rows = len(task.labels("train"))
+    with torch.no_grad():
+        return torch.cat([
+            model(**{name: tensor[start:start + batch_size] for name, tensor in inputs.items()})
+            .logits for start in range(0, rows, batch_size)
+        ])
 
 
 def distillation_loss(

@@ -17,6 +17,7 @@ from edgetune.objectives.candidate import Candidate, Workbench, build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.pruning import make_permanent, prune
 from edgetune.objectives.recovery import recover
+from edgetune.objectives.training import train_logits
 from edgetune.objectives.task import Task
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning, UnstructuredPruning
@@ -68,10 +69,33 @@ def test_distillation_learns_the_teachers_answers_with_the_weight_given(
         student = prune(load_classifier(tiny_bench.base), pruning, task)
         recipe = RecoveryRecipe(steps=20, learning_rate=3e-3, distillation=True,
                                 temperature=2.0, alpha=alpha)
-        return recover(student, teacher, task, recipe, 16, seed=0)
+        return recover(student, train_logits(teacher, task), task, recipe, 16, seed=0)
 
     assert (predictions(recovered(1.0), task) == teacher_answers).mean() > 0.9
     assert accuracy(recovered(0.0), task) > 0.9
+
+
+def test_the_teachers_logits_are_its_answers_to_each_train_row(tiny_bench: Workbench) -> None:
+    teacher = load_classifier(tiny_bench.base)
+    rows = torch.tensor([0, 5, 3, 5])
+    batch = {name: torch.tensor(array)[rows]
+             for name, array in tiny_bench.task.encoded("train").items()}
+    with torch.no_grad():
+        direct = teacher(**batch).logits
+    logits = train_logits(teacher, tiny_bench.task, batch_size=4)
+    assert len(logits) == len(tiny_bench.task.labels("train"))
+    torch.testing.assert_close(logits[rows], direct, atol=1e-5, rtol=1e-4)
+
+
+def test_a_study_computes_the_teachers_logits_once(tiny_bench: Workbench,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = dataclasses.replace(tiny_bench)
+    calls = []
+    real = candidate_module.train_logits
+    monkeypatch.setattr(candidate_module, "train_logits",
+                        lambda model, task: calls.append(1) or real(model, task))
+    assert bench.teacher_logits() is bench.teacher_logits()
+    assert len(calls) == 1
 
 
 def counting_prune(monkeypatch: pytest.MonkeyPatch) -> list[object]:
