@@ -4,8 +4,8 @@
 
 Each trial goes through ``edgetune export --json`` into a temporary folder. Printed as a Markdown
 table for ``benchmarks/RESULTS.md``: validation accuracy (trial, re-measured), test accuracy, the
-latency ratio to the FP32 reference (trial, the range of the trial's per-round ratios, and
-re-measured), whether the re-measured ratio lies in that range, the milliseconds behind it with
+latency ratio to the FP32 reference (trial; the range of the per-round ratios of the trial's
+confirmation, or else of its search measurement; re-measured), whether the re-measured ratio lies in that range, the milliseconds behind it with
 the machine's load average (a shared machine), and the .onnx / .ort sizes.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("trials", nargs="+", type=int)
     args = parser.parse_args()
     print("| trial | recipe | model | val. acc. trial | val. acc. here | test acc. here "
-          "| ratio trial | trial's round ratios | ratio here | within | ms here (FP32 ms) "
+          "| ratio trial | round ratios (of) | ratio here | within | ms here (FP32 ms) "
           "| load | onnx MB | ort MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
@@ -50,7 +50,8 @@ def _row(metrics: dict) -> str:
         f"| {metrics['trial']} | {metrics['recipe']} | {metrics['model_source']} "
         f"| {trial['accuracy']:.4f} | {here['validation_accuracy']:.4f} "
         f"| {here['test_accuracy']:.4f} | {trial['measurement']['ratio']:.3f} "
-        f"| {low:.3f}-{high:.3f} | {here['ratio']:.3f} "
+        f"| {low:.3f}-{high:.3f} ({checks.get('trial_ratio_range_from', 'search')}) "
+        f"| {here['ratio']:.3f} "
         f"| {'yes' if checks['ratio_within_trial_range'] else 'no'} "
         f"| {here['latency']['median_ms']:.2f} ({here['reference_latency']['median_ms']:.2f}) "
         f"| {os.getloadavg()[0]:.1f} | {here['size_mb']:.1f} | {here['ort_size_mb']:.1f} |"

@@ -340,7 +340,9 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     origin = ("from the artifact store" if metrics["model_source"] == "artifact"
               else "rebuilt from its recipe")
     spread = checks["trial_ratio_range"]
-    within = (f", trial's rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+    rounds_of = ("confirmed" if checks.get("trial_ratio_range_from") == "confirmation"
+                 else "trial's")
+    within = (f", {rounds_of} rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
     return (
         f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
         f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"

@@ -35,7 +35,7 @@ from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
 from edgetune.objectives.task import Task, load_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
 from edgetune.search.config import StudyConfig
-from edgetune.search.front import reference
+from edgetune.search.front import CONFIRMED, reference
 from edgetune.search.readme import readme
 from edgetune.search.run import workbench
 from edgetune.search.study import CONFIG_DIR, FINGERPRINT, Location, load_study
@@ -234,7 +234,8 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
     measured = measure_model(model, reference_model, task, config.target, config.measure)
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
     recorded = trial.user_attrs.get("measurement", {})
-    ratio_range = _ratio_range(recorded)
+    confirmed = trial.user_attrs.get(CONFIRMED)
+    ratio_range = _ratio_range(confirmed or recorded)
     return {
         "study": source.study.study_name,
         "trial": trial.number,
@@ -264,6 +265,7 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
         "checks": {
             "validation_accuracy_equals_trial": measured.accuracy == trial.values[0],
             "trial_ratio_range": ratio_range,
+            "trial_ratio_range_from": "confirmation" if confirmed else "search",
             "ratio_within_trial_range": ratio_range is not None
             and ratio_range[0] <= measured.ratio.value <= ratio_range[1],
         },
@@ -272,7 +274,8 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
 
 def _ratio_range(measurement: dict[str, Any]) -> list[float] | None:
     """The lowest and highest of the trial's per-round ratios (each round measured both models
-    back to back): the spread its ratio was measured with."""
+    back to back): the spread its ratio was measured with. A confirmed trial's are taken from
+    its confirmation: more rounds, over a longer stretch of the machine's load."""
     try:
         candidate = measurement["latency"]["round_medians_ms"]
         fp32 = measurement["reference_latency"]["round_medians_ms"]

@@ -105,7 +105,10 @@ def test_re_measured_accuracy_equals_the_trials_exactly(exported: Path, run_dir:
     assert 0 <= metrics["remeasured"]["test_accuracy"] <= 1
     assert metrics["trial_figures"]["measurement"] == trial.user_attrs["measurement"]
     low, high = metrics["checks"]["trial_ratio_range"]
-    assert low <= trial.user_attrs["measurement"]["ratio"] <= high
+    ranged = (trial.user_attrs["confirmed"]
+              if metrics["checks"]["trial_ratio_range_from"] == "confirmation"
+              else trial.user_attrs["measurement"])
+    assert low <= ranged["ratio"] <= high
     assert metrics["remeasured"]["ratio"] > 0
 
 
