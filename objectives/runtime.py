@@ -10,6 +10,10 @@ from pydantic import Field
 
 from edgetune.spaces.base import Strict
 
+# Errors only, for the sessions that ONNX Runtime's quantization tools and NNCF open themselves:
+# their warnings (unused initializers of the exported graph) flood a study's output.
+ort.set_default_logger_severity(3)
+
 GRAPH_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
