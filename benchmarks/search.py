@@ -159,9 +159,10 @@ def hypervolume_curve(run: Run) -> Curve:
     finished = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
                       key=lambda t: t.datetime_complete)
     curve = Curve([], [], [])
-    value = 0.0
+    raw = 0.0  # a pruned or failed trial leaves the hypervolume where it was
     for count, trial in enumerate(finished, start=1):
-        value = by_number.get(trial.number, value) / reference_ms
+        raw = by_number.get(trial.number, raw)
+        value = raw / reference_ms
         curve.trials.append(count)
         curve.minutes.append((trial.datetime_complete - run.started).total_seconds() / 60)
         curve.hypervolume.append(value)
@@ -240,27 +241,29 @@ def section_b(run: Run) -> str:
     if confirm.returncode != 0:
         return (f"{title}\n\nnot measured: `edgetune confirm` exited {confirm.returncode}: "
                 f"{confirm.stderr.strip().splitlines()[-1:]}\n")
-    trials = run.study.get_trials(states=(TrialState.COMPLETE,))
-    confirmed = [t for t in trials if "confirmed" in t.user_attrs]
-    fp32 = next((t for t in confirmed if t.user_attrs.get("role") == "reference"), None)
+    # read again: the confirmation wrote its figures after run.study was loaded
+    study = optuna.load_study(study_name=run.study.study_name,
+                              storage=f"sqlite:///{run.run_dir / 'study.db'}")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    figures = {t.number: t.user_attrs["confirmed"] for t in trials
+               if (t.user_attrs.get("confirmed") or {}).get("test_accuracy") is not None}
+    fp32_test = study.user_attrs["confirmation"]["reference_test_accuracy"]
+    within = [n for n, f in figures.items() if f["test_accuracy"] >= fp32_test - 0.01]
+    best = min(within, key=lambda n: figures[n]["ratio"], default=None)
+    lines = [title, "", "| candidate | test accuracy | latency ratio to FP32 |", "|---|---:|---:|",
+             f"| FP32 reference | {fp32_test:.2%} | 1.00x |"]
+    for trial in sorted((t for t in trials if t.number in figures),
+                        key=lambda t: figures[t.number]["ratio"]):
+        mark = " (best within 1 point)" if trial.number == best else ""
+        lines.append(f"| confirmed front: #{trial.number} {trial.user_attrs['recipe_short']}{mark}"
+                     f" | {figures[trial.number]['test_accuracy']:.2%} "
+                     f"| {figures[trial.number]['ratio']:.3f}x |")
     dynamic = next((t for t in trials if t.user_attrs.get("baseline") == "dynamic INT8"), None)
-    lines = [title, "", "| candidate | test accuracy | latency ratio to FP32 |", "|---|---:|---:|"]
-    if fp32 is not None:
-        floor = fp32.user_attrs["confirmed"]["test_accuracy"] - 0.01
-        within = [t for t in confirmed if t.user_attrs["confirmed"]["test_accuracy"] >= floor]
-        best = min(within, key=lambda t: t.user_attrs["confirmed"]["ratio"])
-        for label, trial in (("FP32", fp32), ("best within 1 point", best)):
-            figures = trial.user_attrs["confirmed"]
-            lines.append(f"| {label}: #{trial.number} {trial.user_attrs['recipe_short']} | "
-                         f"{figures['test_accuracy']:.2%} | {figures['ratio']:.2f}x |")
-    else:
-        lines.append("| FP32 | (the reference was not among the confirmed trials) | |")
     if dynamic is not None:
-        figures = dynamic.user_attrs.get("confirmed") or dynamic.user_attrs["measurement"]
-        source = "" if "confirmed" in dynamic.user_attrs else " (search figure, validation)"
-        accuracy = figures.get("test_accuracy", dynamic.values[0])
-        lines.append(f"| dynamic INT8 baseline{source} | {accuracy:.2%} | "
-                     f"{figures['ratio']:.2f}x |")
+        measured = dynamic.user_attrs.get("confirmed") or dynamic.user_attrs["measurement"]
+        test = measured.get("test_accuracy")
+        accuracy = f"{test:.2%}" if test is not None else f"{dynamic.values[0]:.2%} (validation)"
+        lines.append(f"| dynamic INT8 baseline | {accuracy} | {measured['ratio']:.3f}x |")
     lines.append(f"| peer tool (issue 8) | within 1 point | {PEER_RATIO:.2f}x |")
     return "\n".join(lines) + "\n"
 
