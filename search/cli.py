@@ -374,8 +374,8 @@ def _only_study(run_dir: Path) -> str | None:
 
     from edgetune.search.study import Location, make_storage
 
-    location = Location.resolve(run_dir.name, run_dir)
     if not (run_dir / "study.db").is_file():
         return None
-    names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(location.storage))]
+    storage = make_storage(Location.resolve(run_dir.name, run_dir).storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     return names[0] if len(names) == 1 else None

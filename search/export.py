@@ -35,7 +35,7 @@ from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
 from edgetune.objectives.task import Task, load_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
 from edgetune.search.config import StudyConfig
-from edgetune.search.front import CONFIRMED, reference
+from edgetune.search.front import confirmed_figures, reference
 from edgetune.search.readme import readme
 from edgetune.search.run import workbench
 from edgetune.search.study import CONFIG_DIR, FINGERPRINT, Location, load_study
@@ -234,7 +234,7 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
     measured = measure_model(model, reference_model, task, config.target, config.measure)
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
     recorded = trial.user_attrs.get("measurement", {})
-    confirmed = trial.user_attrs.get(CONFIRMED)
+    confirmed = confirmed_figures(trial)
     ratio_range = _ratio_range(confirmed or recorded)
     return {
         "study": source.study.study_name,
