@@ -41,6 +41,10 @@ class FinetuneConfig(Strict):
     steps: int = Field(default=100, ge=0)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=5e-5, gt=0)
+    dropout: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="every dropout's rate while fine-tuning (default: the checkpoint's own)",
+    )
     seed: int = 0
     lora: LoraConfig = LoraConfig()
 
@@ -96,6 +100,7 @@ def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:
         steps=config.steps if config.method != "none" else 0,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        dropout=config.dropout,
         seed=config.seed,
     )
     if config.method == "lora":

@@ -77,7 +77,8 @@ def quantization_aware_training(
         quantized = nncf.quantize(model, nncf.Dataset(samples),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
     settings = TrainSettings(
-        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate, seed=seed
+        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate,
+        dropout=recipe.dropout, seed=seed,
     )
     train(quantized, task, settings, callback=callback, callback_every=callback_every)
     if recipe.export == "qdq":

@@ -26,7 +26,8 @@ def recover(
     """Train ``model`` for ``recipe.steps``; the teacher's logits on the train split
     (``training.train_logits``) are used only when the recipe distils."""
     settings = TrainSettings(
-        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate, seed=seed
+        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate,
+        dropout=recipe.dropout, seed=seed,
     )
     return train(
         model,

@@ -6,11 +6,17 @@ teacher's temperature-softened logits (Hinton et al., 2015), scaled by T² so it
 their size as T changes. The teacher is frozen, so its logits on the train split are computed
 once (``train_logits``) and looked up per batch: a teacher forward pass per step cost a quarter
 to two fifths of each recovery step, and every distilled trial of a study shares the same ones.
+
+``TrainSettings.dropout`` overrides the model's dropout while it trains: recovery and QAT re-train
+an already fine-tuned model for tens of steps, where dropout's regularisation buys nothing
+measurable, while its random masks (drawn one element at a time by torch's CPU generator) cost a
+fifth to a third of every step on the default task (``benchmarks/RESULTS.md``, training).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +35,9 @@ class TrainSettings(Strict):
     learning_rate: float = Field(default=5e-5, gt=0)
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
+    dropout: float | None = Field(
+        default=None, ge=0, lt=1, description="every dropout's rate while training (None: the "
+        "model's own)")
     seed: int = 0
 
 
@@ -62,25 +71,42 @@ def train(
         optimizer, int(settings.warmup_ratio * settings.steps), settings.steps
     )
     model.train()
-    for step in range(1, settings.steps + 1):
-        rows = torch.randint(len(labels), (settings.batch_size,), generator=generator)
-        batch = {name: tensor[rows] for name, tensor in inputs.items()}
-        logits = model(**batch).logits
-        loss = F.cross_entropy(logits, labels[rows])
-        if teacher_logits is not None:
-            loss = ((1 - alpha) * loss
-                    + alpha * distillation_loss(logits, teacher_logits[rows], temperature))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if callback is not None and callback_every and step % callback_every == 0:
-            model.eval()
-            callback(step, model)
-            model.train()
+    with _dropout(model, settings.dropout):
+        for step in range(1, settings.steps + 1):
+            rows = torch.randint(len(labels), (settings.batch_size,), generator=generator)
+            batch = {name: tensor[rows] for name, tensor in inputs.items()}
+            logits = model(**batch).logits
+            loss = F.cross_entropy(logits, labels[rows])
+            if teacher_logits is not None:
+                loss = ((1 - alpha) * loss
+                        + alpha * distillation_loss(logits, teacher_logits[rows], temperature))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if callback is not None and callback_every and step % callback_every == 0:
+                model.eval()
+                callback(step, model)
+                model.train()
     return model.eval()
+
+
+@contextmanager
+def _dropout(model: torch.nn.Module, rate: float | None) -> Iterator[None]:
+    """Every ``nn.Dropout`` of ``model`` at ``rate`` for the block (attention dropout included:
+    transformers reads its rate from the module), then back to the model's own."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    own = [m.p for m in modules]
+    if rate is not None:
+        for module in modules:
+            module.p = rate
+    try:
+        yield
+    finally:
+        for module, p in zip(modules, own, strict=True):
+            module.p = p
 
 
 def train_logits(model: torch.nn.Module, task: Task, batch_size: int = 64) -> torch.Tensor:

@@ -29,6 +29,7 @@ class QatRecipe(Strict):
     steps: int = Field(ge=1)
     learning_rate: float = Field(default=1e-5, gt=0)
     export: QatExport = "dynamic"
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout rate while training")
 
     def short(self) -> str:
         return f"qat{self.steps}-{self.export}"
@@ -38,6 +39,8 @@ class QatSpace(Strict):
     steps: CountRange = CountRange(low=10, high=40, step=10)
     learning_rate: FloatRange = FloatRange(low=5e-6, high=5e-5, log=True)
     export: list[QatExport] = Field(default=["dynamic", "qdq"], min_length=1)
+    # Not searched: tens of steps on a fine-tuned model, as for recovery (spaces/recovery.py).
+    dropout: float = Field(default=0.0, ge=0, lt=1)
 
     @field_validator("steps")
     @classmethod
@@ -51,4 +54,5 @@ class QatSpace(Strict):
             steps=self.steps.suggest(trial, "qat.steps"),
             learning_rate=self.learning_rate.suggest(trial, "qat.learning_rate"),
             export=suggest_choice(trial, "qat.export", self.export),
+            dropout=self.dropout,
         )

@@ -52,6 +52,23 @@ def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench: Workbench) -> 
     assert accuracy(model, task) > 0.9
 
 
+def test_recovery_trains_at_the_recipes_dropout_and_leaves_the_models_own(
+        tiny_bench: Workbench) -> None:
+    model = heavily_pruned(tiny_bench)
+    own = sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+    assert own and own != [0.0]
+    seen: set[float] = set()
+
+    def look(step: int, trained: torch.nn.Module) -> None:
+        seen.update(m.p for m in trained.modules() if isinstance(m, torch.nn.Dropout))
+
+    recover(model, None, tiny_bench.task, RecoveryRecipe(steps=4, learning_rate=3e-3), 16,
+            seed=0, callback=look, callback_every=1)
+
+    assert seen == {0.0}
+    assert sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}) == own
+
+
 def test_distillation_learns_the_teachers_answers_with_the_weight_given(
         tiny_bench: Workbench) -> None:
     """A confident teacher that answers the next label: with weight 1 the student copies it,
