@@ -8,10 +8,12 @@ prints each process's ratio and the spread of the ratios, (max - min) / median: 
 study's ranking depends on. The absolute milliseconds are printed beside it to show what the
 ratio protects against.
 
-``--protocols 5x30,15x10`` compares protocols (rounds x runs per round), each process measuring
-every protocol in turn, and each protocol's ratio is estimated several ways from the same rounds
-(``ESTIMATORS``, and ``paired``: ``objectives.latency.ratio``, what trials store). The output
-keeps every process's round figures, so ``--analyse`` can summarise them again.
+``--protocols 5x30,15-60x10`` compares protocols, each process measuring every protocol in turn:
+``RxN`` is R rounds of N runs, ``R-MxN`` the sequential protocol trials use (at least R rounds,
+at most M, until the ratio's interval is within ``measure.precision``). Each protocol's ratio is
+estimated several ways from the same rounds (``ESTIMATORS``, and ``paired``:
+``objectives.latency.ratio``, what trials store). The output keeps every process's round figures,
+so ``--analyse`` can summarise them again.
 
     flock /tmp/edgetune-heavy.lock python benchmarks/measurement.py [--processes 5]
 """
@@ -44,7 +46,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--cases", default="quiet,heavy", help="quiet, heavy or both")
     parser.add_argument("--protocols", default="",
-                        help="rounds x runs to compare, e.g. 5x30,15x10 [default: the config's]")
+                        help="protocols to compare, e.g. 5x30,15-60x10 [default: the config's]")
     parser.add_argument("--analyse", type=Path, metavar="RESULTS.json",
                         help="summarise the measurements a previous run printed, again")
     parser.add_argument("--child", nargs=4, metavar=("CANDIDATE", "REFERENCE", "INPUTS", "RxN"),
@@ -100,15 +102,18 @@ def measure_once(config_file: Path, candidate: Path, reference: Path,
     from edgetune.search.config import load_config
 
     config = load_config(config_file)
-    rounds, runs = (int(n) for n in protocol.split("x"))
+    rounds_part, runs = protocol.split("x")
+    rounds, _, most = rounds_part.partition("-")
     stored = np.load(inputs_file)
     batches: dict[int, dict[str, np.ndarray]] = {}
     for key in stored.files:
         index, name = key.split("/")
         batches.setdefault(int(index), {})[name] = stored[key]
+    settings = config.measure.model_copy(update={
+        "rounds": int(rounds), "max_rounds": int(most or rounds), "runs": int(runs)})
     latencies = measure({"candidate": candidate, "reference": reference},
-                        [batches[i] for i in sorted(batches)], config.target,
-                        config.measure.model_copy(update={"rounds": rounds, "runs": runs}))
+                        [batches[i] for i in sorted(batches)], config.target, settings,
+                        reference="reference" if most else None)
     return {name: latency.as_dict() for name, latency in latencies.items()}
 
 
@@ -119,7 +124,7 @@ def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Pa
 
     default = load_config(args.config).measure
     protocols = args.protocols.split(",") if args.protocols else [
-        f"{default.rounds}x{default.runs}"]
+        f"{default.rounds}-{default.max_rounds}x{default.runs}"]
     load = None
     if case == "heavy":
         load = subprocess.Popen([sys.executable, "-c", HEAVY_LOAD],
@@ -160,6 +165,7 @@ def summarise(result: dict) -> dict:
                for name, values in estimates.items()},
             **{f"{name}_ratio_spread": round(spread(values), 4)
                for name, values in estimates.items()},
+            "rounds": [len(f["reference"].round_medians_ms) for f in figures],
             "reference_ms": [round(ms, 2) for ms in reference_ms],
             "reference_ms_spread": round(spread(reference_ms), 4),
         }

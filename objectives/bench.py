@@ -108,12 +108,13 @@ def bench(model: Path, baseline: Path | None, inputs: list[Batch], target: Targe
           config: MeasureConfig, input_kind: str) -> dict[str, Any]:
     """Measure ``model`` (beside ``baseline``, interleaved) and describe the result as JSON data."""
     models = {"model": model, **({"baseline": baseline} if baseline else {})}
-    latencies = measure(models, inputs, target, config)
+    latencies = measure(models, inputs, target, config, reference="baseline" if baseline else None)
     relative = ratio(latencies["model"], latencies["baseline"]) if baseline else None
     return {
         "models": {name: {"path": str(path), **latencies[name].as_dict()}
                    for name, path in models.items()},
-        "ratio": {"value": relative.value, "spread": relative.spread} if relative else None,
+        "ratio": {"value": relative.value, "spread": relative.spread,
+                  "interval": list(relative.interval)} if relative else None,
         "inputs": input_kind,
         "target": target.model_dump(),
         "measure": config.model_dump(),

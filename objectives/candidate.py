@@ -194,7 +194,8 @@ def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig
     """
     score = accuracy(model, task.encoded(split), task.labels(split), target)
     inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
-    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings)
+    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings,
+                        reference="reference")
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],

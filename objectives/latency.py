@@ -1,21 +1,29 @@
 """Latency under ONNX Runtime, measured so that figures survive a noisy, shared machine.
 
 The protocol (DESIGN §4): sessions with the target's settings; real inputs from the validation
-split; warm-up; then ``rounds`` rounds in which every model runs ``runs`` times in turn
-(interleaved, the order alternating between rounds so neither model always runs first). A model's
-figure is the median of its round medians; p90 and the spread of the round medians are kept.
-Absolute milliseconds drift with the machine's load; the ratio of two models measured together
-does not, which is why every trial measures the FP32 reference beside its candidate.
+split; warm-up; then rounds in which every model runs ``runs`` times in turn (interleaved, the
+order alternating between rounds so neither model always runs first). A model's figure is the
+median of its round medians; p90 and the spread of the round medians are kept. Absolute
+milliseconds drift with the machine's load; the ratio of two models measured together does not,
+which is why every trial measures the FP32 reference beside its candidate.
+
+Rounds are short (a few runs each) so that the two runs a ratio pairs share the machine's state:
+on a shared host the speed changes from second to second. Measured with a ``reference``, the
+protocol is sequential: after ``rounds`` rounds it stops once every model's ratio to the
+reference is known to within ``precision`` (a 95% confidence interval of the median of the
+per-round ratios), else it adds rounds up to ``max_rounds``. A quiet machine pays for the minimum;
+a loaded one gets the rounds its noise needs (``benchmarks/RESULTS.md``, measurement).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgetune.objectives.isolation import available_cores, run_pinned
 from edgetune.objectives.runtime import TargetConfig, feeds, session
@@ -26,14 +34,25 @@ class MeasureConfig(Strict):
     """The ``measure:`` section: how many runs make one latency figure."""
 
     warmup: int = Field(default=10, ge=0)
-    rounds: int = Field(default=5, ge=1)
-    runs: int = Field(default=30, ge=1)
+    rounds: int = Field(default=15, ge=1, description="rounds at least")
+    max_rounds: int = Field(default=60, ge=1, description="rounds at most, while the ratio is "
+                            "less precise than `precision`")
+    precision: float = Field(default=0.02, gt=0, description="half-width of the ratio's 95% "
+                             "confidence interval, relative to the ratio, that ends a measurement")
+    runs: int = Field(default=10, ge=1, description="runs of each model in a round")
     inputs: int = Field(default=8, ge=1, description="distinct validation batches cycled through")
     isolate: bool = Field(default=False, description="measure in a fresh process pinned to cores")
     cores: list[int] | None = Field(
         default=None, min_length=1,
         description="CPU ids a measurement is pinned to (with isolate; training keeps off them)",
     )
+
+    @model_validator(mode="after")
+    def _enough_rounds(self) -> MeasureConfig:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least rounds "
+                             f"({self.rounds})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,7 @@ class Ratio:
 
     value: float  # the median of the per-round ratios of round medians
     spread: float  # (max - min) of the per-round ratios, relative to their median
+    interval: tuple[float, float]  # 95% confidence interval of the median
 
 
 def ratio(latency: Latency, reference: Latency) -> Ratio:
@@ -64,7 +84,26 @@ def ratio(latency: Latency, reference: Latency) -> Ratio:
     """
     per_round = [a / b for a, b in zip(latency.round_medians_ms, reference.round_medians_ms,
                                        strict=True)]
-    return Ratio(value=float(np.median(per_round)), spread=_spread(per_round))
+    return Ratio(value=float(np.median(per_round)), spread=_spread(per_round),
+                 interval=median_interval(per_round))
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median of ``values``.
+
+    The order statistics x(k) and x(n+1-k), for the largest k with P(Binomial(n, 1/2) < k) at
+    most (1 - confidence) / 2: the median lies between them at least that often, whatever the
+    distribution (per-round ratios are skewed by load, so a normal interval would not hold). With
+    too few values for such a k, the whole range.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    tail, below, k = (1 - confidence) / 2, 0.0, 0
+    while k < n // 2 and below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    low = max(k, 1)
+    return ordered[low - 1], ordered[n - low]
 
 
 def latency_inputs(encoded: dict[str, np.ndarray], target: TargetConfig,
@@ -87,8 +126,13 @@ def _fit(value: np.ndarray, length: int) -> np.ndarray:
 
 
 def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
-            target: TargetConfig, config: MeasureConfig) -> dict[str, Latency]:
+            target: TargetConfig, config: MeasureConfig,
+            reference: str | None = None) -> dict[str, Latency]:
     """Measure ``models`` together, interleaved, and return each one's latency.
+
+    With ``reference`` (one of the names), rounds are added beyond ``config.rounds`` until every
+    other model's ratio to it is within ``config.precision`` or ``config.max_rounds`` is reached;
+    without, exactly ``config.rounds`` rounds run.
 
     With ``config.isolate`` the measurement runs in a fresh process pinned to ``config.cores``
     (checked by ``isolation.measurement_cores`` where the command starts: while it trains, this
@@ -96,12 +140,26 @@ def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
     """
     if config.isolate:
         cores = set(config.cores) if config.cores is not None else available_cores()
-        return run_pinned(_measure_here, cores, models, inputs, target, config)
-    return _measure_here(models, inputs, target, config)
+        return run_pinned(_measure_here, cores, models, inputs, target, config, reference)
+    return _measure_here(models, inputs, target, config, reference)
+
+
+def precise_enough(latencies: dict[str, Latency], reference: str, precision: float) -> bool:
+    """Whether every model's ratio to ``reference`` has a confidence interval within
+    ``precision`` of it (relative half-width)."""
+    for name, latency in latencies.items():
+        if name == reference:
+            continue
+        relative = ratio(latency, latencies[reference])
+        low, high = relative.interval
+        if (high - low) / 2 > precision * relative.value:
+            return False
+    return True
 
 
 def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
-                  target: TargetConfig, config: MeasureConfig) -> dict[str, Latency]:
+                  target: TargetConfig, config: MeasureConfig,
+                  reference: str | None = None) -> dict[str, Latency]:
     runners = {}
     for name, path in models.items():
         sess = session(path, target)
@@ -110,7 +168,12 @@ def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
             sess.run(None, runners[name][1][i % len(inputs)])
     times: dict[str, list[list[float]]] = {name: [] for name in models}
     order = list(models)
-    for round_index in range(config.rounds):
+    last = config.max_rounds if reference is not None else config.rounds
+    for round_index in range(last):
+        if (reference is not None and round_index >= config.rounds and precise_enough(
+                {name: _summarise(rounds) for name, rounds in times.items()}, reference,
+                config.precision)):
+            break
         for name in order if round_index % 2 == 0 else reversed(order):
             sess, batches = runners[name]
             samples = []

@@ -226,7 +226,11 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
 @click.option("--sequence-length", type=click.IntRange(min=1),
               default=TargetConfig().sequence_length, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=MeasureConfig().rounds,
-              show_default=True)
+              show_default=True, help="Rounds at least.")
+@click.option("--max-rounds", type=click.IntRange(min=1),
+              help="With --baseline, rounds at most: more are added while the ratio's 95% "
+                   f"interval is wider than +-{MeasureConfig().precision:.0%} [default: "
+                   f"{MeasureConfig().max_rounds}, or --rounds if more].")
 @click.option("--runs", type=click.IntRange(min=1), default=MeasureConfig().runs,
               show_default=True, help="Runs of each model per round.")
 @click.option("--warmup", type=click.IntRange(min=0), default=MeasureConfig().warmup,
@@ -240,8 +244,9 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
 @input_errors
 def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
-          sequence_length: int, rounds: int, runs: int, warmup: int, cores: str | None,
-          tokenizer: Path | None, text_file: Path | None, as_json: bool) -> None:
+          sequence_length: int, rounds: int, max_rounds: int | None, runs: int, warmup: int,
+          cores: str | None, tokenizer: Path | None, text_file: Path | None,
+          as_json: bool) -> None:
     """Time MODEL (an ONNX file) with the protocol trials use: warm-up, then rounds of runs,
     interleaved with --baseline; the median of round medians, p90 and spread.
 
@@ -254,8 +259,11 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
         raise InputError("--tokenizer" if tokenizer is None else "--text-file",
                          "real texts need both --tokenizer and --text-file")
     target = TargetConfig(threads=threads, batch_size=batch_size, sequence_length=sequence_length)
-    protocol = MeasureConfig(warmup=warmup, rounds=rounds, runs=runs,
-                             isolate=cores is not None, cores=_core_ids(cores))
+    if max_rounds is not None and max_rounds < rounds:
+        raise InputError("--max-rounds", f"must be at least --rounds ({rounds}), not {max_rounds}")
+    protocol = MeasureConfig(warmup=warmup, rounds=rounds,
+                             max_rounds=max_rounds or max(rounds, MeasureConfig().max_rounds),
+                             runs=runs, isolate=cores is not None, cores=_core_ids(cores))
     if protocol.isolate:
         measurement_cores(protocol.cores, threads)
     sessions = {model: benchmark.open_model(model, "MODEL", target)}

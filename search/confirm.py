@@ -58,7 +58,9 @@ class ConfirmConfig(Strict):
     """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4)."""
 
     after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
-    rounds: int = Field(default=20, ge=1, description="rounds of measure.runs runs per model")
+    rounds: int = Field(default=40, ge=1, description="rounds of measure.runs runs per model, at "
+                        "least (more while the ratios are less precise than measure.precision, "
+                        "up to measure.max_rounds)")
     margin: float = Field(
         default=0.10, ge=0,
         description="also confirm trials that would be on the front were they this much faster",
@@ -114,9 +116,11 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         files = {n: models.model(t, Path(folder) / f"trial-{n}.onnx") for n, t in measured.items()}
         inputs = latency_inputs(task.encoded("validation"), settings.target,
                                 settings.measure.inputs)
-        protocol = settings.measure.model_copy(update={"rounds": settings.confirm.rounds})
+        protocol = settings.measure.model_copy(update={
+            "rounds": settings.confirm.rounds,
+            "max_rounds": max(settings.confirm.rounds, settings.measure.max_rounds)})
         latencies = measure({str(n): path for n, path in files.items()}, inputs,
-                            settings.target, protocol)
+                            settings.target, protocol, reference=str(yardstick.number))
         yardstick_latency = latencies[str(yardstick.number)]
         reference_ms = float(study.user_attrs[REFERENCE_LATENCY])
         date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -129,6 +133,7 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
                 "latency_ms": latency_ms,
                 "ratio": relative.value,
                 "ratio_spread": relative.spread,
+                "ratio_interval": list(relative.interval),
                 "latency": latencies[str(t.number)].as_dict(),
                 "reference_latency": yardstick_latency.as_dict(),
                 "constraints": _constraints(t, latency_ms, settings),
@@ -156,7 +161,7 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
     annotate(location.storage, notes + superseded)
     study.set_user_attr(CONFIRMATION, {
         "date": date,
-        "rounds": protocol.rounds,
+        "rounds": len(yardstick_latency.round_medians_ms),
         "runs": protocol.runs,
         "margin": settings.confirm.margin,
         "machine": machine_key(machine),

@@ -256,6 +256,7 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
             "test_accuracy": test_accuracy,
             "ratio": measured.ratio.value,
             "ratio_spread": measured.ratio.spread,
+            "ratio_interval": list(measured.ratio.interval),
             "latency": measured.latency.as_dict(),
             "reference_latency": measured.reference_latency.as_dict(),
             "size_mb": measured.size_mb,

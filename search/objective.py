@@ -151,6 +151,7 @@ class Objective:
             "latency_ms": latency_ms,
             "ratio": measurement.ratio.value,
             "ratio_spread": measurement.ratio.spread,
+            "ratio_interval": list(measurement.ratio.interval),
             "latency": measurement.latency.as_dict(),
             "reference_latency": measurement.reference_latency.as_dict(),
             "size_mb": measurement.size_mb,

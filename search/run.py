@@ -150,12 +150,6 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     return study
 
 
-def _training_apart(config: StudyConfig) -> contextlib.AbstractContextManager[None]:
-    if not config.measure.isolate:
-        return contextlib.nullcontext()
-    return training_apart(measurement_cores(config.measure.cores, config.target.threads))
-
-
 def workbench(config: StudyConfig, task: Task) -> Workbench:
     """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
     cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())

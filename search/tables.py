@@ -90,16 +90,20 @@ def print_bench(result: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(result, indent=2))
         return
     target, protocol = result["target"], result["measure"]
+    rounds = len(result["models"]["model"]["round_medians_ms"])
     table = Table(title=f"ONNX Runtime CPU, {target['threads']} thread(s), batch "
                         f"{target['batch_size']}, sequence {target['sequence_length']}, "
-                        f"{result['inputs']} inputs: {protocol['rounds']} rounds of "
+                        f"{result['inputs']} inputs: {rounds} rounds of "
                         f"{protocol['runs']} runs")
-    for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "ratio spread"):
+    for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "95% interval",
+                   "ratio spread"):
         table.add_column(column, justify="left" if column == "model" else "right")
     relative = result["ratio"]
     for name, figures in result["models"].items():
-        ratio_cells = ([f"{relative['value']:.3f}", f"{relative['spread']:.1%}"]
-                       if relative and name == "model" else ["", ""])
+        ratio_cells = ([f"{relative['value']:.3f}",
+                        "{:.3f}-{:.3f}".format(*relative["interval"]),
+                        f"{relative['spread']:.1%}"]
+                       if relative and name == "model" else ["", "", ""])
         table.add_row(figures["path"], f"{figures['median_ms']:.3f}", f"{figures['p90_ms']:.3f}",
                       f"{figures['spread']:.1%}", *ratio_cells)
     Console().print(table)

@@ -220,7 +220,8 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Work
     return Workbench(
         task=task, base=fine_tuned_base(task, settings, cache), cache=cache,
         target=TargetConfig(threads=1, sequence_length=32),
-        measure=MeasureConfig(warmup=1, rounds=2, runs=3, inputs=2), batch_size=16, seed=0,
+        measure=MeasureConfig(warmup=1, rounds=2, max_rounds=2, runs=3, inputs=2),
+        batch_size=16, seed=0,
     )
 
 

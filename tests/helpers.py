@@ -21,7 +21,7 @@ def tiny_config(model: Path, data: Path, **sections: Any) -> dict[str, Any]:
         "task": {"model": str(model), "data": {"path": str(data)}, "max_length": 32},
         "finetune": {"steps": 60, "batch_size": 16, "learning_rate": 3.0e-3},
         "target": {"threads": 1, "batch_size": 1, "sequence_length": 32},
-        "measure": {"warmup": 2, "rounds": 2, "runs": 5, "inputs": 2},
+        "measure": {"warmup": 2, "rounds": 2, "max_rounds": 2, "runs": 5, "inputs": 2},
         "space": {
             "pruning": {"structured": {"layers_dropped": {"low": 0, "high": 1}}},
             "recovery": {"steps": {"low": 10, "high": 20, "step": 10},

@@ -14,7 +14,7 @@ from edgetune.objectives.bench import open_model, synthetic_inputs
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.search.cli import cli
 
-FAST = ["--rounds", "2", "--runs", "3", "--warmup", "1", "--threads", "1",
+FAST = ["--rounds", "2", "--max-rounds", "2", "--runs", "3", "--warmup", "1", "--threads", "1",
         "--sequence-length", "16"]
 
 
@@ -37,6 +37,13 @@ def test_json_gives_each_model_its_figures_and_the_ratio(tiny_onnx: Path,
     assert output["inputs"] == "synthetic"
     assert output["target"]["threads"] == 1 and output["target"]["sequence_length"] == 16
     assert set(output["machine"]) >= {"cpu", "cores", "threads", "onnxruntime", "edgetune"}
+
+
+def test_max_rounds_below_rounds_is_a_usage_error(tiny_onnx: Path) -> None:
+    result = CliRunner().invoke(cli, ["bench", str(tiny_onnx), "--rounds", "5",
+                                      "--max-rounds", "3"])
+    assert result.exit_code == 2
+    assert "--max-rounds" in result.stderr
 
 
 def test_without_a_baseline_there_is_no_ratio(tiny_onnx: Path) -> None:

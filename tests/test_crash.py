@@ -40,7 +40,7 @@ def story(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: 
         space={"pruning": {"methods": ["none"]}, "quantization": {"schemes": ["none", "dynamic"]},
                "graph": {"fusion": [False]}},
         # long enough measurements that the signals land inside one, every time
-        measure={"warmup": 2, "rounds": 2, "runs": 3000, "inputs": 2},
+        measure={"warmup": 2, "rounds": 2, "max_rounds": 2, "runs": 3000, "inputs": 2},
         search={"trials": BUDGET, "retries": 2},
     ))
     storage = f"sqlite:///{folder / 'run' / 'study.db'}"
