@@ -10,7 +10,7 @@ to two fifths of each recovery step, and every distilled trial of a study shares
 ``TrainSettings.dropout`` overrides the model's dropout while it trains: recovery and QAT re-train
 an already fine-tuned model for tens of steps, where dropout's regularisation buys nothing
 measurable, while its random masks (drawn one element at a time by torch's CPU generator) cost a
-fifth to a third of every step on the default task (``benchmarks/RESULTS.md``, training).
+sixth to three tenths of every step on the default task (``benchmarks/RESULTS.md``, training).
 """
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""What dropout costs edgetune's training loops on the default task, and what it buys.
+
+Each loop trains from the same start twice, with the model's own dropout (0.1 in MiniLM) and
+without (``TrainSettings.dropout = 0``), in alternating order so that a drift of the machine's
+speed reaches both: the task fine-tuning (100 steps from the pretrained checkpoint), and two
+recoveries of the fine-tuned base with distillation (3 of 6 layers dropped, 50 steps; 2 dropped,
+75 steps). Each is scored on validation and test with the torch model. Prints a Markdown section
+for ``benchmarks/RESULTS.md``.
+
+    flock /tmp/edgetune-heavy.lock python benchmarks/training.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from edgetune.objectives.accuracy import torch_accuracy
+from edgetune.objectives.cache import Cache, default_cache_dir
+from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.finetune import fine_tuned_base
+from edgetune.objectives.machine import cpu_model
+from edgetune.objectives.pruning import prune
+from edgetune.objectives.task import Task, load_task
+from edgetune.objectives.training import TrainSettings, train, train_logits
+from edgetune.search.config import load_config
+from edgetune.spaces.pruning import StructuredPruning
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES: tuple[float | None, ...] = (None, 0.0)  # the model's own, then none
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    task = load_task(config.task, args.config.parent)
+    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    base = fine_tuned_base(task, config.finetune, cache)
+    teacher = train_logits(load_classifier(base), task)
+    batch, seed = config.finetune.batch_size, config.finetune.seed
+
+    def fine_tuning() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return load_classifier(task.model_path, task.label_names)
+
+    def dropped(layers: int) -> Callable[[], torch.nn.Module]:
+        return lambda: prune(load_classifier(base), StructuredPruning(
+            layers_dropped=layers, layer_selection="even"), task)
+
+    loops = [
+        ("fine-tuning, 100 steps, lr 5e-5", fine_tuning, 100, 5e-5, None),
+        ("recovery: drop 3 layers, 50 steps, lr 1e-4, KD", dropped(3), 50, 1e-4, teacher),
+        ("recovery: drop 2 layers, 75 steps, lr 2e-4, KD", dropped(2), 75, 2e-4, teacher),
+    ]
+    print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  ")
+    print(f"Machine: {cpu_model()} ×{os.cpu_count()} · torch {torch.__version__} · "
+          f"{torch.get_num_threads()} threads · batch {batch} × {config.task.max_length} tokens  ")
+    print()
+    print("| loop | dropout | seconds | s / step | val acc | test acc |")
+    print("|---|---|---:|---:|---:|---:|")
+    for index, (name, start, steps, learning_rate, logits) in enumerate(loops):
+        rates = RATES if index % 2 == 0 else tuple(reversed(RATES))
+        for rate in rates:
+            model = start()
+            settings = TrainSettings(steps=steps, batch_size=batch, learning_rate=learning_rate,
+                                     dropout=rate, seed=seed)
+            began = time.perf_counter()
+            train(model, task, settings, teacher_logits=logits)
+            seconds = time.perf_counter() - began
+            label = "model's own (0.1)" if rate is None else f"{rate:g}"
+            print(f"| {name} | {label} | {seconds:.0f} | {seconds / steps:.2f} "
+                  f"| {_accuracy(model, task, 'validation'):.4f} "
+                  f"| {_accuracy(model, task, 'test'):.4f} |", flush=True)
+
+
+def _accuracy(model: torch.nn.Module, task: Task, split: str) -> float:
+    return torch_accuracy(model, task.encoded(split), task.labels(split))
+
+
+if __name__ == "__main__":
+    main()
