@@ -20,7 +20,9 @@ Markdown for ``benchmarks/RESULTS.md``:
     best confirmed latency ratio within 1 point of FP32 test accuracy, beside FP32, dynamic INT8
     and the peer tool's 0.42x;
 (c) the first study's wall time, split into training, export and measurement (the trials'
-    ``stage_seconds``), early-stopping checks, and edgetune's own overhead (the rest).
+    ``stage_seconds``), early-stopping checks, and edgetune's own overhead (the rest);
+(d) early stopping judged by the trials it let finish: at each check, the forecast (and the
+    margin the rule adds to it) beside the validation accuracy the trial ended with.
 
     flock /tmp/edgetune-heavy.lock python benchmarks/search.py \\
         [--trials 40] [--samplers tpe,nsga2,gp,random] [--seeds 0] [--work runs/bench-search]
@@ -83,6 +85,7 @@ def main() -> None:
     if not args.no_confirm:
         print(section_b(runs[0]))
     print(section_c(runs[0]))
+    print(section_d(runs))
 
 
 def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run:
@@ -298,6 +301,30 @@ def section_c(run: Run) -> str:
              + f"; edgetune's own overhead {overhead / wall:.1%} of the wall time", "",
              "| part | seconds | share |", "|---|---:|---:|"]
     lines += [f"| {label} | {seconds:.0f} | {seconds / wall:.1%} |" for label, seconds in rows]
+    return "\n".join(lines) + "\n"
+
+
+# (d) ---------------------------------------------------------------------------------------
+
+def section_d(runs: list[Run]) -> str:
+    """Where complete trials ended, beside what early stopping forecast at each of their checks
+    (the final figure is ONNX Runtime's, after any quantization, which only costs accuracy)."""
+    lines = ["### (d) early-stopping forecasts of the trials that finished", "",
+             "| study | trial | recipe | check: accuracy, forecast | final validation "
+             "| worst forecast - final |", "|---|---:|---|---|---:|---:|"]
+    for run in runs:
+        for trial in run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            record = trial.user_attrs.get("early_stopping") or {}
+            checks = [c for c in record.get("checks", []) if c["forecast"] is not None]
+            if not checks:
+                continue
+            final = trial.values[0]
+            shown = "; ".join(f"{c['phase']} {c['step']}: {c['accuracy']:.2%}, "
+                              f"{c['forecast']:.2%}" for c in checks)
+            worst = min(c["forecast"] for c in checks) - final
+            lines.append(f"| {run.sampler}-s{run.seed} | {trial.number} "
+                         f"| {trial.user_attrs['recipe_short']} | {shown} | {final:.2%} "
+                         f"| {worst * 100:+.2f} pt |")
     return "\n".join(lines) + "\n"
 
 

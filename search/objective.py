@@ -11,6 +11,8 @@ What a trial stores (read by ``status``, ``report`` and ``export``):
 - constraints (``search.constraints``) through ``trial.set_constraint``;
 - when it trained under an accuracy floor, user attr ``early_stopping`` (floor, checks, seconds);
   if that stopped it, the trial is PRUNED with user attr ``pruned`` {stage, reason};
+- a trial that samples the recipe of an earlier one is PRUNED before building, with user attrs
+  ``duplicate_of`` and ``pruned`` (``edgetune.search.repeats``);
 - the candidate's ONNX file as an Optuna artifact (unless the config keeps none).
 """
 
@@ -38,10 +40,11 @@ from edgetune.objectives.machine import machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
-from edgetune.search.early_stopping import EarlyStopping
+from edgetune.search.early_stopping import EarlyStopping, noise_margin
 from edgetune.search.failures import FAILURE, STAGE, failure_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.lost_trials import WORKER, worker_record
+from edgetune.search.repeats import earlier_trial, prune_as_duplicate
 from edgetune.search.study import REFERENCE, REFERENCE_LATENCY, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
@@ -97,8 +100,9 @@ class Objective:
         if not phases or not self.search.early_stopping or self.floor is None:
             return None
         task = self.bench.task
+        labels = task.labels("validation")
         return EarlyStopping(self.floor, phases, lambda model: torch_accuracy(
-            model, task.encoded("validation"), task.labels("validation")))
+            model, task.encoded("validation"), labels), noise_margin(self.floor, len(labels)))
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         trial.set_user_attr(WORKER, worker_record())
@@ -122,6 +126,8 @@ class Objective:
         trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_short", recipe.short())
         trial.set_user_attr("machine", machine_record(self.bench.target.threads))
+        if (original := earlier_trial(trial)) is not None:
+            prune_as_duplicate(trial, original)
         workdir = self.run_dir / "work" / f"trial-{trial.number}"
         candidate = Candidate(path=workdir / "model.onnx", on_stage=stages.enter)
         stopper = self.early_stopping(recipe)

@@ -36,7 +36,11 @@ FAULTS = {
     "out of memory": ({**UNPRUNED, "graph.fusion": True}, "fuse", "MemoryError",
                       "cannot allocate"),
 }
-HEALTHY = UNPRUNED
+# a recipe new to the study (a repeated one is pruned unbuilt), built without the patched steps
+HEALTHY = {**UNPRUNED, "quantization.scheme": "static", "quantization.static.format": "qdq",
+           "quantization.static.calibration": "minmax",
+           "quantization.static.activation_type": "uint8", "quantization.static.per_channel": False,
+           "quantization.static.op_types": "matmul_gather", "quantization.static.keep_fp32": "none"}
 FIRST = 3  # trials 0-2: the FP32 reference and the two dynamic INT8 baselines
 
 
@@ -61,7 +65,7 @@ def run_faulty_study(folder: Path, model: Path, data: Path) -> tuple[optuna.Stud
         space={"pruning": {"methods": ["none", "unstructured"]},
                "recovery": {"steps": {"low": 10, "high": 10}, "distillation": [False],
                             "learning_rate": {"low": 1e-3, "high": 1e30, "log": True}},
-               "quantization": {"schemes": ["none", "dynamic"]},
+               "quantization": {"schemes": ["none", "dynamic", "static"]},
                "graph": {"fusion": [False, True]}},
         search={"enqueue": [recipe for recipe, *_ in FAULTS.values()] + [HEALTHY]},
     ))

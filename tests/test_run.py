@@ -149,7 +149,9 @@ def test_an_isolated_run_measures_in_pinned_processes_and_frees_this_one(
     before = os.sched_getaffinity(0)
     config = write_config(tmp_path, tiny_config(
         tiny_model, tiny_csv, measure={"isolate": True, "cores": [max(before)]},
-        space={"pruning": {"methods": ["none"]}, "quantization": {"schemes": ["none"]},
+        space={"pruning": {"methods": ["none"]},  # the FP32 reference and dynamic INT8
+               "quantization": {"schemes": ["none", "dynamic"],
+                                "dynamic": {"per_channel": [False]}},
                "graph": {"fusion": [False]}}))
     result = CliRunner().invoke(cli, ["run", str(config), "--trials", "2", "--run-dir",
                                       str(tmp_path / "run"), "--no-report"],

@@ -17,7 +17,7 @@ from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
 from edgetune.search.study import Location, make_storage, open_study, sampler
 from edgetune.spaces.space import SearchSpace
-from helpers import tiny_config, write_config
+from helpers import run_study, tiny_config, write_config
 
 
 def config_with(tiny_model: Path, tiny_csv: Path, **search: object) -> StudyConfig:
@@ -131,10 +131,11 @@ def test_every_trial_carries_its_constraints(constrained_run: tuple[optuna.Study
     study, _, _ = constrained_run
     budget = study.user_attrs["config"]["search"]["constraints"]["max_size_mb"]
     floor = study.user_attrs["reference_accuracy"] - 0.5
-    complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 5
-    for trial in complete:
-        accuracy, _, size_mb = trial.values
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 5
+    for trial in finished:  # a repeated recipe carries the constraints of the trial it repeats
+        measured = study.trials[trial.user_attrs.get("duplicate_of", trial.number)]
+        accuracy, _, size_mb = measured.values
         assert list(trial.constraints) == ["accuracy_drop", "size_mb"]
         assert trial.constraints["accuracy_drop"] == pytest.approx(floor - accuracy)
         assert trial.constraints["size_mb"] == pytest.approx((size_mb - budget) / budget)
@@ -208,3 +209,29 @@ def test_samplers_keep_proposing_after_pruned_failed_and_infeasible_trials(
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 9
     assert len(study.best_trials) >= 1
     assert all(all(v <= 0 for v in t.constraints.values()) for t in study.best_trials)
+
+
+def test_a_recipe_sampled_again_is_not_built_again(tmp_path: Path, tiny_model: Path,
+                                                   tiny_csv: Path) -> None:
+    """A space of two recipes (the FP32 reference and the dynamic INT8 baseline): every later
+    trial repeats one of them and is pruned at once, pointing to the trial with its figures."""
+    config = tiny_config(tiny_model, tiny_csv,
+                         space={"pruning": {"methods": ["none"]},
+                                "quantization": {"schemes": ["none", "dynamic"],
+                                                 "dynamic": {"per_channel": [False]}},
+                                "graph": {"fusion": [False]}},
+                         search={"trials": 5, "sampler": "random",
+                                 "constraints": {"max_accuracy_drop": 0.5}})
+    study = optuna.load_study(study_name="tiny",
+                              storage=f"sqlite:///{run_study(tmp_path, config, 5) / 'study.db'}")
+    trials = study.get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
+    for trial in trials[2:]:
+        original = trials[trial.user_attrs["duplicate_of"]]
+        assert trial.state == TrialState.PRUNED
+        assert trial.params == original.params and original.number < 2
+        assert trial.constraints == original.constraints
+        assert "measurement" not in trial.user_attrs and "stage_seconds" not in trial.user_attrs
+        assert trial.user_attrs["pruned"]["reason"].startswith(f"same recipe as trial "
+                                                               f"{original.number}")
+    assert {t.number for t in study.best_trials} <= {0, 1}
