@@ -46,6 +46,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.search.repeats import is_repeat
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER_RATIO = 0.42  # a peer tool's transformer optimisation + dynamic INT8, measured here (issue 8)
 DEFAULT_DROP = 0.01
@@ -142,7 +144,7 @@ def _cold_cache(folder: Path) -> Path:
 
 @dataclass
 class Curve:
-    trials: list[int]  # finished trials so far (complete, pruned or failed)
+    trials: list[int]  # trials so far that count toward the budget (finished, not repeats)
     minutes: list[float]
     hypervolume: list[float]  # in accuracy x (fraction of FP32 latency saved)
 
@@ -159,7 +161,8 @@ def hypervolume_curve(run: Run) -> Curve:
         history = optuna.visualization.plot_hypervolume_history(
             study, [floor, reference_ms]).data[0]
     by_number = dict(zip(history.x, history.y, strict=True))
-    finished = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+    finished = sorted((t for t in study.get_trials(deepcopy=False)
+                       if t.state.is_finished() and not is_repeat(t)),
                       key=lambda t: t.datetime_complete)
     curve = Curve([], [], [])
     raw = 0.0  # a pruned or failed trial leaves the hypervolume where it was
@@ -291,10 +294,12 @@ def section_c(run: Run) -> str:
              ("in trials, outside stages (sampling, storage, artifacts)", in_trials - staged),
              ("outside trials (start-up, data, base model, end-of-run report/confirmation)",
               wall - in_trials)]
-    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState
-              if any(t.state == s for t in trials)}
+    repeats = sum(is_repeat(t) for t in trials)
+    states = {s.name.lower(): sum(t.state == s and not is_repeat(t) for t in trials)
+              for s in TrialState if any(t.state == s and not is_repeat(t) for t in trials)}
+    states |= {"repeats (not built, not counted)": repeats} if repeats else {}
     overhead = (in_trials - staged) + (wall - in_trials) + checks
-    lines = [f"### (c) where the time of one {len(trials)}-trial study goes "
+    lines = [f"### (c) where the time of one {len(trials) - repeats}-trial study goes "
              f"({run.sampler} seed {run.seed})", "",
              f"wall time {wall / 60:.1f} min; trials: "
              + ", ".join(f"{n} {s}" for s, n in states.items())

@@ -157,11 +157,14 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     from edgetune.search.study import load_study
 
     from edgetune.search.failures import failures
+    from edgetune.search.repeats import is_repeat
 
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
+        # a repeat is PRUNED in Optuna, but neither built nor stopped: counted on its own
+        state = "repeated" if is_repeat(trial) else trial.state.name.lower()
+        counts[state] = counts.get(state, 0) + 1
     failed = failures(study)
     infeasible = len(infeasible_trials(study))
     if not as_json:

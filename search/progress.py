@@ -8,10 +8,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgetune.search.front import front
+from edgetune.search.repeats import DUPLICATE_OF, is_repeat
 
 
 class TrialProgress:
-    """An Optuna callback that advances a progress bar as trials finish."""
+    """An Optuna callback that advances a progress bar as trials finish (repeats, which do not
+    count toward the budget, do not advance it)."""
 
     def __init__(self, total: int, done: int, console: Console) -> None:
         self.console = console
@@ -36,6 +38,11 @@ class TrialProgress:
             failure = trial.user_attrs.get("failure", {})
             self.console.print(f"[red]trial {trial.number} failed[/red] in "
                                f"{failure.get('stage', '?')}: {failure.get('error', '')[:200]}")
+        if is_repeat(trial):
+            self.console.print(f"[dim]trial {trial.number} repeated trial "
+                               f"{trial.user_attrs[DUPLICATE_OF]}'s recipe: not built, not "
+                               "counted[/dim]")
+            return
         if trial.state == TrialState.PRUNED:
             reason = trial.user_attrs.get("pruned", {}).get("reason", "")
             self.console.print(f"[yellow]trial {trial.number} stopped early[/yellow]: {reason}")

@@ -7,6 +7,11 @@ the trial's minutes to learn nothing but measurement noise (``edgetune confirm``
 re-measure). As the Optuna FAQ suggests ("How can I ignore duplicated samples?"), such a trial is
 pruned, pointing to the trial that holds the figures, with that trial's constraint values, so a
 sampler counts it as feasible or not as it counted the original.
+
+A repeat does not count toward the study's budget (``edgetune.search.run``): a budget of 40 trials
+is 40 candidates measured. Samplers that have converged, or a space with fewer recipes than the
+budget, would then repeat without end, so a run stops once the study's last
+``MAX_REPEATS_IN_A_ROW`` finished trials are all repeats.
 """
 
 from __future__ import annotations
@@ -17,6 +22,24 @@ from optuna.trial import FrozenTrial, TrialState
 from edgetune.search import constraints
 
 DUPLICATE_OF = "duplicate_of"  # trial user attr: the number of the trial with the same recipe
+# Repeats cost under a second each; TPE has been seen to propose 5 in a row and then a new recipe
+# (benchmarks/RESULTS.md, search), so a run of 20 means the sampler has nothing new to propose.
+MAX_REPEATS_IN_A_ROW = 20
+
+
+def is_repeat(trial: FrozenTrial) -> bool:
+    return DUPLICATE_OF in trial.user_attrs
+
+
+def repeats_in_a_row(trials: list[FrozenTrial]) -> int:
+    """How many of the last finished trials (by number) are repeats, up to the last new one."""
+    finished = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number)
+    count = 0
+    for trial in reversed(finished):
+        if not is_repeat(trial):
+            break
+        count += 1
+    return count
 
 
 def earlier_trial(trial: optuna.Trial) -> FrozenTrial | None:
@@ -26,7 +49,7 @@ def earlier_trial(trial: optuna.Trial) -> FrozenTrial | None:
     for other in trial.study.get_trials(deepcopy=False,
                                         states=(TrialState.COMPLETE, TrialState.PRUNED)):
         if (other.number != trial.number and other.params == trial.params
-                and DUPLICATE_OF not in other.user_attrs):
+                and not is_repeat(other)):
             return other
     return None
 

@@ -40,6 +40,7 @@ from edgetune.search.front import reference
 from edgetune.search.lock import StudyLock
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
+from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, is_repeat, repeats_in_a_row
 from edgetune.search.study import (
     CONFIG_DIR,
     Location,
@@ -63,10 +64,12 @@ class Stopped(Exception):
 
 
 def finished_trials(study: optuna.Study) -> int:
-    """Trials that count toward the budget: finished ones, except failures that were retried."""
+    """Trials that count toward the budget: finished ones, except failures that were retried and
+    repeats of a recipe already measured (``edgetune.search.repeats``)."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(1 for t in trials if t.state in FINISHED and t.number not in retried)
+    return sum(1 for t in trials
+               if t.state in FINISHED and t.number not in retried and not is_repeat(t))
 
 
 def taken_trials(study: optuna.Study) -> int:
@@ -176,6 +179,12 @@ def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective
                     console.print(f"[yellow]trial {number} was lost with its worker[/yellow]: "
                                   "failed" + (", and queued again" if retry else ""))
                 if taken_trials(study) >= budget:
+                    break
+                if repeats_in_a_row(study.get_trials(deepcopy=False)) >= MAX_REPEATS_IN_A_ROW:
+                    console.print(f"[yellow]stopped before the budget[/yellow]: the last "
+                                  f"{MAX_REPEATS_IN_A_ROW} trials all repeated recipes already "
+                                  "measured (the sampler has converged, or the space holds "
+                                  "fewer recipes than the budget)")
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                                gc_after_trial=True)

@@ -15,9 +15,10 @@ from edgetune.errors import InputError
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
+from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW
 from edgetune.search.study import Location, make_storage, open_study, sampler
 from edgetune.spaces.space import SearchSpace
-from helpers import run_study, tiny_config, write_config
+from helpers import tiny_config, write_config
 
 
 def config_with(tiny_model: Path, tiny_csv: Path, **search: object) -> StudyConfig:
@@ -132,7 +133,7 @@ def test_every_trial_carries_its_constraints(constrained_run: tuple[optuna.Study
     budget = study.user_attrs["config"]["search"]["constraints"]["max_size_mb"]
     floor = study.user_attrs["reference_accuracy"] - 0.5
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(finished) == 5
+    assert len([t for t in finished if "duplicate_of" not in t.user_attrs]) == 5  # the budget
     for trial in finished:  # a repeated recipe carries the constraints of the trial it repeats
         measured = study.trials[trial.user_attrs.get("duplicate_of", trial.number)]
         accuracy, _, size_mb = measured.values
@@ -211,10 +212,12 @@ def test_samplers_keep_proposing_after_pruned_failed_and_infeasible_trials(
     assert all(all(v <= 0 for v in t.constraints.values()) for t in study.best_trials)
 
 
-def test_a_recipe_sampled_again_is_not_built_again(tmp_path: Path, tiny_model: Path,
-                                                   tiny_csv: Path) -> None:
-    """A space of two recipes (the FP32 reference and the dynamic INT8 baseline): every later
-    trial repeats one of them and is pruned at once, pointing to the trial with its figures."""
+def test_a_recipe_sampled_again_is_neither_built_nor_counted_and_endless_repeats_stop(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    """A space of two recipes (the FP32 reference and the dynamic INT8 baseline) and a budget of
+    5: every later trial repeats one of them and is pruned at once, pointing to the trial with
+    its figures; repeats do not count toward the budget, so the run stops when it has seen
+    nothing but repeats for ``MAX_REPEATS_IN_A_ROW`` trials, and says why."""
     config = tiny_config(tiny_model, tiny_csv,
                          space={"pruning": {"methods": ["none"]},
                                 "quantization": {"schemes": ["none", "dynamic"],
@@ -222,9 +225,17 @@ def test_a_recipe_sampled_again_is_not_built_again(tmp_path: Path, tiny_model: P
                                 "graph": {"fusion": [False]}},
                          search={"trials": 5, "sampler": "random",
                                  "constraints": {"max_accuracy_drop": 0.5}})
+    result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)), "--run-dir",
+                                      str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"the last {MAX_REPEATS_IN_A_ROW} trials all repeated recipes" in result.output
     study = optuna.load_study(study_name="tiny",
-                              storage=f"sqlite:///{run_study(tmp_path, config, 5) / 'study.db'}")
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     trials = study.get_trials()
+    assert len(trials) == 2 + MAX_REPEATS_IN_A_ROW
+    status = CliRunner().invoke(cli, ["status", "--run-dir", str(tmp_path / "run"), "--study",
+                                      "tiny", "--json"], catch_exceptions=False)
+    assert json.loads(status.stdout)["trials"] == {"complete": 2, "repeated": MAX_REPEATS_IN_A_ROW}
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2
     for trial in trials[2:]:
         original = trials[trial.user_attrs["duplicate_of"]]
