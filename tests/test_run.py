@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgetune.search.cli import cli
 from edgetune.search.front import front_of
+from edgetune.search.repeats import is_repeat
 from helpers import tiny_config, write_config
 
 
@@ -100,7 +101,10 @@ def test_running_again_resumes_up_to_the_budget(finished_run: tuple[Path, dict])
     assert [t.number for t in study_of(folder).trials] == before  # nothing new, nothing redone
     result = CliRunner().invoke(cli, [*args, "--trials", "5"], catch_exceptions=False)
     assert result.exit_code == 0
-    assert len(study_of(folder).trials) == len(before) + 1
+    new = [t for t in study_of(folder).trials if t.number not in before]
+    # the budget counts candidates measured: one more, after any repeats the sampler proposed
+    assert [t.state for t in new if not is_repeat(t)] == [optuna.trial.TrialState.COMPLETE]
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in new if is_repeat(t))
 
 
 def test_status_shows_the_same_front(finished_run: tuple[Path, dict]) -> None:

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.lock import StudyLock
+from edgetune.search.repeats import is_repeat
 from edgetune.search.study import engine_url, make_storage, open_study
 from helpers import edgetune_command, output, start, tiny_config, write_config
 
@@ -52,14 +53,20 @@ def shared_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tin
     return study, folder / "shared", results
 
 
+def measured_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if not is_repeat(t)]
+
+
 @pytest.mark.postgres
 def test_workers_complete_exactly_the_budget(shared_study) -> None:  # type: ignore[no-untyped-def]
     study, _, results = shared_study
     for code, stderr in results:
         assert code == 0, stderr[-3000:]
-    states = Counter(t.state for t in study.trials)
+    # the budget counts candidates measured; a recipe sampled again is pruned unbuilt, uncounted
+    states = Counter(t.state for t in measured_trials(study))
     assert states == {TrialState.COMPLETE: BUDGET}, states
-    assert [t.number for t in study.trials] == list(range(BUDGET))
+    assert all(t.state == TrialState.PRUNED for t in study.trials if is_repeat(t))
+    assert [t.number for t in study.trials] == list(range(len(study.trials)))
 
 
 @pytest.mark.postgres
@@ -75,11 +82,12 @@ def test_reference_and_baselines_are_enqueued_once(shared_study) -> None:  # typ
 @pytest.mark.postgres
 def test_workers_share_the_trials_and_each_trial_records_its_machine(shared_study) -> None:  # type: ignore[no-untyped-def]
     study, _, _ = shared_study
-    pids = Counter(t.user_attrs["worker"]["pid"] for t in study.trials)
+    measured = measured_trials(study)
+    pids = Counter(t.user_attrs["worker"]["pid"] for t in measured)
     assert len(pids) >= 2, pids  # the workers shared the trials with no scheduler of ours
-    assert all(t.user_attrs["machine"]["host"] for t in study.trials)
+    assert all(t.user_attrs["machine"]["host"] for t in measured)
     latencies = {t.user_attrs["measurement"]["latency_ms"] / t.user_attrs["measurement"]["ratio"]
-                 for t in study.trials}
+                 for t in measured}
     assert max(latencies) == pytest.approx(min(latencies))  # one reference latency for all
 
 
@@ -87,7 +95,7 @@ def test_workers_share_the_trials_and_each_trial_records_its_machine(shared_stud
 def test_every_candidate_is_stored_and_loads(shared_study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     study, shared, _ = shared_study
     store = FileSystemArtifactStore(str(shared / "artifacts"))
-    for trial in study.trials:
+    for trial in measured_trials(study):
         [meta] = get_all_artifact_meta(trial, storage=study._storage)  # noqa: SLF001
         path = tmp_path / f"{trial.number}.onnx"
         download_artifact(artifact_store=store, artifact_id=meta.artifact_id, file_path=str(path))
