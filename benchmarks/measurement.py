@@ -111,10 +111,12 @@ def measure_once(config_file: Path, candidate: Path, reference: Path,
         batches.setdefault(int(index), {})[name] = stored[key]
     settings = config.measure.model_copy(update={
         "rounds": int(rounds), "max_rounds": int(most or rounds), "runs": int(runs)})
+    start = time.perf_counter()
     latencies = measure({"candidate": candidate, "reference": reference},
                         [batches[i] for i in sorted(batches)], config.target, settings,
                         reference="reference" if most else None)
-    return {name: latency.as_dict() for name, latency in latencies.items()}
+    return {"seconds": time.perf_counter() - start,
+            **{name: latency.as_dict() for name, latency in latencies.items()}}
 
 
 def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Path,
@@ -155,7 +157,8 @@ def summarise(result: dict) -> dict:
     from edgetune.objectives.latency import Latency, ratio
 
     for protocol, measured in result["measurements"].items():
-        figures = [{name: Latency(**value) for name, value in r.items()} for r in measured]
+        figures = [{name: Latency(**value) for name, value in r.items() if name != "seconds"}
+                   for r in measured]
         estimates = {name: [estimate(f["candidate"], f["reference"]) for f in figures]
                      for name, estimate in ESTIMATORS.items()}
         estimates["paired"] = [ratio(f["candidate"], f["reference"]).value for f in figures]
@@ -166,6 +169,8 @@ def summarise(result: dict) -> dict:
             **{f"{name}_ratio_spread": round(spread(values), 4)
                for name, values in estimates.items()},
             "rounds": [len(f["reference"].round_medians_ms) for f in figures],
+            # what the protocol cost each process (warm-up included); absent in older results
+            "seconds": [round(r["seconds"], 1) for r in measured if "seconds" in r],
             "reference_ms": [round(ms, 2) for ms in reference_ms],
             "reference_ms_spread": round(spread(reference_ms), 4),
         }

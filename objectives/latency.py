@@ -35,7 +35,11 @@ class MeasureConfig(Strict):
 
     warmup: int = Field(default=10, ge=0)
     rounds: int = Field(default=15, ge=1, description="rounds at least")
-    max_rounds: int = Field(default=60, ge=1, description="rounds at most, while the ratio is "
+    # 30, not more: in a trial the ratio only has to rank candidates, and the front is measured
+    # again by the confirmation (confirm.rounds, confirm.max_rounds). On a noisy host the ratio
+    # rarely reaches `precision` at all, and 60 rounds held it no closer across processes than
+    # 15-30 did while costing twice the time (benchmarks/RESULTS.md, measurement).
+    max_rounds: int = Field(default=30, ge=1, description="rounds at most, while the ratio is "
                             "less precise than `precision`")
     precision: float = Field(default=0.02, gt=0, description="half-width of the ratio's 95% "
                              "confidence interval, relative to the ratio, that ends a measurement")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
@@ -60,11 +60,19 @@ class ConfirmConfig(Strict):
     after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
     rounds: int = Field(default=40, ge=1, description="rounds of measure.runs runs per model, at "
                         "least (more while the ratios are less precise than measure.precision, "
-                        "up to measure.max_rounds)")
+                        "up to max_rounds)")
+    max_rounds: int = Field(default=80, ge=1, description="rounds at most")
     margin: float = Field(
         default=0.10, ge=0,
         description="also confirm trials that would be on the front were they this much faster",
     )
+
+    @model_validator(mode="after")
+    def _enough_rounds(self) -> ConfirmConfig:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"confirm.max_rounds ({self.max_rounds}) must be at least "
+                             f"confirm.rounds ({self.rounds})")
+        return self
 
 
 def candidates(study: optuna.Study, margin: float) -> list[FrozenTrial]:
@@ -117,8 +125,7 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         inputs = latency_inputs(task.encoded("validation"), settings.target,
                                 settings.measure.inputs)
         protocol = settings.measure.model_copy(update={
-            "rounds": settings.confirm.rounds,
-            "max_rounds": max(settings.confirm.rounds, settings.measure.max_rounds)})
+            "rounds": settings.confirm.rounds, "max_rounds": settings.confirm.max_rounds})
         latencies = measure({str(n): path for n, path in files.items()}, inputs,
                             settings.target, protocol, reference=str(yardstick.number))
         yardstick_latency = latencies[str(yardstick.number)]
