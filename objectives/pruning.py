@@ -101,7 +101,7 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
             f"structured pruning supports {', '.join(sorted(ARCHITECTURES))}, not {model_type!r}; "
             "remove 'structured' from the methods",
         )
-    layers = model_config.get(ARCHITECTURES[str(model_type)][1].layers_attr)
+    layers = encoder_layers(model_config)
     high = space.structured.layers_dropped.high
     if isinstance(layers, int) and high >= layers:
         raise InputError(
@@ -109,6 +109,14 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
             f"the model has {layers} encoder layers, so at most {layers - 1} can be dropped "
             f"(high is {high})",
         )
+
+
+def encoder_layers(model_config: dict[str, object]) -> int | None:
+    """How many encoder layers a model (its ``config.json``) has, where structured pruning knows
+    its architecture."""
+    known = ARCHITECTURES.get(str(model_config.get("model_type")))
+    layers = model_config.get(known[1].layers_attr) if known else None
+    return layers if isinstance(layers, int) else None
 
 
 def prune(model: PreTrainedModel, recipe: PruningRecipe, task: Task) -> PreTrainedModel:

@@ -29,7 +29,7 @@ from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.finetune import check_finetune, fine_tuned_base
 from edgetune.objectives.isolation import measurement_cores, training_apart
-from edgetune.objectives.pruning import check_space
+from edgetune.objectives.pruning import check_space, encoder_layers
 from edgetune.objectives.task import Task, load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
@@ -108,7 +108,8 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     if sqlite_file(location.storage) is None:
         make_storage(location.storage)  # fail on an unreachable database before anything else
     task = load_task(config.task, config_dir)
-    check_space(json.loads((task.model_path / "config.json").read_text()), config.space.pruning)
+    model_config = json.loads((task.model_path / "config.json").read_text())
+    check_space(model_config, config.space.pruning)
     check_finetune(task, config.finetune)
     # Failures are reported by the progress display and stored on the trial: not as tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -120,7 +121,8 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     lock = StudyLock(location.storage, location.study)
     study = None
     try:
-        study = open_study(config, location.study, storage, setup_lock=lock, budget=budget)
+        study = open_study(config, location.study, storage, setup_lock=lock, budget=budget,
+                           layers=encoder_layers(model_config))
         study.set_user_attr("data", task.dataset.summary()
                             | {"split_seed": config.task.data.splits.seed})
         study.set_user_attr(CONFIG_DIR, str(config_dir.resolve()))  # the config's relative paths

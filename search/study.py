@@ -159,7 +159,7 @@ class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
 # default task's study is 40 trials). The FP32 reference and the baselines are enqueued, complete
 # trials that count as start-up points too.
 # - TPE and GP: a quarter of the budget as random start-up trials, 5 to 10 (Optuna's default):
-#   at 40 trials the reference, 2 baselines and 7 random trials before the model takes over; a
+#   at 40 trials the reference, 3 baselines and 6 random trials before the model takes over; a
 #   12-trial study is not left mostly random. TPE is multivariate with grouping, so the
 #   conditional knobs (recovery only after pruning, ...) are modelled jointly within each group;
 #   constant liar keeps parallel workers from sampling the same point.
@@ -191,11 +191,12 @@ def sampler(config: StudyConfig, budget: int | None = None) -> optuna.samplers.B
 
 def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStorage,
                setup_lock: AbstractContextManager[object] | None = None,
-               budget: int | None = None) -> optuna.Study:
+               budget: int | None = None, layers: int | None = None) -> optuna.Study:
     """Resume the study if it exists with the same config, or create and set it up.
 
     A new study enqueues the FP32 reference as trial 0, so every front is compared with it, then
-    the baselines and the user's own recipes (``edgetune.search.baselines``). Setting up happens
+    the baselines (those that prune need the model's number of encoder ``layers``) and the user's
+    own recipes (``edgetune.search.baselines``). Setting up happens
     under ``setup_lock`` (the study lock, ``edgetune.search.lock``), so that of several workers
     starting together only the first one sets the study up.
 
@@ -211,7 +212,7 @@ def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStor
                 sampler=sampler(config, budget), load_if_exists=True)
             stored = study.user_attrs.get(FINGERPRINT)
             if stored is None:
-                _set_up(study, config)
+                _set_up(study, config, layers)
                 return study
     if stored != config.fingerprint():
         raise InputError(
@@ -231,11 +232,11 @@ def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str 
     return storage.get_study_user_attrs(study_id).get(FINGERPRINT)
 
 
-def _set_up(study: optuna.Study, config: StudyConfig) -> None:
+def _set_up(study: optuna.Study, config: StudyConfig, layers: int | None) -> None:
     study.set_metric_names(list(config.search.objectives))
     if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
         study.enqueue_trial(baselines.reference_params(config.space), user_attrs={ROLE: REFERENCE})
-        baselines.enqueue(study, config.space, config.search.enqueue)
+        baselines.enqueue(study, config.space, config.search.enqueue, layers)
     study.set_user_attr("config", json.loads(config.model_dump_json()))
     study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
 

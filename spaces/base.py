@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -38,6 +39,20 @@ class FloatRange(Strict):
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
+    def nearest(self, value: float) -> float:
+        """The value this range samples that is closest to ``value`` (on its grid, if stepped)."""
+        value = min(max(value, self.low), self.high)
+        if self.step is None:
+            return value
+        steps = min(round((value - self.low) / self.step),
+                    math.floor((self.high - self.low) / self.step + 1e-9))
+        return round(self.low + steps * self.step, 12)  # 0.1 + 2 * 0.2 is 0.5000000000000001
+
+    def middle(self) -> float:
+        """The sampled value nearest the middle of the range (geometric, if log-scaled)."""
+        return self.nearest(math.sqrt(self.low * self.high) if self.log
+                            else (self.low + self.high) / 2)
+
 
 class IntRange(Strict):
     """An integer parameter searched between ``low`` and ``high`` (inclusive)."""
@@ -57,6 +72,11 @@ class IntRange(Strict):
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    @property
+    def highest(self) -> int:
+        """The largest value this range samples (``high`` itself when it is on the grid)."""
+        return self.low + (self.high - self.low) // self.step * self.step
 
 
 def suggest_choice(trial: optuna.Trial, name: str, choices: Sequence[T]) -> T:

@@ -176,8 +176,8 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                 hostile_csv: Path) -> HostileRun:
     """A real tiny study run by ``edgetune run`` on data with ``HOSTILE_LABEL``.
 
-    It runs twice: 4 trials with ``--no-report``, then resumed to 5 trials (FP32, the two
-    dynamic INT8 baselines, two sampled recipes) writing the report.
+    It runs twice: 4 trials with ``--no-report``, then resumed to 5 trials (FP32, the three
+    baselines, a sampled recipe) writing the report.
     """
     from click.testing import CliRunner
 

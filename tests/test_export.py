@@ -35,25 +35,25 @@ PRUNED_RECIPE = {
     "recovery.distillation": True, "recovery.temperature": 2.0, "recovery.alpha": 0.5,
     "graph.fusion": True,
 }
-PRUNED_TRIAL = 3  # after the FP32 reference and the two dynamic INT8 baselines
+PRUNED_TRIAL = 4  # after the FP32 reference and the three baselines
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path) -> Path:
-    """A finished tiny study whose trial 3 is pruned, recovered with distillation and quantized."""
+    """A finished tiny study whose trial 4 is pruned, recovered with distillation and quantized."""
     config = tiny_config(tiny_model, tiny_csv,
                          space={"pruning": {"methods": ["none", "structured"],
                                             "structured": {"layers_dropped": {"low": 0, "high": 1}}},
                                 "recovery": {"steps": {"low": 10, "high": 10},
                                              "learning_rate": {"low": 1e-3, "high": 3e-3}},
                                 "quantization": {"schemes": ["dynamic", "none"]}},
-                         search={"trials": 4, "enqueue": [PRUNED_RECIPE]})
-    return run_study(tmp_path_factory.mktemp("export-study"), config, trials=4)
+                         search={"trials": 5, "enqueue": [PRUNED_RECIPE]})
+    return run_study(tmp_path_factory.mktemp("export-study"), config, trials=5)
 
 
 @pytest.fixture(scope="module")
 def exported(run_dir: Path) -> Path:
-    out = run_dir.parent / "exports" / "trial-3"
+    out = run_dir.parent / "exports" / f"trial-{PRUNED_TRIAL}"
     code, output = export(run_dir, "--trial", str(PRUNED_TRIAL), "--out", str(out))
     assert code == 0, output
     return out

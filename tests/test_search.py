@@ -80,6 +80,41 @@ def test_the_reference_and_baselines_give_the_samplers_a_search_space(
         IntersectionSearchSpace().calculate(study))
 
 
+
+@pytest.mark.parametrize(("layers", "recipe"), [
+    (6, "drop3L-even+rec20@1.7e-03+kd(T2,a0.5) · fused · dyn-int8"),
+    (2, "drop1L-even+rec20@1.7e-03+kd(T2,a0.5) · fused · dyn-int8"),
+])
+@pytest.mark.filterwarnings("ignore:Heartbeat")
+def test_a_model_with_layers_to_spare_starts_with_half_of_them_distilled(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path, layers: int, recipe: str) -> None:
+    """After the dynamic INT8 baselines: every other encoder layer kept (as DistilBERT keeps
+    them), recovered with distillation at the space's most steps and its middle settings."""
+    config = StudyConfig.model_validate(tiny_config(tiny_model, tiny_csv, space={
+        "pruning": {"structured": {"layers_dropped": {"low": 0, "high": 3}}}}))
+    location = Location.resolve("tiny", tmp_path)
+    study = open_study(config, location.study, make_storage(location.storage), layers=layers)
+    queued = []
+    for _ in range(4):
+        trial = study.ask()
+        queued.append((trial.user_attrs.get("baseline"), config.space.sample(trial).short()))
+        study.tell(trial, [0.5, 1.0])
+    assert queued[3] == ("half the layers, distilled + fusion + dynamic INT8", recipe)
+
+
+@pytest.mark.parametrize("space", [
+    {"pruning": {"methods": ["none", "unstructured"]}},  # no structured pruning
+    {"pruning": {"structured": {"layers_dropped": {"low": 0, "high": 0}}}},  # no layer dropped
+    {"recovery": {"distillation": [False]}},  # no distillation
+])
+def test_a_space_that_cannot_halve_the_layers_starts_without_it(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path, space: dict) -> None:
+    config = StudyConfig.model_validate(tiny_config(tiny_model, tiny_csv, space=space))
+    location = Location.resolve("tiny", tmp_path)
+    study = open_study(config, location.study, make_storage(location.storage), layers=2)
+    baselines = [t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)]
+    assert baselines == [None, "dynamic INT8", "fusion + dynamic INT8"]
+
 @pytest.mark.parametrize(("objectives", "expected"), [
     (["latency_ms", "accuracy"], "expected [accuracy, latency_ms]"),
     (["accuracy", "latency_ms", "size_mb", "size_mb"], "expected [accuracy, latency_ms]"),
