@@ -1,13 +1,18 @@
-"""What dropout costs edgetune's training loops on the default task, and what it buys.
+"""What a training setting costs edgetune's training loops on the default task, and what it buys.
 
-Each loop trains from the same start twice, with the model's own dropout (0.1 in MiniLM) and
-without (``TrainSettings.dropout = 0``), in alternating order so that a drift of the machine's
-speed reaches both: the task fine-tuning (100 steps from the pretrained checkpoint), and two
-recoveries of the fine-tuned base with distillation (3 of 6 layers dropped, 50 steps; 2 dropped,
-75 steps). Each is scored on validation and test with the torch model. Prints a Markdown section
-for ``benchmarks/RESULTS.md``.
+Each loop trains from the same start once per variant of the compared setting, in alternating
+order so that a drift of the machine's speed reaches every variant. Each model is scored on
+validation and test with the torch model. Prints a Markdown section for ``benchmarks/RESULTS.md``.
 
-    flock /tmp/edgetune-heavy.lock python benchmarks/training.py
+- ``--compare dropout``: the model's own dropout (0.1 in MiniLM) against none
+  (``TrainSettings.dropout = 0``), for the task fine-tuning (100 steps from the pretrained
+  checkpoint) and two recoveries of the fine-tuned base with distillation (3 of 6 layers dropped,
+  50 steps; 2 dropped, 75 steps).
+- ``--compare batch``: recovery steps of the fine-tuning's batch (32) against 16 rows
+  (``recovery.batch_size``), without dropout, for 100 distilled steps at lr 2e-4 after dropping 3
+  and 4 of 6 layers, and 50 steps at lr 3e-4 after dropping 3.
+
+    flock /tmp/edgetune-heavy.lock python benchmarks/training.py [--compare dropout|batch]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import datetime
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,12 +39,21 @@ from edgetune.search.config import load_config
 from edgetune.spaces.pruning import StructuredPruning
 
 ROOT = Path(__file__).resolve().parents[1]
-RATES: tuple[float | None, ...] = (None, 0.0)  # the model's own, then none
+
+
+@dataclass(frozen=True)
+class Loop:
+    name: str
+    start: Callable[[], torch.nn.Module]
+    steps: int
+    learning_rate: float
+    teacher: torch.Tensor | None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
+    parser.add_argument("--compare", choices=["dropout", "batch"], default="dropout")
     args = parser.parse_args()
     config = load_config(args.config)
     task = load_task(config.task, args.config.parent)
@@ -55,28 +70,40 @@ def main() -> None:
         return lambda: prune(load_classifier(base), StructuredPruning(
             layers_dropped=layers, layer_selection="even"), task)
 
-    loops = [
-        ("fine-tuning, 100 steps, lr 5e-5", fine_tuning, 100, 5e-5, None),
-        ("recovery: drop 3 layers, 50 steps, lr 1e-4, KD", dropped(3), 50, 1e-4, teacher),
-        ("recovery: drop 2 layers, 75 steps, lr 2e-4, KD", dropped(2), 75, 2e-4, teacher),
-    ]
+    variants: list[tuple[str, dict[str, object]]]
+    if args.compare == "dropout":
+        loops = [
+            Loop("fine-tuning, 100 steps, lr 5e-5", fine_tuning, 100, 5e-5, None),
+            Loop("recovery: drop 3 layers, 50 steps, lr 1e-4, KD", dropped(3), 50, 1e-4, teacher),
+            Loop("recovery: drop 2 layers, 75 steps, lr 2e-4, KD", dropped(2), 75, 2e-4, teacher),
+        ]
+        variants = [("model's own (0.1)", {"dropout": None, "batch_size": batch}),
+                    ("0", {"dropout": 0.0, "batch_size": batch})]
+    else:
+        loops = [
+            Loop("recovery: drop 3 layers, 100 steps, lr 2e-4, KD", dropped(3), 100, 2e-4,
+                 teacher),
+            Loop("recovery: drop 4 layers, 100 steps, lr 2e-4, KD", dropped(4), 100, 2e-4,
+                 teacher),
+            Loop("recovery: drop 3 layers, 50 steps, lr 3e-4, KD", dropped(3), 50, 3e-4, teacher),
+        ]
+        variants = [(str(batch), {"dropout": 0.0, "batch_size": batch}),
+                    ("16", {"dropout": 0.0, "batch_size": 16})]
     print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  ")
     print(f"Machine: {cpu_model()} ×{os.cpu_count()} · torch {torch.__version__} · "
-          f"{torch.get_num_threads()} threads · batch {batch} × {config.task.max_length} tokens  ")
+          f"{torch.get_num_threads()} threads · {config.task.max_length} tokens a row  ")
     print()
-    print("| loop | dropout | seconds | s / step | val acc | test acc |")
+    print(f"| loop | {args.compare} | seconds | s / step | val acc | test acc |")
     print("|---|---|---:|---:|---:|---:|")
-    for index, (name, start, steps, learning_rate, logits) in enumerate(loops):
-        rates = RATES if index % 2 == 0 else tuple(reversed(RATES))
-        for rate in rates:
-            model = start()
-            settings = TrainSettings(steps=steps, batch_size=batch, learning_rate=learning_rate,
-                                     dropout=rate, seed=seed)
+    for index, loop in enumerate(loops):
+        for label, setting in variants if index % 2 == 0 else reversed(variants):
+            model = loop.start()
+            settings = TrainSettings(steps=loop.steps, learning_rate=loop.learning_rate,
+                                     seed=seed, **setting)  # type: ignore[arg-type]
             began = time.perf_counter()
-            train(model, task, settings, teacher_logits=logits)
+            train(model, task, settings, teacher_logits=loop.teacher)
             seconds = time.perf_counter() - began
-            label = "model's own (0.1)" if rate is None else f"{rate:g}"
-            print(f"| {name} | {label} | {seconds:.0f} | {seconds / steps:.2f} "
+            print(f"| {loop.name} | {label} | {seconds:.0f} | {seconds / loop.steps:.2f} "
                   f"| {_accuracy(model, task, 'validation'):.4f} "
                   f"| {_accuracy(model, task, 'test'):.4f} |", flush=True)
 

@@ -23,10 +23,12 @@ def recover(
     callback: StepCallback | None = None,
     callback_every: int = 0,
 ) -> PreTrainedModel:
-    """Train ``model`` for ``recipe.steps``; the teacher's logits on the train split
-    (``training.train_logits``) are used only when the recipe distils."""
+    """Train ``model`` for ``recipe.steps`` of ``recipe.batch_size`` rows (``batch_size`` when the
+    recipe names none); the teacher's logits on the train split (``training.train_logits``) are
+    used only when the recipe distils."""
     settings = TrainSettings(
-        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate,
+        steps=recipe.steps, batch_size=recipe.batch_size or batch_size,
+        learning_rate=recipe.learning_rate,
         dropout=recipe.dropout, seed=seed,
     )
     return train(

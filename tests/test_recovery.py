@@ -52,6 +52,26 @@ def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench: Workbench) -> 
     assert accuracy(model, task) > 0.9
 
 
+
+@pytest.mark.parametrize(("recipe_batch", "trained_batch"), [(4, 4), (None, 16)])
+def test_recovery_steps_take_the_recipes_batch_or_else_the_fine_tunings(
+        tiny_bench: Workbench, monkeypatch: pytest.MonkeyPatch, recipe_batch: int | None,
+        trained_batch: int) -> None:
+    rows_seen: list[int] = []
+    original_forward = type(load_classifier(tiny_bench.base)).forward
+
+    def forward(self, input_ids, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.training:
+            rows_seen.append(len(input_ids))
+        return original_forward(self, input_ids, *args, **kwargs)
+
+    model = heavily_pruned(tiny_bench)
+    monkeypatch.setattr(type(model), "forward", forward)
+    recover(model, None, tiny_bench.task,
+            RecoveryRecipe(steps=3, learning_rate=3e-3, batch_size=recipe_batch), 16, seed=0)
+
+    assert rows_seen == [trained_batch] * 3
+
 def test_recovery_trains_at_the_recipes_dropout_and_leaves_the_models_own(
         tiny_bench: Workbench) -> None:
     model = heavily_pruned(tiny_bench)
