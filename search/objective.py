@@ -44,7 +44,7 @@ from edgetune.search.early_stopping import EarlyStopping, noise_margin
 from edgetune.search.failures import FAILURE, STAGE, failure_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.lost_trials import WORKER, worker_record
-from edgetune.search.repeats import earlier_trial, prune_as_duplicate
+from edgetune.search.repeats import RECIPE, earlier_trial, prune_as_duplicate
 from edgetune.search.study import REFERENCE, REFERENCE_LATENCY, ROLE
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
@@ -123,7 +123,7 @@ class Objective:
     def _build_and_measure(self, trial: optuna.Trial, stages: _StageLog) -> tuple[float, ...]:
         stages.enter("sample")
         recipe = self.recipe(trial)
-        trial.set_user_attr("recipe", recipe.model_dump(mode="json"))
+        trial.set_user_attr(RECIPE, recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_short", recipe.short())
         trial.set_user_attr("machine", machine_record(self.bench.target.threads))
         if (original := earlier_trial(trial)) is not None:

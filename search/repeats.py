@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgetune.search import constraints
 
 DUPLICATE_OF = "duplicate_of"  # trial user attr: the number of the trial with the same recipe
+RECIPE = "recipe"  # trial user attr: the recipe as JSON (``Recipe.model_dump``)
 # Repeats cost under a second each; TPE has been seen to propose 5 in a row and then a new recipe
 # (benchmarks/RESULTS.md, search), so a run of 20 means the sampler has nothing new to propose.
 MAX_REPEATS_IN_A_ROW = 20
@@ -43,12 +44,17 @@ def repeats_in_a_row(trials: list[FrozenTrial]) -> int:
 
 
 def earlier_trial(trial: optuna.Trial) -> FrozenTrial | None:
-    """The first finished trial that sampled exactly ``trial``'s parameters: complete, or stopped
-    early by the accuracy floor (the same recipe would be stopped again). A failed trial is
-    not one: its failure may have been the machine's."""
+    """The first finished trial with exactly ``trial``'s recipe (user attr ``recipe``, set before
+    this is asked): complete, or stopped early by the accuracy floor (the same recipe would be
+    stopped again). A failed trial is not one: its failure may have been the machine's.
+
+    Recipes, not parameters, are compared: they are what is built, and parameters that build
+    the same model (structured pruning that removes nothing, ``spaces.pruning``) make a repeat.
+    """
+    recipe = trial.user_attrs[RECIPE]
     for other in trial.study.get_trials(deepcopy=False,
                                         states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if (other.number != trial.number and other.params == trial.params
+        if (other.number != trial.number and other.user_attrs.get(RECIPE) == recipe
                 and not is_repeat(other)):
             return other
     return None

@@ -105,10 +105,15 @@ class StructuredSpace(Strict):
     layers_dropped: CountRange = CountRange(low=0, high=4)
     layer_selection: list[LayerSelection] = Field(default=["importance", "even"], min_length=1)
 
-    def sample(self, trial: optuna.Trial) -> StructuredPruning:
+    def sample(self, trial: optuna.Trial) -> StructuredPruning | NoPruning:
+        """A structured recipe, or no pruning when the sampled one would remove nothing: that is
+        the unpruned model, built without a recovery to recover from nothing (and a repeat, in a
+        study that measured the unpruned model with the same quantization)."""
         heads_kept = self.heads_kept.suggest(trial, "pruning.heads_kept")
         ffn_kept = self.ffn_kept.suggest(trial, "pruning.ffn_kept")
         layers_dropped = self.layers_dropped.suggest(trial, "pruning.layers_dropped")
+        if heads_kept == 1 and ffn_kept == 1 and layers_dropped == 0:
+            return NoPruning()
         return StructuredPruning(
             heads_kept=heads_kept,
             ffn_kept=ffn_kept,

@@ -15,7 +15,7 @@ from edgetune.errors import InputError
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
-from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW
+from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, earlier_trial
 from edgetune.search.study import Location, make_storage, open_study, sampler
 from edgetune.spaces.space import SearchSpace
 from helpers import tiny_config, write_config
@@ -246,6 +246,23 @@ def test_samplers_keep_proposing_after_pruned_failed_and_infeasible_trials(
     assert len(study.best_trials) >= 1
     assert all(all(v <= 0 for v in t.constraints.values()) for t in study.best_trials)
 
+
+def test_parameters_that_build_an_earlier_trials_model_make_a_repeat() -> None:
+    space = SearchSpace()
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    unpruned = {"pruning.method": "none", "quantization.scheme": "none", "graph.fusion": False}
+    nothing_pruned = {**unpruned, "pruning.method": "structured", "pruning.heads_kept": 1.0,
+                      "pruning.ffn_kept": 1.0, "pruning.layers_dropped": 0}
+    for params in (unpruned, nothing_pruned):
+        study.enqueue_trial(params)
+    first = study.ask()
+    first.set_user_attr("recipe", space.sample(first).model_dump(mode="json"))
+    study.tell(first, [0.9, 10.0])
+    second = study.ask()
+    second.set_user_attr("recipe", space.sample(second).model_dump(mode="json"))
+    assert second.params != first.params
+    original = earlier_trial(second)
+    assert original is not None and original.number == first.number
 
 def test_a_recipe_sampled_again_is_neither_built_nor_counted_and_endless_repeats_stop(
         tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:

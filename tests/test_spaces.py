@@ -30,6 +30,14 @@ def test_recovery_is_sampled_only_for_pruned_models() -> None:
             assert "recovery.steps" in recovery_params
 
 
+
+def test_structured_pruning_that_removes_nothing_is_the_unpruned_model_without_recovery() -> None:
+    trial = optuna.trial.FixedTrial({
+        "pruning.method": "structured", "pruning.heads_kept": 1.0, "pruning.ffn_kept": 1.0,
+        "pruning.layers_dropped": 0, "quantization.scheme": "none", "graph.fusion": False})
+    assert SearchSpace().sample(trial) == Recipe()  # the FP32 reference, which a study has
+    assert not [name for name in trial.params if name.startswith("recovery.")]
+
 def test_distillation_settings_are_sampled_only_when_distilling() -> None:
     for trial, recipe in sample_many(SearchSpace()):
         has_temperature = "recovery.temperature" in trial.params
@@ -86,7 +94,7 @@ def test_each_method_samples_only_its_own_parameters() -> None:
             "none": set(),
             "structured": {"pruning.heads_kept", "pruning.ffn_kept", "pruning.layers_dropped"},
             "unstructured": {"pruning.ratio"},
-        }[recipe.pruning.method]
+        }[trial.params["pruning.method"]]
         assert pruning - {"pruning.scope", "pruning.layer_selection"} == expected
 
 
@@ -95,13 +103,18 @@ def test_structured_settings_are_sampled_only_when_they_change_the_model() -> No
     for trial, recipe in sample_many(SearchSpace.model_validate(
             {"pruning": {"methods": ["structured"]}})):
         pruning = recipe.pruning
+        if pruning.method == "none":  # all heads and neurons kept, no layer dropped
+            assert (trial.params["pruning.heads_kept"], trial.params["pruning.ffn_kept"],
+                    trial.params["pruning.layers_dropped"]) == (1.0, 1.0, 0)
+            seen.add("nothing pruned")
+            continue
         prunes_within = pruning.heads_kept < 1 or pruning.ffn_kept < 1
         assert ("pruning.scope" in trial.params) == prunes_within == (pruning.scope is not None)
         drops = pruning.layers_dropped > 0
         assert ("pruning.layer_selection" in trial.params) == drops
         assert drops == (pruning.layer_selection is not None)
         seen |= {pruning.scope, pruning.layer_selection}
-    assert seen >= {"layer", "global", "even", "importance", None}
+    assert seen >= {"layer", "global", "even", "importance", None, "nothing pruned"}
 
 
 @pytest.mark.parametrize("recipe", [
