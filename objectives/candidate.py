@@ -94,9 +94,14 @@ class Workbench:
 
     def teacher_logits(self) -> torch.Tensor:
         """The fine-tuned base's logits on the train split: the distillation targets of every
-        recovery, computed on first use."""
+        recovery, computed on first use and cached beside the base (a forward pass over the whole
+        split costs as much as a short recovery)."""
         if self._teacher_logits is None:
-            self._teacher_logits = train_logits(self.load(self.base), self.task)
+            entry = self.cache.get_or_build(
+                "teacher", {"stage": "train_logits", "base": self.base.name},
+                lambda folder: torch.save(train_logits(self.load(self.base), self.task),
+                                          folder / "logits.pt"))
+            self._teacher_logits = torch.load(entry / "logits.pt", weights_only=True)
         return self._teacher_logits
 
     def reference(self) -> Path:

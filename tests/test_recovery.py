@@ -124,14 +124,16 @@ def test_the_teachers_logits_are_its_answers_to_each_train_row(tiny_bench: Workb
     torch.testing.assert_close(logits[rows], direct, atol=1e-5, rtol=1e-4)
 
 
-def test_a_study_computes_the_teachers_logits_once(tiny_bench: Workbench,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = dataclasses.replace(tiny_bench)
+def test_the_teachers_logits_are_computed_once_for_every_study_of_a_base(
+        tiny_bench: Workbench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bench = dataclasses.replace(tiny_bench, cache=Cache(tmp_path))
     calls = []
     real = candidate_module.train_logits
     monkeypatch.setattr(candidate_module, "train_logits",
                         lambda model, task: calls.append(1) or real(model, task))
     assert bench.teacher_logits() is bench.teacher_logits()
+    later_study = dataclasses.replace(tiny_bench, cache=Cache(tmp_path))
+    torch.testing.assert_close(later_study.teacher_logits(), bench.teacher_logits())
     assert len(calls) == 1
 
 
