@@ -30,33 +30,41 @@ from edgetune.objectives.runtime import TargetConfig, feeds, session
 from edgetune.spaces.base import Strict
 
 
-class MeasureConfig(Strict):
+class RoundLimits(Strict):
+    """A sequential protocol's least and most rounds: more than ``rounds`` are measured only
+    while a ratio is less precise than ``MeasureConfig.precision``."""
+
+    rounds: int = Field(default=15, ge=1, description="rounds at least")
+    # 30 for a trial, whose ratio only has to rank candidates: the front is measured again by
+    # the confirmation, with its own limits. On a noisy host the ratio rarely reaches
+    # `precision`, so the cap is what a trial pays: 60 rounds held the ratio closer across
+    # processes than 30 (3.5% against 9.2%) at twice the time (benchmarks/RESULTS.md, run 6).
+    max_rounds: int = Field(default=30, ge=1, description="rounds at most")
+
+    @model_validator(mode="after")
+    def _enough_rounds(self) -> RoundLimits:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least rounds "
+                             f"({self.rounds})")
+        return self
+
+
+class MeasureConfig(RoundLimits):
     """The ``measure:`` section: how many runs make one latency figure."""
 
     warmup: int = Field(default=10, ge=0)
-    rounds: int = Field(default=15, ge=1, description="rounds at least")
-    # 30, not more: in a trial the ratio only has to rank candidates, and the front is measured
-    # again by the confirmation (confirm.rounds, confirm.max_rounds). On a noisy host the ratio
-    # rarely reaches `precision` at all, and 60 rounds held it no closer across processes than
-    # 15-30 did while costing twice the time (benchmarks/RESULTS.md, measurement).
-    max_rounds: int = Field(default=30, ge=1, description="rounds at most, while the ratio is "
-                            "less precise than `precision`")
     precision: float = Field(default=0.02, gt=0, description="half-width of the ratio's 95% "
                              "confidence interval, relative to the ratio, that ends a measurement")
-    runs: int = Field(default=10, ge=1, description="runs of each model in a round")
+    # 5 rather than 10: a round's two models then run closer together in time, and in the same
+    # time there are twice the rounds to pair (benchmarks/RESULTS.md, run 6: rounds of 3 and 5
+    # runs held the ratio as well as rounds of 10 across processes).
+    runs: int = Field(default=5, ge=1, description="runs of each model in a round")
     inputs: int = Field(default=8, ge=1, description="distinct validation batches cycled through")
     isolate: bool = Field(default=False, description="measure in a fresh process pinned to cores")
     cores: list[int] | None = Field(
         default=None, min_length=1,
         description="CPU ids a measurement is pinned to (with isolate; training keeps off them)",
     )
-
-    @model_validator(mode="after")
-    def _enough_rounds(self) -> MeasureConfig:
-        if self.max_rounds < self.rounds:
-            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least rounds "
-                             f"({self.rounds})")
-        return self
 
 
 @dataclass(frozen=True)
