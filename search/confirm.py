@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.latency import latency_inputs, measure, ratio
+from edgetune.objectives.latency import RoundLimits, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.task import Task
 from edgetune.search.annotations import annotate
@@ -48,31 +48,22 @@ from edgetune.search.front import (
     search_front,
 )
 from edgetune.search.study import REFERENCE_LATENCY, Location
-from edgetune.spaces.base import Strict
 
 if TYPE_CHECKING:
     from edgetune.search.config import StudyConfig
 
 
-class ConfirmConfig(Strict):
-    """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4)."""
+class ConfirmConfig(RoundLimits):
+    """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4), in rounds of
+    ``measure.runs`` runs per model."""
 
     after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
-    rounds: int = Field(default=40, ge=1, description="rounds of measure.runs runs per model, at "
-                        "least (more while the ratios are less precise than measure.precision, "
-                        "up to max_rounds)")
+    rounds: int = Field(default=40, ge=1, description="rounds at least")
     max_rounds: int = Field(default=80, ge=1, description="rounds at most")
     margin: float = Field(
         default=0.10, ge=0,
         description="also confirm trials that would be on the front were they this much faster",
     )
-
-    @model_validator(mode="after")
-    def _enough_rounds(self) -> ConfirmConfig:
-        if self.max_rounds < self.rounds:
-            raise ValueError(f"confirm.max_rounds ({self.max_rounds}) must be at least "
-                             f"confirm.rounds ({self.rounds})")
-        return self
 
 
 def candidates(study: optuna.Study, margin: float) -> list[FrozenTrial]:

@@ -126,7 +126,7 @@ CASES: dict[str, tuple[Setup, str, str]] = {
                                           "search.enqueue.0", "not a recipe of this space"),
     "bad study name": (change(study="../elsewhere"), "study", "should match pattern"),
     "fewer rounds at most than at least": (change(confirm={"rounds": 40, "max_rounds": 5}),
-                                           "confirm", "must be at least confirm.rounds (40)"),
+                                           "confirm", "must be at least rounds (40)"),
     "missing model folder": (change(task__model="/nonexistent/model"), "task.model",
                              "no such folder"),
     "not a checkpoint": (None, "task.model", "is not a Hugging Face checkpoint"),  # set below
