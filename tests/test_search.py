@@ -50,6 +50,10 @@ def test_sampler_settings_fit_the_budget(tiny_model: Path, tiny_csv: Path) -> No
         # of the budget, so that a short study is not mostly random.
         assert [sampler(config, budget)._n_startup_trials for budget in (12, 40, 200)] == \
             [5, 10, 10]
+    # TPE models the best quarter of the trials as good: at 20 trials more than the front's
+    # corners (Optuna's default, a tenth, would be 2).
+    tpe = sampler(config_with(tiny_model, tiny_csv, sampler="tpe"))
+    assert [tpe._gamma(n) for n in (10, 20, 40, 400)] == [3, 5, 10, 25]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat")  # asked and told by hand, not by optimize()
