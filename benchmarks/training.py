@@ -8,11 +8,13 @@ validation and test with the torch model. Prints a Markdown section for ``benchm
   (``TrainSettings.dropout = 0``), for the task fine-tuning (100 steps from the pretrained
   checkpoint) and two recoveries of the fine-tuned base with distillation (3 of 6 layers dropped,
   50 steps; 2 dropped, 75 steps).
-- ``--compare batch``: recovery steps of the fine-tuning's batch (32) against 16 rows
-  (``recovery.batch_size``), without dropout, for 100 distilled steps at lr 2e-4 after dropping 3
-  and 4 of 6 layers, and 50 steps at lr 3e-4 after dropping 3.
+- ``--compare batch``: steps of the fine-tuning's batch (32) against 16 rows
+  (``recovery.batch_size``, ``qat.batch_size``), without dropout, for 100 distilled recovery
+  steps at lr 2e-4 after dropping 3 and 4 of 6 layers, 50 steps at lr 3e-4 after dropping 3, and
+  30 steps of QAT at lr 2e-5 (the ``dynamic`` export, scored with its INT8-grid weights, which
+  ONNX Runtime's dynamic INT8 reproduces exactly).
 
-    flock /tmp/edgetune-heavy.lock python benchmarks/training.py [--compare dropout|batch]
+    flock /tmp/edgetune-heavy.lock python benchmarks/training.py [--compare dropout|batch] [--only QAT]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +36,12 @@ from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.machine import cpu_model
 from edgetune.objectives.pruning import prune
+from edgetune.objectives.qat import quantization_aware_training
 from edgetune.objectives.task import Task, load_task
 from edgetune.objectives.training import TrainSettings, train, train_logits
 from edgetune.search.config import load_config
 from edgetune.spaces.pruning import StructuredPruning
+from edgetune.spaces.qat import QatRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,13 +52,26 @@ class Loop:
     start: Callable[[], torch.nn.Module]
     steps: int
     learning_rate: float
-    teacher: torch.Tensor | None
+    teacher: torch.Tensor | None = None
+    qat: bool = False  # train with NNCF's quantizers (objectives.qat) instead of plainly
+
+    def run(self, model: torch.nn.Module, task: Task, settings: TrainSettings) -> torch.nn.Module:
+        if not self.qat:
+            return train(model, task, settings, teacher_logits=self.teacher)
+        recipe = QatRecipe(steps=settings.steps, learning_rate=settings.learning_rate,
+                           export="dynamic", dropout=settings.dropout or 0.0,
+                           batch_size=settings.batch_size)
+        with tempfile.TemporaryDirectory() as folder:
+            quantization_aware_training(model, task, recipe, settings.batch_size, settings.seed,
+                                        Path(folder))
+            return load_classifier(Path(folder))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
     parser.add_argument("--compare", choices=["dropout", "batch"], default="dropout")
+    parser.add_argument("--only", default="", help="run only the loops whose name holds this")
     args = parser.parse_args()
     config = load_config(args.config)
     task = load_task(config.task, args.config.parent)
@@ -86,6 +104,8 @@ def main() -> None:
             Loop("recovery: drop 4 layers, 100 steps, lr 2e-4, KD", dropped(4), 100, 2e-4,
                  teacher),
             Loop("recovery: drop 3 layers, 50 steps, lr 3e-4, KD", dropped(3), 50, 3e-4, teacher),
+            Loop("QAT (dynamic export), 30 steps, lr 2e-5", lambda: load_classifier(base), 30,
+                 2e-5, qat=True),
         ]
         variants = [(str(batch), {"dropout": 0.0, "batch_size": batch}),
                     ("16", {"dropout": 0.0, "batch_size": 16})]
@@ -95,13 +115,13 @@ def main() -> None:
     print()
     print(f"| loop | {args.compare} | seconds | s / step | val acc | test acc |")
     print("|---|---|---:|---:|---:|---:|")
-    for index, loop in enumerate(loops):
+    for index, loop in enumerate(loop for loop in loops if args.only in loop.name):
         for label, setting in variants if index % 2 == 0 else reversed(variants):
             model = loop.start()
             settings = TrainSettings(steps=loop.steps, learning_rate=loop.learning_rate,
                                      seed=seed, **setting)  # type: ignore[arg-type]
             began = time.perf_counter()
-            train(model, task, settings, teacher_logits=loop.teacher)
+            model = loop.run(model, task, settings)
             seconds = time.perf_counter() - began
             print(f"| {loop.name} | {label} | {seconds:.0f} | {seconds / loop.steps:.2f} "
                   f"| {_accuracy(model, task, 'validation'):.4f} "

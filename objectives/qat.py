@@ -48,8 +48,9 @@ def quantization_aware_training(
     callback: StepCallback | None = None,
     callback_every: int = 0,
 ) -> None:
-    """Train ``model`` with NNCF's quantizers for ``recipe.steps`` steps and write to ``folder``
-    a checkpoint with INT8-grid weights (``dynamic``) or ``model.onnx`` with Q/DQ (``qdq``)."""
+    """Train ``model`` with NNCF's quantizers for ``recipe.steps`` steps of ``recipe.batch_size``
+    rows (``batch_size`` when the recipe names none) and write to ``folder`` a checkpoint with
+    INT8-grid weights (``dynamic``) or ``model.onnx`` with Q/DQ (``qdq``)."""
     import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
@@ -77,7 +78,8 @@ def quantization_aware_training(
         quantized = nncf.quantize(model, nncf.Dataset(samples),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
     settings = TrainSettings(
-        steps=recipe.steps, batch_size=batch_size, learning_rate=recipe.learning_rate,
+        steps=recipe.steps, batch_size=recipe.batch_size or batch_size,
+        learning_rate=recipe.learning_rate,
         dropout=recipe.dropout, seed=seed,
     )
     train(quantized, task, settings, callback=callback, callback_every=callback_every)

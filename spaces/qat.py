@@ -30,6 +30,8 @@ class QatRecipe(Strict):
     learning_rate: float = Field(default=1e-5, gt=0)
     export: QatExport = "dynamic"
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout rate while training")
+    batch_size: int | None = Field(default=None, ge=1,
+                                   description="rows a step (None: the fine-tuning's batch size)")
 
     def short(self) -> str:
         return f"qat{self.steps}-{self.export}"
@@ -41,6 +43,8 @@ class QatSpace(Strict):
     export: list[QatExport] = Field(default=["dynamic", "qdq"], min_length=1)
     # Not searched: tens of steps on a fine-tuned model, as for recovery (spaces/recovery.py).
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    # Not searched. 16 from benchmarks/RESULTS.md (training), as for recovery.
+    batch_size: int | None = Field(default=16, ge=1)
 
     @field_validator("steps")
     @classmethod
@@ -55,4 +59,5 @@ class QatSpace(Strict):
             learning_rate=self.learning_rate.suggest(trial, "qat.learning_rate"),
             export=suggest_choice(trial, "qat.export", self.export),
             dropout=self.dropout,
+            batch_size=self.batch_size,
         )

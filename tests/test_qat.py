@@ -82,3 +82,20 @@ def test_qat_of_a_structurally_pruned_model_builds_fused(tiny_build: Build) -> N
                     quantization=tiny_qat(), graph=GraphRecipe(fusion=True))
     ops = op_counts(tiny_build(pruned))
     assert ops["QAttention"] == 2 and ops["MatMulInteger"] >= 6
+
+
+@pytest.mark.parametrize(("recipe_batch", "trained_batch"), [(4, 4), (None, 16)])
+def test_qat_steps_take_the_recipes_batch_or_else_the_fine_tunings(
+        study_bench: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        recipe_batch: int | None, trained_batch: int) -> None:
+    from edgetune.objectives import qat
+    from edgetune.objectives.checkpoint import load_classifier
+
+    batches: list[int] = []
+    real_train = qat.train
+    monkeypatch.setattr(qat, "train", lambda model, task, settings, **kwargs: (
+        batches.append(settings.batch_size), real_train(model, task, settings, **kwargs))[1])
+    recipe = tiny_qat().model_copy(update={"batch_size": recipe_batch})
+    qat.quantization_aware_training(load_classifier(study_bench.base), study_bench.task, recipe,
+                                    16, 0, tmp_path)
+    assert batches == [trained_batch]
