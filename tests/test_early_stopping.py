@@ -89,6 +89,15 @@ def test_later_training_phases_count_as_steps_left() -> None:
     assert with_qat.checks[3].forecast is None
 
 
+def test_a_phase_within_the_noise_of_the_floor_is_not_checked_again() -> None:
+    # Its forecast can no longer fall below the floor, so further checks would only cost time;
+    # the next phase is checked from its own start.
+    stopper = EarlyStopping(0.95, [("recovery", 100), ("qat", 40)], evaluate=lambda model: 0.0,
+                            margin=0.01)
+    assert train(stopper, [[0.90, 0.945], [0.90, 0.93, 0.935]]) == [25, 50, 10, 20, 30]
+    assert stopper.reason is None
+
+
 # Zeroing 95 % of every weight, then a recovery whose learning rate moves nothing.
 HOPELESS_SPACE = {
     "pruning": {"methods": ["unstructured"],
