@@ -48,6 +48,10 @@ SCHEMA_ATTEMPTS = 5
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# TPE's ``gamma`` is deprecated since Optuna 4.9 for removal in 6.0 (pyproject pins <6) with no
+# replacement; edgetune sets it on purpose (``tpe_good_trials``), so the warning tells users
+# nothing they can act on.
+warnings.filterwarnings("ignore", message="`gamma` has been deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)
