@@ -34,12 +34,12 @@ class RoundLimits(Strict):
     """A sequential protocol's least and most rounds: more than ``rounds`` are measured only
     while a ratio is less precise than ``MeasureConfig.precision``."""
 
-    rounds: int = Field(default=15, ge=1, description="rounds at least")
-    # 30 for a trial, whose ratio only has to rank candidates: the front is measured again by
-    # the confirmation, with its own limits. On a noisy host the ratio rarely reaches
-    # `precision`, so the cap is what a trial pays: 60 rounds held the ratio closer across
-    # processes than 30 (3.5% against 9.2%) at twice the time (benchmarks/RESULTS.md, run 6).
-    max_rounds: int = Field(default=30, ge=1, description="rounds at most")
+    # 40 to 80, for a trial as for the confirmation: over 5 separate processes the trial's ratio
+    # spread 3.0% quiet and 3.4% beside a CPU-heavy process, against 3.3% and 16.9% with 15 to
+    # 30 rounds, whose few seconds cannot average out the load's phases (benchmarks/RESULTS.md,
+    # measurement, run 7). It costs about 2 s a trial on a quiet machine.
+    rounds: int = Field(default=40, ge=1, description="rounds at least")
+    max_rounds: int = Field(default=80, ge=1, description="rounds at most")
 
     @model_validator(mode="after")
     def _enough_rounds(self) -> RoundLimits:

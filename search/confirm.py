@@ -54,12 +54,11 @@ if TYPE_CHECKING:
 
 
 class ConfirmConfig(RoundLimits):
-    """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4), in rounds of
-    ``measure.runs`` runs per model."""
+    """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4), together in one
+    process, in rounds of ``measure.runs`` runs per model (round limits as a trial's by
+    default)."""
 
     after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
-    rounds: int = Field(default=40, ge=1, description="rounds at least")
-    max_rounds: int = Field(default=80, ge=1, description="rounds at most")
     margin: float = Field(
         default=0.10, ge=0,
         description="also confirm trials that would be on the front were they this much faster",
