@@ -23,8 +23,8 @@ The rule is meant never to stop a trial that could still make it:
 - A forecast is never below the best accuracy the phase has checked, so once a check is within
   the margin of the floor no later check of that phase can stop the trial: the phase is not
   checked again (the next phase is). Each check scores the whole validation split with the torch
-  model, and for QAT from the fine-tuned base, which starts near the reference's accuracy, three
-  checks cost half as much as the training itself (benchmarks/RESULTS.md, search).
+  model, and for QAT from the fine-tuned base, which starts near the reference's accuracy, its
+  three checks cost about as much as the training itself (benchmarks/RESULTS.md, search).
 
 Optuna's own pruners do not fit: ``Trial.report`` and ``Trial.should_prune`` refuse
 multi-objective studies, and its pruners compare a trial with other trials' curves, not with a
@@ -92,15 +92,13 @@ class EarlyStopping:
         self._phase = -1
         self._last_step = 0
         self._first_check = 0  # index in ``checks`` of the current phase's first check
-        self._phase_safe = False  # a check of this phase is within the margin of the floor
 
     def __call__(self, step: int, model: torch.nn.Module) -> None:
         if step <= self._last_step or self._phase < 0:
             self._phase += 1
             self._first_check = len(self.checks)
-            self._phase_safe = False
         self._last_step = step
-        if self._phase >= len(self.phases) or self._phase_safe:
+        if self._phase >= len(self.phases) or self._phase_safe():
             return
         name, steps = self.phases[self._phase]
         if step not in check_steps(steps):
@@ -112,7 +110,6 @@ class EarlyStopping:
         in_phase = [(c.step, c.accuracy) for c in self.checks[self._first_check:]]
         expected = forecast([*in_phase, (step, accuracy)], steps_left)
         self.checks.append(Check(name, step, accuracy, expected))
-        self._phase_safe = accuracy + self.margin >= self.floor
         if expected is not None and expected + self.margin < self.floor:
             self.reason = (
                 f"{name} step {step}/{steps}: validation accuracy {accuracy:.2%}; even at its "
@@ -121,6 +118,11 @@ class EarlyStopping:
                 f"floor {self.floor:.2%}"
             )
             raise optuna.TrialPruned(self.reason)
+
+    def _phase_safe(self) -> bool:
+        """Whether a check of the current phase is within the margin of the floor."""
+        return any(check.accuracy + self.margin >= self.floor
+                   for check in self.checks[self._first_check:])
 
     @property
     def best_accuracy(self) -> float:
