@@ -84,3 +84,31 @@ def test_held_out_labels_unknown_to_train_are_refused(tmp_path: Path) -> None:
         str(tmp_path / "dd"))
     with pytest.raises(InputError, match="labels that train lacks: tech"):
         load_dataset(DataConfig(path=str(tmp_path / "dd")))
+
+
+def test_a_repeated_text_is_kept_once_so_no_held_out_text_was_trained_on(tmp_path: Path) -> None:
+    rows = make_texts(30)
+    repeats = [(f"  {text}\n", label) for text, label in rows[:40]]  # same words, other spacing
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in rows + repeats))
+    loaded = load_dataset(DataConfig(path=str(path)))
+    assert loaded.repeats_dropped == 40 and loaded.summary()["repeats_dropped"] == 40
+    assert sum(map(len, loaded.splits.values())) == len(rows)
+    kept_all = load_dataset(DataConfig(path=str(path), deduplicate=False))
+    assert kept_all.repeats_dropped == 0
+    assert sum(map(len, kept_all.splits.values())) == len(rows) + len(repeats)
+
+
+def test_held_out_texts_that_train_holds_are_dropped_from_a_datasets_folder(
+        tmp_path: Path) -> None:
+    import datasets
+
+    rows = make_texts(30)
+    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
+    datasets.DatasetDict({"train": full.select(range(60)),
+                          "validation": full.select(range(50, 75)),  # 10 texts of train
+                          "test": full.select(range(70, 90))}).save_to_disk(  # 5 of validation
+        str(tmp_path / "dd"))
+    loaded = load_dataset(DataConfig(path=str(tmp_path / "dd")))
+    assert (len(loaded.splits["validation"]), len(loaded.splits["test"])) == (15, 15)
+    assert loaded.repeats_dropped == 15
