@@ -21,6 +21,15 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so that training
+    under bfloat16 autocast is faster rather than emulated and slower."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def machine_record(threads: int) -> dict[str, object]:
     """CPU model, core count, threads, and the versions that shape a latency figure."""
     return {

@@ -80,7 +80,7 @@ def quantization_aware_training(
     settings = TrainSettings(
         steps=recipe.steps, batch_size=recipe.batch_size or batch_size,
         learning_rate=recipe.learning_rate,
-        dropout=recipe.dropout, seed=seed,
+        dropout=recipe.dropout, precision=recipe.precision, seed=seed,
     )
     train(quantized, task, settings, callback=callback, callback_every=callback_every)
     if recipe.export == "qdq":

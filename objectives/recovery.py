@@ -29,7 +29,7 @@ def recover(
     settings = TrainSettings(
         steps=recipe.steps, batch_size=recipe.batch_size or batch_size,
         learning_rate=recipe.learning_rate,
-        dropout=recipe.dropout, seed=seed,
+        dropout=recipe.dropout, precision=recipe.precision, seed=seed,
     )
     return train(
         model,

@@ -24,7 +24,7 @@ from pydantic import Field
 from transformers import get_linear_schedule_with_warmup
 
 from edgetune.objectives.task import Task
-from edgetune.spaces.base import Strict
+from edgetune.spaces.base import Precision, Strict
 
 StepCallback = Callable[[int, torch.nn.Module], None]
 
@@ -38,6 +38,8 @@ class TrainSettings(Strict):
     dropout: float | None = Field(
         default=None, ge=0, lt=1, description="every dropout's rate while training (None: the "
         "model's own)")
+    precision: Precision = Field(
+        default="fp32", description="bf16: the forward pass under CPU autocast to bfloat16")
     seed: int = 0
 
 
@@ -75,7 +77,8 @@ def train(
         for step in range(1, settings.steps + 1):
             rows = torch.randint(len(labels), (settings.batch_size,), generator=generator)
             batch = {name: tensor[rows] for name, tensor in inputs.items()}
-            logits = model(**batch).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bf16"):
+                logits = model(**batch).logits.float()
             loss = F.cross_entropy(logits, labels[rows])
             if teacher_logits is not None:
                 loss = ((1 - alpha) * loss

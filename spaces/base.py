@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
+
+Precision = Literal["fp32", "bf16"]
+PrecisionSetting = Literal["auto", "fp32", "bf16"]
+
+
+def resolve_precision(setting: PrecisionSetting) -> Precision:
+    """``auto``: bf16 where the CPU computes in it natively, else fp32. A recipe records the
+    resolved precision, so that it says how its model was trained."""
+    if setting != "auto":
+        return setting
+    from edgetune.objectives.machine import native_bf16
+
+    return "bf16" if native_bf16() else "fp32"
 
 
 class Strict(BaseModel):

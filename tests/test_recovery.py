@@ -41,15 +41,24 @@ def heavily_pruned(bench: Workbench) -> torch.nn.Module:
     return prune(load_classifier(bench.base), UnstructuredPruning(ratio=0.9), bench.task)
 
 
-def test_recovery_wins_back_the_accuracy_pruning_cost(tiny_bench: Workbench) -> None:
+@pytest.mark.parametrize(("precision", "computed_in"),
+                         [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_recovery_wins_back_the_accuracy_pruning_cost(
+        tiny_bench: Workbench, precision: str, computed_in: torch.dtype) -> None:
     task = tiny_bench.task
     assert accuracy(load_classifier(tiny_bench.base), task) > 0.95
     model = heavily_pruned(tiny_bench)
     assert accuracy(model, task) < 0.5
+    trained_in: set[torch.dtype] = set()
+    model.classifier.register_forward_hook(
+        lambda module, args, out: trained_in.add(out.dtype) if module.training else None)
 
-    recover(model, None, task, RecoveryRecipe(steps=20, learning_rate=3e-3), 16, seed=0)
+    recover(model, None, task,
+            RecoveryRecipe(steps=20, learning_rate=3e-3, precision=precision), 16, seed=0)
 
     assert accuracy(model, task) > 0.9
+    assert trained_in == {computed_in}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 weights kept
 
 
 

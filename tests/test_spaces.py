@@ -168,3 +168,19 @@ def test_the_default_recipe_is_the_fp32_reference() -> None:
 def test_invalid_spaces_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         SearchSpace.model_validate(bad)
+
+
+@pytest.mark.parametrize(("native", "setting", "trained"), [
+    (True, "auto", "bf16"), (False, "auto", "fp32"), (True, "fp32", "fp32"), (False, "bf16", "bf16"),
+])
+def test_recovery_and_qat_train_in_bf16_by_default_only_where_the_cpu_computes_in_it(
+        monkeypatch: pytest.MonkeyPatch, native: bool, setting: str, trained: str) -> None:
+    from edgetune.objectives import machine
+
+    monkeypatch.setattr(machine, "native_bf16", lambda: native)
+    space = SearchSpace.model_validate({"recovery": {"precision": setting},
+                                        "quantization": {"qat": {"precision": setting}}})
+    recipes = [recipe for _, recipe in sample_many(space, 100)]
+    recovered = {r.recovery.precision for r in recipes if r.recovery.steps}
+    qat = {r.quantization.precision for r in recipes if r.quantization.scheme == "qat"}
+    assert recovered == qat == {trained}
