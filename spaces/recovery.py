@@ -57,8 +57,8 @@ class RecoverySpace(Strict):
     batch_size: int | None = Field(default=16, ge=1)
     # Not searched. From benchmarks/RESULTS.md (training, precision): on the default task,
     # recoveries under bfloat16 autocast reached the same validation and test accuracy as in
-    # fp32, to the text, in 0.43-0.44x the time, on a CPU with AVX512-BF16. ``auto`` trains so where the
-    # CPU computes in bfloat16 natively; elsewhere emulating it would be slower than fp32.
+    # fp32, to the text, in 0.43-0.44x the time, on a CPU with AVX512-BF16. ``auto`` trains so
+    # where the CPU computes in bfloat16 natively; elsewhere emulating it would be slower than fp32.
     precision: PrecisionSetting = "auto"
 
     def sample(self, trial: optuna.Trial) -> RecoveryRecipe:

@@ -171,7 +171,8 @@ def test_invalid_spaces_are_refused(bad: dict) -> None:
 
 
 @pytest.mark.parametrize(("native", "setting", "trained"), [
-    (True, "auto", "bf16"), (False, "auto", "fp32"), (True, "fp32", "fp32"), (False, "bf16", "bf16"),
+    (True, "auto", "bf16"), (False, "auto", "fp32"),
+    (True, "fp32", "fp32"), (False, "bf16", "bf16"),
 ])
 def test_recovery_and_qat_train_in_bf16_by_default_only_where_the_cpu_computes_in_it(
         monkeypatch: pytest.MonkeyPatch, native: bool, setting: str, trained: str) -> None:
