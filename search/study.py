@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
+from edgetune.search.samplers import sampler
 
 # The config imports the training stack (and, by its confirm section, this module's names);
 # reading a study needs none of it.
@@ -48,10 +48,6 @@ SCHEMA_ATTEMPTS = 5
 
 # Metric names and grouped TPE are stable in practice; their "experimental" labels are noise here.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# TPE's ``gamma`` is deprecated since Optuna 4.9 for removal in 6.0 (pyproject pins <6) with no
-# replacement; edgetune sets it on purpose (``tpe_good_trials``), so the warning tells users
-# nothing they can act on.
-warnings.filterwarnings("ignore", message="`gamma` has been deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -158,51 +154,6 @@ class Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
         trial.user_attrs = {key: value for key, value in trial.user_attrs.items()
                             if key in INHERITED_ATTRS}
         super().__call__(study, trial)
-
-
-# Sampler settings for budgets of a few dozen trials, each worth a minute of CPU or more (the
-# default task's study is 40 trials). The FP32 reference and the baselines are enqueued, complete
-# trials that count as start-up points too.
-# - TPE and GP: a quarter of the budget as random start-up trials, 5 to 10 (Optuna's default):
-#   at 40 trials the reference, 3 baselines and 6 random trials before the model takes over; a
-#   12-trial study is not left mostly random. TPE is multivariate with grouping, so the
-#   conditional knobs (recovery only after pruning, ...) are modelled jointly within each group;
-#   constant liar keeps parallel workers from sampling the same point. Its "good" group is a
-#   quarter of the trials, not Optuna's tenth: at 20-40 trials a tenth is the 2-4 corners of the
-#   front, which TPE then proposed again and again (16 repeats in 40 trials, benchmarks/
-#   RESULTS.md, search); a quarter takes in the points near the front, so it explores the
-#   region between them.
-# - NSGA-II: its default population of 50 would keep a 40-trial study in its random first
-#   generation; 10 gives 4 generations.
-# - GP and NSGA-II model only the parameters every complete trial has (the pruning method, the
-#   quantization scheme, mostly the fusion): the conditional ones are sampled at random.
-NSGA2_POPULATION = 10
-
-
-def startup_trials(budget: int) -> int:
-    return min(10, max(5, budget // 4))
-
-
-def tpe_good_trials(finished: int) -> int:
-    """How many of ``finished`` trials TPE models as good: a quarter, at most 25 (Optuna's cap
-    for one objective)."""
-    return min(math.ceil(0.25 * finished), 25)
-
-
-def sampler(config: StudyConfig, budget: int | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded, with settings for a study of ``budget`` trials (default:
-    ``search.trials``)."""
-    seed = config.search.seed
-    startup = startup_trials(budget or config.search.trials)
-    if config.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=NSGA2_POPULATION, seed=seed)
-    if config.search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    if config.search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=startup, constant_liar=True,
-                                      gamma=tpe_good_trials)
 
 
 def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStorage,

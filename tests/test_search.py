@@ -15,8 +15,11 @@ from edgetune.errors import InputError
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
-from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, earlier_trial
-from edgetune.search.study import Location, make_storage, open_study, sampler
+from edgetune.search.repeats import (
+    MAX_REPEATS_IN_A_ROW, RECIPE, earlier_trial, is_repeat, prune_as_duplicate,
+)
+from edgetune.search.samplers import GPSampler, sampler
+from edgetune.search.study import Location, make_storage, open_study
 from edgetune.spaces.space import SearchSpace
 from helpers import tiny_config, write_config
 
@@ -302,3 +305,45 @@ def test_a_recipe_sampled_again_is_neither_built_nor_counted_and_endless_repeats
         assert trial.user_attrs["pruned"]["reason"].startswith(f"same recipe as trial "
                                                                f"{original.number}")
     assert {t.number for t in study.best_trials} <= {0, 1}
+
+
+def _toy_trial(trial: optuna.Trial) -> tuple[float, float]:
+    """Two knobs every trial has, one conditional knob; a repeated recipe is pruned, as in
+    ``edgetune run``."""
+    size = trial.suggest_categorical("size", ["large", "medium", "small"])
+    quantize = trial.suggest_categorical("quantize", [False, True])
+    rank = trial.suggest_int("rank", 0, 9) if size == "small" else None
+    trial.set_user_attr(RECIPE, json.dumps([size, quantize, rank]))
+    original = earlier_trial(trial)
+    if original is not None:
+        prune_as_duplicate(trial, original)
+    accuracy = {"large": 0.9, "medium": 0.8, "small": 0.5}[size] - 0.05 * quantize
+    latency = {"large": 10, "medium": 5, "small": 1}[size] / (1 + quantize) + 0.1 * (rank or 0)
+    return accuracy, latency
+
+
+def test_gp_samples_the_trial_after_a_repeat_at_random() -> None:
+    gp = GPSampler(seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=gp)
+    for params in ({"size": "large", "quantize": False}, {"size": "large", "quantize": False},
+                   {"size": "medium", "quantize": True}):
+        study.enqueue_trial(params)
+    study.optimize(_toy_trial, n_trials=2)
+    assert is_repeat(study.trials[1])
+    assert gp.infer_relative_search_space(study, study.trials[1]) == {}
+    study.optimize(_toy_trial, n_trials=1)  # a new recipe: the GP proposes again
+    assert set(gp.infer_relative_search_space(study, study.trials[2])) == {"size", "quantize"}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the conditional knob is sampled at random
+def test_gp_goes_on_finding_new_recipes_where_optunas_gp_repeats_one() -> None:
+    """A repeat is pruned, so Optuna's GP, fitted on complete trials only, proposes the same
+    point again; edgetune's GP samples the next trial at random and so measures more recipes in
+    the same budget."""
+    measured = {}
+    for kind in (optuna.samplers.GPSampler, GPSampler):
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=kind(seed=0, n_startup_trials=4))
+        study.optimize(_toy_trial, n_trials=20)
+        measured[kind] = sum(not is_repeat(t) for t in study.trials)
+    assert measured[GPSampler] > measured[optuna.samplers.GPSampler]
