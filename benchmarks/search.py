@@ -210,6 +210,26 @@ def section_a(curves: dict[tuple[str, int], Curve], trials: int, shared_cache: b
     if shared_cache:
         lines += ["", "The studies of a seed shared one cache: by wall time, the studies after the "
                   f"first ({samplers[0]}) reused its start-up recipes' recovered models."]
+    return "\n".join(lines + ["", per_seed(curves, trials)]) + "\n"
+
+
+def per_seed(curves: dict[tuple[str, int], Curve], trials: int) -> str:
+    """Hypervolume after ``trials`` trials, seed by seed, and in how many seeds each sampler is
+    ahead of random with the same seed: a mean can hide one lucky seed."""
+    samplers = list(dict.fromkeys(sampler for sampler, _ in curves))
+    seeds = sorted({seed for _, seed in curves})
+    at = {key: _at(curve, curve.trials, trials) for key, curve in curves.items()}
+    lines = [f"Hypervolume after {trials} trials, by seed:", "",
+             "| sampler | " + " | ".join(f"seed {seed}" for seed in seeds)
+             + " | mean | ahead of random |", "|---|" + "---:|" * (len(seeds) + 2)]
+    for sampler in samplers:
+        mine = {seed: at[sampler, seed] for seed in seeds if (sampler, seed) in at}
+        paired = [seed for seed in mine if ("random", seed) in at]
+        ahead = sum(mine[seed] > at["random", seed] for seed in paired)
+        lines.append(f"| {sampler} | " + " | ".join(
+            f"{mine[seed]:.4f}" if seed in mine else "" for seed in seeds)
+            + f" | {statistics.mean(mine.values()):.4f} | "
+            + (f"{ahead} of {len(paired)} |" if sampler != "random" and paired else " |"))
     return "\n".join(lines) + "\n"
 
 
