@@ -11,11 +11,12 @@ then favour the studies run after the first (the order of ``--samplers``). Then 
 Markdown for ``benchmarks/RESULTS.md``:
 
 (a) hypervolume after 10, 20, ... trials and after equal wall time, per sampler (mean over seeds),
-    and writes the curves to ``--plot`` (an HTML page; Plotly's script is loaded from its CDN to
-    keep the file small). The reference point is the accuracy floor (the FP32 reference's
-    validation accuracy minus ``search.constraints.max_accuracy_drop``, 1 point if unset) and
-    the FP32 latency; latency is taken as a ratio to FP32, so studies measured under different
-    machine load compare. Infeasible trials add nothing (Optuna's hypervolume history).
+    then seed by seed at the budget, beside random with the same seed, and writes the curves to
+    ``--plot`` (an HTML page; Plotly's script is loaded from its CDN to keep the file small). The
+    reference point is the accuracy floor (the FP32 reference's validation accuracy minus
+    ``search.constraints.max_accuracy_drop``, 1 point if unset) and the FP32 latency; latency is
+    taken as a ratio to FP32, so studies measured under different machine load compare. Infeasible
+    trials add nothing (Optuna's hypervolume history).
 (b) the first study's front confirmed with ``edgetune confirm`` (when this edgetune has it): the
     best confirmed latency ratio within 1 point of FP32 test accuracy, beside FP32, dynamic INT8
     and the peer tool's 0.42x;
@@ -77,10 +78,11 @@ def main() -> None:
     parser.add_argument("--shared-cache", action="store_true",
                         help="the studies of one seed share one cache (see above)")
     parser.add_argument("--reuse", action="store_true",
-                        help="read studies this script already ran in --work instead of rerunning")
+                        help="only read the studies this script already ran in --work (a "
+                             "sampler and seed it did not run are left out)")
     args = parser.parse_args()
-    runs = [run_study(args, sampler, int(seed)) for seed in args.seeds.split(",")
-            for sampler in args.samplers.split(",")]
+    runs = [run for seed in args.seeds.split(",") for sampler in args.samplers.split(",")
+            if (run := run_study(args, sampler, int(seed))) is not None]
     curves = {(run.sampler, run.seed): hypervolume_curve(run) for run in runs}
     write_plot(curves, args.plot)
     print(section_a(curves, args.trials, args.shared_cache))
@@ -90,10 +92,15 @@ def main() -> None:
     print(section_d(runs))
 
 
-def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run:
-    """One ``edgetune run`` in its own process and run folder, with a cold cache but the base."""
+def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run | None:
+    """One ``edgetune run`` in its own process and run folder, with a cold cache but the base
+    (with ``--reuse``, the study run before, or None)."""
     name = f"{sampler}-s{seed}"
     folder = args.work / name
+    timing = folder / "wall.json"
+    if args.reuse and not timing.exists():
+        print(f"{name}: not run in {args.work}, left out", file=sys.stderr)
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(args.config.read_text())
     config["study"] = f"bench-{name}"
@@ -103,8 +110,7 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run:
     config["task"]["data"]["path"] = _absolute(config["task"]["data"]["path"], args.config.parent)
     config_file = folder / "study.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    timing = folder / "wall.json"
-    if not (args.reuse and timing.exists()):
+    if not args.reuse:
         cache = args.work / f"cache-s{seed}" if args.shared_cache else folder / "cache"
         env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(cache))}
         started, start = datetime.now(), time.monotonic()
