@@ -88,7 +88,8 @@ def non_dominated(points: Sequence[Sequence[float]],
         [True, True, False]
         >>> non_dominated([(0.9, 10.0), (0.8, 5.0), (0.8, 6.0)], slack=0.25)
         [True, True, True]
-        >>> non_dominated([(0.9, 10.0, 5.0), (0.9, 10.0, 4.0)], ("maximize", "minimize") * 2)
+        >>> non_dominated([(0.9, 10.0, 5.0), (0.9, 10.0, 4.0)],
+        ...               ("maximize", "minimize", "minimize"))
         [False, True]
     """
     if not points:
