@@ -12,13 +12,13 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import TrialState
 
 from edgetune.errors import InputError
-from edgetune.search.baselines import DYNAMIC_INT8
+from edgetune.search.baselines import DYNAMIC_INT8, REFERENCE, half_the_layers
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
 from edgetune.search.repeats import (
     MAX_REPEATS_IN_A_ROW, RECIPE, earlier_trial, is_repeat, prune_as_duplicate,
 )
-from edgetune.search.samplers import GPSampler, sampler
+from edgetune.search.samplers import GPSampler, NSGAIISampler, sampler
 from edgetune.search.study import Location, make_storage, open_study
 from edgetune.spaces.space import SearchSpace
 from helpers import tiny_config, write_config
@@ -347,3 +347,51 @@ def test_gp_goes_on_finding_new_recipes_where_optunas_gp_repeats_one() -> None:
         study.optimize(_toy_trial, n_trials=20)
         measured[kind] = sum(not is_repeat(t) for t in study.trials)
     assert measured[GPSampler] > measured[optuna.samplers.GPSampler]
+
+
+@pytest.mark.parametrize(("kind", "inherited"), [(optuna.samplers.NSGAIISampler, False),
+                                                 (NSGAIISampler, True)])
+def test_nsga2_breeds_from_the_enqueued_trials_and_passes_on_how_they_prune(
+        kind: type, inherited: bool) -> None:
+    """An enqueued first generation, the FP32 reference (no pruning knobs) and nine recipes that
+    drop 3 of 6 layers: edgetune's NSGA-II breeds the next generation from them, and its children
+    inherit the number of layers dropped. Optuna's leaves enqueued trials out of its generations
+    and crosses over only the knobs every trial has, so its children draw it at random."""
+    space = SearchSpace()
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=kind(population_size=10, seed=0))
+    study.enqueue_trial(REFERENCE)
+    for _ in range(9):
+        study.enqueue_trial(half_the_layers(space, layers=6))
+    dropping_three = 0
+    for number in range(30):
+        trial = study.ask()
+        pruning = space.sample(trial).pruning
+        dropping_three += number >= 10 and getattr(pruning, "layers_dropped", 0) == 3
+        study.tell(trial, [0.9, 1.0])
+    # of 20 children: edgetune's keep 3 layers dropped unless pruning.method or it mutates
+    assert (dropping_three >= 14) if inherited else (dropping_three <= 5)
+
+
+def test_nsga2_mutates_more_while_its_children_repeat_measured_recipes() -> None:
+    """A population that has converged breeds copies of measured recipes, which are pruned
+    unbuilt; each repeat in a row makes the next child mutate one parameter more, on average,
+    so a study gets out of the rut instead of stopping on repeats."""
+    from edgetune.search.samplers import UnionCrossover
+
+    distributions = {name: optuna.distributions.IntDistribution(0, 9) for name in "abcd"}
+    parents = [optuna.trial.create_trial(params=dict.fromkeys("abcd", 3), values=[0.9, 1.0],
+                                         distributions=distributions) for _ in range(2)]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    inherited = []
+    for repeats in (0, 2, 4):
+        for _ in range(repeats - len(study.trials)):
+            study.add_trial(optuna.trial.create_trial(
+                state=TrialState.PRUNED, params=dict.fromkeys("abcd", 3),
+                distributions=distributions, user_attrs={"duplicate_of": 0}))
+        crossover = UnionCrossover(seed=0)
+        inherited.append(sum(len(crossover(study, distributions, parents)) for _ in range(200)))
+    no_repeat, two_repeats, four_repeats = inherited
+    assert no_repeat > 0.65 * 800  # 1 in 4 parameters mutates
+    assert two_repeats < 0.35 * 800  # 3 in 4
+    assert four_repeats == 0  # all of them: the child is drawn at random
