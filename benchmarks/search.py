@@ -3,12 +3,13 @@
 Issue 8's benchmark. For every sampler and seed it runs one study of ``--trials`` trials with
 ``edgetune run`` on ``--config`` (the default task unless told otherwise), each in its own process
 and with its own cold cache of pruned models and exports (only the fine-tuned base is shared, as
-it is for a user's second study), so that wall times compare fairly. With ``--shared-cache`` the
-studies of one seed share their cache instead: seeded alike, all four samplers start with the
-same random recipes (Optuna's samplers draw their start-up trials from ``RandomSampler(seed)``),
-which are then trained once rather than four times. Trial counts still compare fairly; wall times
-then favour the studies run after the first (the order of ``--samplers``). Then it prints
-Markdown for ``benchmarks/RESULTS.md``:
+it is for a user's second study), so that wall times compare fairly. With ``--shared-cache`` all
+the studies of the run share one cache instead: a model is built from its recipe and the study's
+training seed, which the sampler's seed does not change, so a recipe that two studies sample (the
+baselines, the start-up trials of samplers seeded alike, where samplers converge) is trained once.
+Trial counts still compare fairly; wall times then favour the studies run after the first (the
+order of ``--seeds``, then ``--samplers``). Then it prints Markdown for
+``benchmarks/RESULTS.md``:
 
 (a) hypervolume after 10, 20, ... trials and after equal wall time, per sampler (mean over seeds),
     then seed by seed at the budget, beside random with the same seed, and writes the curves to
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "search.html")
     parser.add_argument("--no-confirm", action="store_true", help="skip (b)")
     parser.add_argument("--shared-cache", action="store_true",
-                        help="the studies of one seed share one cache (see above)")
+                        help="the studies share one cache (see above)")
     parser.add_argument("--reuse", action="store_true",
                         help="only read the studies this script already ran in --work (a "
                              "sampler and seed it did not run are left out)")
@@ -111,7 +112,7 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run | None:
     config_file = folder / "study.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     if not args.reuse:
-        cache = args.work / f"cache-s{seed}" if args.shared_cache else folder / "cache"
+        cache = args.work / "cache" if args.shared_cache else folder / "cache"
         env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(cache))}
         started, start = datetime.now(), time.monotonic()
         result = subprocess.run(
@@ -214,8 +215,8 @@ def section_a(curves: dict[tuple[str, int], Curve], trials: int, shared_cache: b
         lines.append(f"| {sampler} | " + " | ".join(f"{v:.4f}" for v in by_trials + by_time)
                      + f" | {len(mine)} |")
     if shared_cache:
-        lines += ["", "The studies of a seed shared one cache: by wall time, the studies after the "
-                  f"first ({samplers[0]}) reused its start-up recipes' recovered models."]
+        lines += ["", "The studies shared one cache: by wall time, the studies after the first "
+                  f"({samplers[0]}) reused the models it and the others had trained."]
     return "\n".join(lines + ["", per_seed(curves, trials)]) + "\n"
 
 
