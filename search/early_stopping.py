@@ -15,7 +15,7 @@ The rule is meant never to stop a trial that could still make it:
   learning rate decays linearly to zero here, so a past rate bounds the later ones; quantization,
   which only costs accuracy, is not counted either.
 - A trial stops only when even that forecast, plus the noise of a validation accuracy at the floor
-  (one binomial standard error, ``noise_margin``: 1.2 points on the default task's 334 texts), is
+  (one binomial standard error, ``noise_margin``: 1.3 points on the default task's 317 texts), is
   below the floor. Without that margin the rule stopped recoveries that would have made it: two
   checks a quarter of a phase apart differ by a few texts, and the last quarter, at the lowest
   learning rates, gains more than the middle ones (benchmarks/RESULTS.md, early stopping).
@@ -28,8 +28,8 @@ The rule is meant never to stop a trial that could still make it:
   three checks cost about as much as the training itself (benchmarks/RESULTS.md, search).
 
 What the rule is meant for, it does not do on the default task: built to the end, 5 of the 14
-trials it stopped in five 40-trial studies met the floor, two of them by 1.7 points, as accurate as
-the fastest points of the front (``benchmarks/early_stopping.py``, benchmarks/RESULTS.md). A
+trials it stopped in four 40-candidate studies met the floor, two of them by 1.7 points, as accurate
+as the fastest points of the front (``benchmarks/early_stopping.py``, benchmarks/RESULTS.md). A
 recovery at learning rates of 1e-4 to 3e-4 can sit at 91% halfway and end at 96% as its rate
 decays to zero: the gain between two middle checks does not bound the gain of the last quarter,
 and no margin that would have kept those trials stops more than one or two hopeless ones. Hence
