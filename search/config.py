@@ -148,5 +148,6 @@ def _describe(error: ValidationError) -> tuple[str, str]:
 
 
 def _is_union_tag(part: object) -> bool:
-    """pydantic inserts the chosen union member's name into error locations; users never wrote it."""
+    """pydantic inserts the chosen union member's name into error locations; users never
+    wrote it."""
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)
