@@ -31,6 +31,7 @@ from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Candidate, build
 from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
+from edgetune.search.early_stopping import stopping_record
 from edgetune.search.run import workbench
 from edgetune.spaces.recipe import Recipe
 
@@ -56,11 +57,12 @@ def main() -> None:
         bench = dataclasses.replace(workbench(config, task), cache=Cache(Path(scratch)))
         rows, saved = [], 0.0
         for study in studies:
+            name = study.study_name.removeprefix("bench-")
             for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
-                record = trial.user_attrs.get("early_stopping") or {}
+                record = stopping_record(trial)
                 if not record.get("reason"):
                     continue  # a repeat, pruned unbuilt
-                candidate = Candidate(path=Path(scratch) / f"{trial._trial_id}" / "model.onnx")
+                candidate = Candidate(path=Path(scratch) / f"{name}-{trial.number}" / "model.onnx")
                 began = time.perf_counter()
                 build(Recipe.model_validate(trial.user_attrs["recipe"]), bench, candidate)
                 full = time.perf_counter() - began
@@ -68,9 +70,8 @@ def main() -> None:
                                  task.labels("validation"), bench.target)
                 spent = sum(trial.user_attrs.get("stage_seconds", {}).values())
                 saved += full - spent
-                rows.append((study.study_name.removeprefix("bench-"), trial, record, final,
-                             spent, full))
-    checks = sum((t.user_attrs.get("early_stopping") or {}).get("seconds", 0.0)
+                rows.append((name, trial, record, final, spent, full))
+    checks = sum(stopping_record(t).get("seconds", 0.0)
                  for study in studies for t in study.get_trials(deepcopy=False))
     print(report(rows, saved, checks, len(studies)))
 

@@ -48,6 +48,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.search.early_stopping import stopping_record
 from edgetune.search.repeats import is_repeat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +312,7 @@ def section_c(run: Run) -> str:
     for trial in trials:
         for stage, seconds in trial.user_attrs.get("stage_seconds", {}).items():
             stages[stage] = stages.get(stage, 0.0) + seconds
-        checks += (trial.user_attrs.get("early_stopping") or {}).get("seconds", 0.0)
+        checks += stopping_record(trial).get("seconds", 0.0)
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     staged = sum(stages.values())
     wall = run.wall_seconds
@@ -346,7 +347,7 @@ def section_d(runs: list[Run]) -> str:
              "| worst forecast - final |", "|---|---:|---|---|---:|---:|"]
     for run in runs:
         for trial in run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            record = trial.user_attrs.get("early_stopping") or {}
+            record = stopping_record(trial)
             checks = [c for c in record.get("checks", []) if c["forecast"] is not None]
             if not checks:
                 continue

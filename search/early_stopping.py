@@ -52,8 +52,10 @@ from itertools import pairwise
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 CHECK_FRACTIONS = (0.25, 0.5, 0.75)
+RECORD = "early_stopping"  # trial user attr: ``EarlyStopping.record()`` of a checked trial
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Check:
     step: int
     accuracy: float
     forecast: float | None  # None at a phase's first check
+
+
+def stopping_record(trial: FrozenTrial) -> dict:
+    """The trial's early-stopping record (``EarlyStopping.record``), empty if it was not checked."""
+    return trial.user_attrs.get(RECORD) or {}
 
 
 def check_steps(steps: int) -> set[int]:

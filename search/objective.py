@@ -40,7 +40,7 @@ from edgetune.objectives.machine import machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
-from edgetune.search.early_stopping import EarlyStopping, noise_margin
+from edgetune.search.early_stopping import RECORD, EarlyStopping, noise_margin
 from edgetune.search.failures import FAILURE, STAGE, failure_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.lost_trials import WORKER, worker_record
@@ -145,7 +145,7 @@ class Objective:
             trial.set_user_attr("stage_seconds",
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
             if stopper is not None:
-                trial.set_user_attr("early_stopping", stopper.record())
+                trial.set_user_attr(RECORD, stopper.record())
         stages.enter("store")
         # the first trial to finish sets the study's reference latency, once for all workers
         with self.lock or contextlib.nullcontext():
