@@ -5,8 +5,9 @@
 Each trial goes through ``edgetune export --json`` into a temporary folder. Printed as a Markdown
 table for ``benchmarks/RESULTS.md``: validation accuracy (trial, re-measured), test accuracy, the
 latency ratio to the FP32 reference (trial; the range of the per-round ratios of the trial's
-confirmation, or else of its search measurement; re-measured), whether the re-measured ratio lies in that range, the milliseconds behind it with
-the machine's load average (a shared machine), and the .onnx / .ort sizes.
+confirmation, or else of its search measurement; re-measured), whether the re-measured ratio
+lies in that range, the milliseconds behind it with the machine's load average (a shared
+machine), and the .onnx / .ort sizes.
 """
 
 from __future__ import annotations

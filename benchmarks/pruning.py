@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from side_by_side import REFERENCE, conditions, score_and_time
+
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import Candidate, Workbench, build
 from edgetune.objectives.checkpoint import load_classifier
@@ -31,7 +33,6 @@ from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.quantization import DynamicQuantization
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe
-from side_by_side import REFERENCE, conditions, score_and_time
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = MeasureConfig(warmup=20, rounds=10, runs=50, inputs=8)

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+from side_by_side import REFERENCE, conditions, score_and_time
+
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import (
     Candidate,
@@ -51,7 +53,6 @@ from edgetune.spaces.quantization import (
     StaticQuantization,
 )
 from edgetune.spaces.recipe import Recipe
-from side_by_side import REFERENCE, conditions, score_and_time
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = MeasureConfig(warmup=10, rounds=8, runs=30, inputs=8)

@@ -30,16 +30,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import optuna  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import optuna
+from click.testing import CliRunner
+from optuna.trial import TrialState
 
-from conftest import build_tiny_model, make_texts, write_csv  # noqa: E402
-from edgetune.search.baselines import DYNAMIC_INT8  # noqa: E402
-from edgetune.search.cli import cli  # noqa: E402
-from helpers import edgetune_command, start, tiny_config, trials_of, wait_for, \
-    write_config  # noqa: E402
-from postgres import ThrowawayServer  # noqa: E402
+from edgetune.search.baselines import DYNAMIC_INT8
+from edgetune.search.cli import cli
+
+from conftest import build_tiny_model, make_texts, write_csv
+from helpers import (
+    edgetune_command,
+    start,
+    tiny_config,
+    trials_of,
+    wait_for,
+    write_config,
+)
+from postgres import ThrowawayServer
 
 RECOVERING = {**DYNAMIC_INT8, "pruning.method": "unstructured", "pruning.ratio": 0.5,
               "recovery.steps": 300, "recovery.learning_rate": 1e-3,
@@ -121,10 +128,8 @@ def stage_faults(work: Path, model: Path, data: Path) -> list[list]:
 
 
 def scale_out(work: Path, model: Path, data: Path, url: str, locked: bool, run: int) -> list:
-    from optuna.artifacts import FileSystemArtifactStore, download_artifact, \
-        get_all_artifact_meta
-
     import onnxruntime as ort
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
     budget, workers = 8, 3
     folder = Path(tempfile.mkdtemp(dir=work))
@@ -170,7 +175,8 @@ def bad_inputs(work: Path, model: Path, data: Path) -> list[list]:
 
     rows = []
     for case, (setup, _, _) in cases.CASES.items():
-        setup = {"not a checkpoint": cases.model_copy(model, lambda m: (m / "config.json").unlink()),
+        setup = {"not a checkpoint": cases.model_copy(model,
+                                                      lambda m: (m / "config.json").unlink()),
                  "architecture structured pruning cannot handle": cases.gpt2_checkpoint(model),
                  "pickled code instead of weights": cases.model_copy(model, cases.pickled_code),
                  }.get(case, setup)

@@ -18,7 +18,8 @@ validation and test with the torch model. Prints a Markdown section for ``benchm
   after dropping 3 layers, 3 layers and a quarter of the FFN neurons, and 4 layers, and 30 steps
   of QAT as above.
 
-    flock /tmp/edgetune-heavy.lock python benchmarks/training.py [--compare dropout|batch|precision] [--only QAT]
+    flock /tmp/edgetune-heavy.lock python benchmarks/training.py \
+        [--compare dropout|batch|precision] [--only QAT]
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.
         if column not in frame.columns:
             raise InputError(
                 f"task.data.{field}",
-                f"{source} has no column {column!r} (columns: {', '.join(map(str, frame.columns))})",
+                f"{source} has no column {column!r} "
+                f"(columns: {', '.join(map(str, frame.columns))})",
             )
     selected = frame[[config.text_column, config.label_column]].copy()
     selected.columns = ["text", "label"]
@@ -212,7 +213,8 @@ def _read_datasets_folder(path: Path, config: DataConfig) -> dict[str, pd.DataFr
                 f"(missing: {', '.join(sorted(missing))})",
             )
         return {
-            name: _select_columns(_named_labels(loaded[name]).to_pandas(), config, f"{path}[{name}]")
+            name: _select_columns(_named_labels(loaded[name]).to_pandas(), config,
+                                  f"{path}[{name}]")
             for name in ("train", "validation", "test")
         }
     return {"all": _select_columns(_named_labels(loaded).to_pandas(), config, str(path))}

@@ -44,4 +44,5 @@ def machine_record(threads: int) -> dict[str, object]:
 
 def machine_key(record: dict[str, object]) -> str:
     """What must match for two latencies to share one front: CPU, cores, threads, runtime."""
-    return f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · ORT {record['onnxruntime']}"
+    return (f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · "
+            f"ORT {record['onnxruntime']}")

@@ -63,7 +63,8 @@ def load_task(config: TaskConfig, base: Path | None = None) -> Task:
     """Check the checkpoint folder, read and split the data, load the tokenizer.
 
     Raises:
-        InputError: the model folder is missing or not a Hugging Face checkpoint, or the data is bad.
+        InputError: the model folder is missing or not a Hugging Face checkpoint, or the data is
+            bad.
     """
     from transformers import AutoTokenizer
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the tests need on a fresh machine, then the tests themselves.
 # Installs Debian's chromium (report tests) and postgresql (scale-out tests) when missing,
-# installs edgetune with its test extras, and runs pytest with any arguments given.
+# installs edgetune with its test extras, checks the code with ruff (pyproject.toml's rules),
+# and runs pytest with any arguments given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +16,5 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install -q -e '.[test]'
+python -m ruff check --quiet .
 exec python -m pytest "$@"

@@ -154,10 +154,9 @@ def status(run_dir: Path | None, storage: str | None, study_name: str | None,
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
     from edgetune.search.constraints import infeasible_trials
-    from edgetune.search.study import load_study
-
     from edgetune.search.failures import failures
     from edgetune.search.repeats import is_repeat
+    from edgetune.search.study import load_study
 
     study = load_study(_location(config_file, study_name, run_dir, storage))
     counts: dict[str, int] = {}

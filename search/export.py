@@ -43,6 +43,7 @@ from edgetune.spaces.recipe import Recipe
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
+
     from edgetune.objectives.candidate import Workbench
 
 METRICS_FILE = "metrics.json"
@@ -225,7 +226,8 @@ class Models:
 
     def _unbuildable(self, trial: FrozenTrial, why: str) -> InputError:
         return InputError("--trial", f"trial {trial.number}'s model is not in the artifact store "
-                                     f"({self.source.store_name}) and cannot be rebuilt here: {why}")
+                                     f"({self.source.store_name}) and cannot be rebuilt here: "
+                                     f"{why}")
 
 
 def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, reference_model: Path,

@@ -30,7 +30,8 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | | validation accuracy | test accuracy | latency | × FP32 |
 |---|---|---|---|---|
 | {search_row} | {trial['accuracy']:.2%} | | {search_ms:.2f} ms | {search_ratio:.2f} |
-| re-measured at export | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
+| re-measured at export | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
+| {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 
 Latency: ONNX Runtime CPU, batch {target.batch_size}, {target.sequence_length} tokens,
 {target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model

@@ -20,7 +20,13 @@ import optuna
 from pydantic import Field, field_validator
 
 from edgetune.spaces.base import (
-    CountRange, FloatRange, Precision, PrecisionSetting, Strict, resolve_precision, suggest_choice,
+    CountRange,
+    FloatRange,
+    Precision,
+    PrecisionSetting,
+    Strict,
+    resolve_precision,
+    suggest_choice,
 )
 
 QatExport = Literal["dynamic", "qdq"]

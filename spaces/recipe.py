@@ -33,7 +33,8 @@ class Recipe(Strict):
         return self == Recipe()
 
     def short(self) -> str:
-        """A compact one-line description, such as ``heads0.50/ffn0.50/L4+rec50+kd · fused · dyn-int8``."""
+        """A compact one-line description, such as
+        ``heads0.50/ffn0.50/L4+rec50+kd · fused · dyn-int8``."""
         if self.is_reference:
             return "fp32 reference"
         prune = "+".join(p for p in (self.pruning.short(), self.recovery.short()) if p)

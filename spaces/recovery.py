@@ -11,7 +11,13 @@ import optuna
 from pydantic import Field
 
 from edgetune.spaces.base import (
-    CountRange, FloatRange, Precision, PrecisionSetting, Strict, resolve_precision, suggest_choice,
+    CountRange,
+    FloatRange,
+    Precision,
+    PrecisionSetting,
+    Strict,
+    resolve_precision,
+    suggest_choice,
 )
 
 

@@ -68,9 +68,15 @@ def build_tiny_model(folder: Path, family: str = "bert", layers: int = 2) -> Pat
     supports. The model is built from a config with seeded random weights; nothing downloads.
     """
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, BertTokenizer,
-                              DistilBertConfig, DistilBertForSequenceClassification,
-                              RobertaConfig, RobertaForSequenceClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizer,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
     words = sorted({w for text in TOPICS.values() for w in text.split()} | set(FILLER))
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,11 +188,13 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
     from click.testing import CliRunner
 
     from edgetune.search.cli import cli
+
     from helpers import tiny_config, write_config
 
     folder = tmp_path_factory.mktemp("hostile-run")
     config = write_config(folder, tiny_config(
-        tiny_model, hostile_csv, space={"quantization": {"schemes": ["none", "dynamic", "static"]}}))
+        tiny_model, hostile_csv,
+        space={"quantization": {"schemes": ["none", "dynamic", "static"]}}))
     outputs = []
     for trials, extra in (("4", ["--no-report"]), ("5", [])):
         result = CliRunner().invoke(cli, ["run", str(config), "--trials", trials, "--run-dir",
@@ -249,13 +257,13 @@ def postgres_url() -> Iterator[str]:
 def study_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path):
     """The Workbench a tiny study builds its candidates with: the 2-layer tiny BERT fine-tuned
     with the tiny config's settings (cached for the whole session)."""
-    from helpers import tiny_config
-
     from edgetune.objectives.cache import Cache
     from edgetune.objectives.candidate import Workbench
     from edgetune.objectives.finetune import fine_tuned_base
     from edgetune.objectives.task import load_task
     from edgetune.search.config import StudyConfig
+
+    from helpers import tiny_config
 
     config = StudyConfig.model_validate(tiny_config(tiny_model, tiny_csv))
     task = load_task(config.task)

@@ -32,6 +32,7 @@ from edgetune.spaces.pruning import StructuredPruning, UnstructuredPruning
 from edgetune.spaces.quantization import DynamicQuantization
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
+
 from helpers import tiny_config
 
 REFERENCE_MS = 10.0

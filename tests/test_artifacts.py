@@ -18,6 +18,7 @@ from edgetune.search.artifacts import (
 )
 from edgetune.search.config import load_config
 from edgetune.search.front import front_of, search_front
+
 from helpers import run_study, tiny_config, write_config
 
 SPACE = {"pruning": {"methods": ["none", "structured"],

@@ -25,11 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from conftest import make_texts
 from edgetune.errors import InputError
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
+
+from conftest import make_texts
 from helpers import edgetune_command, tiny_config, write_config
 
 Setup = Callable[[Path, dict[str, Any]], None]  # (inputs folder, config) -> edits the config

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from edgetune.errors import InputError
 from edgetune.search.cli import cli
 from edgetune.search.config import load_config
+
 from helpers import tiny_config, write_config
 
 

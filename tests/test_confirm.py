@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetune.search.cli import cli
+
 from studies import HandmadeStudy
 
 FAST_CONFIRM = {"rounds": 3, "max_rounds": 3, "margin": 0.10}

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from edgetune.search.cli import cli
-from helpers import edgetune_command, output, start, tiny_config, trials_of, wait_for, \
-    write_config
+
+from helpers import edgetune_command, output, start, tiny_config, trials_of, wait_for, write_config
 
 BUDGET = 3
 

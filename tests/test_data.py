@@ -1,4 +1,5 @@
-"""Data loads from CSV, JSON Lines, label folders and datasets folders, split seeded and stratified."""
+"""Data loads from CSV, JSON Lines, label folders and datasets folders, split seeded and
+stratified."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from edgetune.errors import InputError
 from edgetune.objectives.data import DataConfig, SplitConfig, load_dataset
+
 from conftest import make_texts
 
 
@@ -29,7 +31,7 @@ def test_splits_are_stratified_seeded_and_disjoint(tiny_csv: Path) -> None:
 def test_jsonl_and_label_folders_read_like_csv(tmp_path: Path) -> None:
     rows = make_texts(20)
     jsonl = tmp_path / "data.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"body": t, "topic": l}) for t, l in rows))
+    jsonl.write_text("\n".join(json.dumps({"body": t, "topic": label}) for t, label in rows))
     folders = tmp_path / "folders"
     for i, (text, label) in enumerate(rows):
         (folders / label).mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,7 @@ def test_datasets_folder_keeps_its_splits(tmp_path: Path) -> None:
     import datasets
 
     rows = make_texts(30)
-    as_dict = {"text": [t for t, _ in rows], "label": [l for _, l in rows]}
+    as_dict = {"text": [t for t, _ in rows], "label": [label for _, label in rows]}
     full = datasets.Dataset.from_dict(as_dict)
     dataset_dict = datasets.DatasetDict({"train": full.select(range(60)),
                                          "validation": full.select(range(60, 75)),
@@ -78,7 +80,8 @@ def test_held_out_labels_unknown_to_train_are_refused(tmp_path: Path) -> None:
     import datasets
 
     rows = make_texts(20)
-    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
+    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows],
+                                       "label": [label for _, label in rows]})
     train = full.filter(lambda r: r["label"] != "tech")
     datasets.DatasetDict({"train": train, "validation": full, "test": full}).save_to_disk(
         str(tmp_path / "dd"))
@@ -90,7 +93,8 @@ def test_a_repeated_text_is_kept_once_so_no_held_out_text_was_trained_on(tmp_pat
     rows = make_texts(30)
     repeats = [(f"  {text}\n", label) for text, label in rows[:40]]  # same words, other spacing
     path = tmp_path / "data.jsonl"
-    path.write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in rows + repeats))
+    path.write_text("\n".join(json.dumps({"text": t, "label": label})
+                              for t, label in rows + repeats))
     loaded = load_dataset(DataConfig(path=str(path)))
     assert loaded.repeats_dropped == 40 and loaded.summary()["repeats_dropped"] == 40
     assert sum(map(len, loaded.splits.values())) == len(rows)
@@ -104,7 +108,8 @@ def test_held_out_texts_that_train_holds_are_dropped_from_a_datasets_folder(
     import datasets
 
     rows = make_texts(30)
-    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
+    full = datasets.Dataset.from_dict({"text": [t for t, _ in rows],
+                                       "label": [label for _, label in rows]})
     datasets.DatasetDict({"train": full.select(range(60)),
                           "validation": full.select(range(50, 75)),  # 10 texts of train
                           "test": full.select(range(70, 90))}).save_to_disk(  # 5 of validation

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from edgetune.search.cli import cli
 from edgetune.search.early_stopping import EarlyStopping, check_steps, forecast, noise_margin
+
 from helpers import tiny_config, write_config
 
 

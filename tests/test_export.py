@@ -21,10 +21,11 @@ from click.testing import CliRunner
 
 import edgetune
 from edgetune.objectives.task import load_task
-from edgetune.search.cli import cli
 from edgetune.search.baselines import DYNAMIC_INT8
+from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import confirmed_figures, front_of, shown_values
+
 from helpers import run_study, tiny_config
 
 PRUNED_RECIPE = {
@@ -43,7 +44,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv
     """A finished tiny study whose trial 4 is pruned, recovered with distillation and quantized."""
     config = tiny_config(tiny_model, tiny_csv,
                          space={"pruning": {"methods": ["none", "structured"],
-                                            "structured": {"layers_dropped": {"low": 0, "high": 1}}},
+                                            "structured": {
+                                                "layers_dropped": {"low": 0, "high": 1}}},
                                 "recovery": {"steps": {"low": 10, "high": 10},
                                              "learning_rate": {"low": 1e-3, "high": 3e-3}},
                                 "quantization": {"schemes": ["dynamic", "none"]}},

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from edgetune.objectives import candidate
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
+
 from helpers import tiny_config, write_config
 
 UNPRUNED = {"pruning.method": "none", "quantization.scheme": "none", "graph.fusion": False}

@@ -8,7 +8,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import build_tiny_model
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
@@ -19,6 +18,8 @@ from edgetune.objectives.finetune import FinetuneConfig, LoraConfig, check_finet
 from edgetune.objectives.runtime import TargetConfig
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
+
+from conftest import build_tiny_model
 from helpers import tiny_config, write_config
 
 TARGET = TargetConfig(threads=1)

@@ -15,6 +15,7 @@ from edgetune.search.cli import cli
 from edgetune.search.constraints import Constraints
 from edgetune.search.front import front, front_of, non_dominated, search_front
 from edgetune.search.pick import pick
+
 from studies import HandmadeStudy, study_of, trial
 
 SIZE_DIRECTIONS = ("maximize", "minimize", "minimize")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgetune.objectives.accuracy import accuracy, predict
+from edgetune.objectives.candidate import Workbench
 from edgetune.spaces.graph import GraphRecipe, fusion_composes
 from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.quantization import (
@@ -19,7 +20,7 @@ from edgetune.spaces.quantization import (
 )
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
-from edgetune.objectives.candidate import Workbench
+
 from helpers import Build, op_counts, tiny_qat
 
 FUSED = {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4,

@@ -17,6 +17,7 @@ import transformers
 from click.testing import CliRunner
 
 from edgetune.search.cli import cli
+
 from helpers import edgetune_command, tiny_config, write_config
 
 # What edgetune sets for itself at import (edgetune/__init__.py): a test of its privacy must run
@@ -72,7 +73,8 @@ REFUSE_NETWORK = textwrap.dedent('''
     _getaddrinfo = socket.getaddrinfo
 
     def getaddrinfo(host, *rest, **kwargs):
-        if host is not None and not _loopback(host if not isinstance(host, bytes) else host.decode()):
+        name = host.decode() if isinstance(host, bytes) else host
+        if host is not None and not _loopback(name):
             _refuse(host)
         return _getaddrinfo(host, *rest, **kwargs)
 
@@ -154,7 +156,8 @@ def test_trust_remote_code_reaches_every_load_and_only_when_configured(
         monkeypatch.setattr(owner, method,
                             recording(f"{owner.__name__}.{method}", getattr(owner, method)))
     config = tiny_config(tiny_model, tiny_csv, finetune={"steps": 5},
-                         space={"quantization": {"schemes": ["none"]}, "graph": {"fusion": [False]}},
+                         space={"quantization": {"schemes": ["none"]},
+                                "graph": {"fusion": [False]}},
                          search={"trials": 2, "enqueue": [PRUNED_DISTILLED]})
     config["task"]["trust_remote_code"] = trusted
     result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),

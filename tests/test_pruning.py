@@ -17,7 +17,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import build_tiny_model
 from edgetune.errors import InputError
 from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.checkpoint import load_classifier
@@ -35,6 +34,8 @@ from edgetune.objectives.pruning import (
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
 from edgetune.spaces.pruning import PruningSpace, StructuredPruning
+
+from conftest import build_tiny_model
 from helpers import tiny_config, write_config
 
 FAMILIES = ["bert", "roberta", "distilbert"]

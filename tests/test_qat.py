@@ -10,13 +10,13 @@ import pytest
 from onnx import numpy_helper
 
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.candidate import trained_with_qat
+from edgetune.objectives.candidate import Workbench, trained_with_qat
 from edgetune.objectives.qat import BAKED_WEIGHTS_QUANTIZATION
 from edgetune.objectives.quantization import quantize_dynamic_int8
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.recipe import Recipe
-from edgetune.objectives.candidate import Workbench
+
 from helpers import Build, op_counts, tiny_qat
 
 

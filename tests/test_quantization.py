@@ -14,6 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.candidate import Workbench
 from edgetune.objectives.quantization import fp32_nodes
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.quantization import (
@@ -22,7 +23,7 @@ from edgetune.spaces.quantization import (
     StaticQuantization,
 )
 from edgetune.spaces.recipe import Recipe
-from edgetune.objectives.candidate import Workbench
+
 from helpers import Build, op_counts
 
 FFN_OUTPUT = "/model/bert/encoder/layer.0/output/dense/MatMul"

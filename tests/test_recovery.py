@@ -17,8 +17,8 @@ from edgetune.objectives.candidate import Candidate, Workbench, build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.pruning import make_permanent, prune
 from edgetune.objectives.recovery import recover
-from edgetune.objectives.training import train_logits
 from edgetune.objectives.task import Task
+from edgetune.objectives.training import train_logits
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning, UnstructuredPruning
 from edgetune.spaces.quantization import DynamicQuantization

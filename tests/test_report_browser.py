@@ -17,10 +17,11 @@ import pytest
 from click.testing import CliRunner
 from selenium.webdriver.remote.webdriver import WebDriver
 
-import browser
-from conftest import HOSTILE_LABEL, HostileRun
 from edgetune.search.cli import cli
 from edgetune.search.front import front_of, search_front
+
+import browser
+from conftest import HOSTILE_LABEL, HostileRun
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).parent / "artifacts"

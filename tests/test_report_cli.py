@@ -7,9 +7,10 @@ from pathlib import Path
 import optuna
 from click.testing import CliRunner
 
-from conftest import HOSTILE_LABEL, HostileRun
 from edgetune.search.cli import cli
 from edgetune.search.front import front_of
+
+from conftest import HOSTILE_LABEL, HostileRun
 
 
 def test_run_ends_by_saying_where_the_report_was_written(hostile_run: HostileRun) -> None:

@@ -10,8 +10,17 @@ import pytest
 from edgetune.reports import analysis, data
 from edgetune.reports.context import constraints_of, export_command, hide_password
 from edgetune.search.study import Location
-from studies import DYNAMIC, STRUCTURED, UNSTRUCTURED, failed, latency_stats, sampled_study, \
-    study_of, trial
+
+from studies import (
+    DYNAMIC,
+    STRUCTURED,
+    UNSTRUCTURED,
+    failed,
+    latency_stats,
+    sampled_study,
+    study_of,
+    trial,
+)
 
 
 def confirmed(latency_ms: float, rounds: list[float], on_front: bool = True,

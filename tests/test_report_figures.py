@@ -6,8 +6,8 @@ import pytest
 
 from edgetune.reports import analysis, data, figures
 from edgetune.search.constraints import Constraints
-from studies import DYNAMIC, STRUCTURED, UNSTRUCTURED, latency_stats, sampled_study, study_of, \
-    trial
+
+from studies import DYNAMIC, STRUCTURED, UNSTRUCTURED, latency_stats, sampled_study, study_of, trial
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

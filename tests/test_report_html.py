@@ -9,6 +9,7 @@ import pytest
 
 from edgetune.reports.html import render
 from edgetune.search.study import Location
+
 from studies import DYNAMIC, STRUCTURED, failed, killed, retry_of, study_of, trial
 
 HOSTILE = "<img src=x onerror=alert(1)>"

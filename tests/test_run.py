@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from edgetune.search.cli import cli
 from edgetune.search.front import front_of
 from edgetune.search.repeats import is_repeat
+
 from helpers import tiny_config, write_config
 
 

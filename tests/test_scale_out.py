@@ -23,6 +23,7 @@ from edgetune.search.config import StudyConfig
 from edgetune.search.lock import StudyLock
 from edgetune.search.repeats import is_repeat
 from edgetune.search.study import engine_url, make_storage, open_study
+
 from helpers import edgetune_command, output, start, tiny_config, write_config
 
 WORKERS = 3
@@ -130,7 +131,10 @@ def _first_start_race(storage_url: str, config: StudyConfig) -> optuna.Study:
     return optuna.load_study(study_name=config.study, storage=make_storage(storage_url))
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("database", DATABASES)
 def test_workers_starting_together_set_the_study_up_once(
         database: str, request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path,
         tiny_csv: Path) -> None:
@@ -165,7 +169,7 @@ def fresh_database(postgres_url: str, name: str) -> str:
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("database", DATABASES)
 def test_workers_opening_a_new_database_together_all_get_in(
         database: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     url = (fresh_database(request.getfixturevalue("postgres_url"), f"fresh_{tmp_path.name}")

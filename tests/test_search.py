@@ -16,11 +16,16 @@ from edgetune.search.baselines import DYNAMIC_INT8, REFERENCE, half_the_layers
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
 from edgetune.search.repeats import (
-    MAX_REPEATS_IN_A_ROW, RECIPE, earlier_trial, is_repeat, prune_as_duplicate,
+    MAX_REPEATS_IN_A_ROW,
+    RECIPE,
+    earlier_trial,
+    is_repeat,
+    prune_as_duplicate,
 )
 from edgetune.search.samplers import GPSampler, NSGAIISampler, sampler
 from edgetune.search.study import Location, make_storage, open_study
 from edgetune.spaces.space import SearchSpace
+
 from helpers import tiny_config, write_config
 
 
