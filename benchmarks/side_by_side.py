@@ -15,7 +15,7 @@ from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import zipped_size
 from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 
 REFERENCE = "fp32 reference"  # the name every benchmark gives its FP32 ONNX row
@@ -64,7 +64,7 @@ def conditions(target: TargetConfig, settings: MeasureConfig, results: SideBySid
     """The date, machine and measurement lines that head a benchmark's Markdown section."""
     return (
         f"Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  \n"
-        f"Machine: {machine_key(machine_record(target.threads))}  \n"
+        f"Machine: {machine_key(machine_record(target))}  \n"
         f"Target: batch {target.batch_size}, sequence {target.sequence_length}; "
         f"latency: {settings.rounds} rounds x {settings.runs} runs, all models interleaved; "
         f"FP32 reference {results.reference_ms:.2f} ms{extra}  "

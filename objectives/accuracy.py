@@ -1,4 +1,4 @@
-"""Accuracy of an ONNX model on a split, under ONNX Runtime with the target's threads.
+"""Accuracy of a model file on a split, in the target's runtime with the target's threads.
 
 The same function scores a trial and re-scores an exported model, so both agree exactly on the
 same data and runtime. ``torch_accuracy`` scores a torch model during training (early stopping).
@@ -11,21 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetune.objectives.runtime import TargetConfig, feeds, session
+from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.target import TargetConfig
 
 EVAL_BATCH = 32
 
 
 def predict(model: Path, inputs: dict[str, np.ndarray], target: TargetConfig) -> np.ndarray:
     """Logits for every row of ``inputs``."""
-    sess = session(model, target)
+    session = for_target(target).open(model, target)
     rows = len(next(iter(inputs.values())))
-    return np.concatenate(
-        [
-            sess.run(None, feeds(sess, inputs, slice(start, start + EVAL_BATCH)))[0]
-            for start in range(0, rows, EVAL_BATCH)
-        ]
-    )
+    return np.concatenate([
+        session({name: value[start : start + EVAL_BATCH] for name, value in inputs.items()})
+        for start in range(0, rows, EVAL_BATCH)
+    ])
 
 
 def accuracy(model: Path, inputs: dict[str, np.ndarray], labels: np.ndarray,

@@ -1,4 +1,4 @@
-"""``edgetune bench``: the trial's latency protocol for any ONNX file a user wants to check.
+"""``edgetune bench``: the trial's latency protocol for any model file a user wants to check.
 
 A deployed model comes without its study, so its inputs are made from its own signature: token
 ids drawn from its vocabulary (read from the embedding table the ids index), attention masks of
@@ -15,36 +15,36 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from edgetune.errors import InputError
 from edgetune.objectives.latency import MeasureConfig, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_record
-from edgetune.objectives.runtime import TargetConfig, session
+from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.runtimes.base import InputSpec, Session
+from edgetune.objectives.target import TargetConfig
 
 Batch = dict[str, np.ndarray]
 FALLBACK_VOCABULARY = 100  # ids below this exist in any real vocabulary
-NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-               "tensor(float16)": np.float16, "tensor(bool)": np.bool_}
 
 
-def open_model(path: Path, where: str, target: TargetConfig) -> ort.InferenceSession:
-    """An ONNX Runtime session for ``path``, or an ``InputError`` saying why there is none."""
+def open_model(path: Path, where: str, target: TargetConfig) -> Session:
+    """``path`` opened in the target's runtime, or an ``InputError`` saying why it cannot be."""
     if not path.is_file():
         raise InputError(where, f"no such file: {path}")
+    runtime = for_target(target)
     try:
-        return session(path, target)
-    except Exception as error:  # ONNX Runtime raises its own types for every kind of bad file
+        return runtime.open(path, target)
+    except Exception as error:  # a runtime raises its own types for every kind of bad file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise InputError(where, f"{path} is not an ONNX model ONNX Runtime can load: "
+        raise InputError(where, f"{path} is not {runtime.model_kind} {runtime.title} can load: "
                                 f"{first_line[:200]}") from error
 
 
-def synthetic_inputs(models: dict[Path, ort.InferenceSession], target: TargetConfig, count: int,
+def synthetic_inputs(models: dict[Path, Session], target: TargetConfig, count: int,
                      seed: int = 0) -> list[Batch]:
     """``count`` batches holding every input any of ``models`` (opened by ``open_model``) takes."""
     rng = np.random.default_rng(seed)
-    signature = {arg.name: arg for sess in models.values() for arg in sess.get_inputs()}
+    signature = {spec.name: spec for session in models.values() for spec in session.inputs}
     sizes = [size for size in map(_vocabulary, models) if size]
     vocabulary = min(sizes, default=FALLBACK_VOCABULARY)
     return [{name: _values(arg, target, vocabulary, rng) for name, arg in signature.items()}
@@ -74,15 +74,15 @@ def text_inputs(tokenizer: Path, text_file: Path, target: TargetConfig,
                            for name, value in encoded.items()}, target, count)
 
 
-def _values(arg: ort.NodeArg, target: TargetConfig, vocabulary: int,
+def _values(arg: InputSpec, target: TargetConfig, vocabulary: int,
             rng: np.random.Generator) -> np.ndarray:
     shape = [dim if isinstance(dim, int) and dim > 0
              else (target.batch_size if axis == 0 else target.sequence_length)
              for axis, dim in enumerate(arg.shape)]
-    dtype = NUMPY_TYPES.get(arg.type)
+    dtype = arg.dtype
     if dtype is None:
-        raise InputError("MODEL", f"input {arg.name!r} has type {arg.type}, which bench cannot "
-                                  "make up: give --tokenizer and --text-file")
+        raise InputError("MODEL", f"input {arg.name!r} has type {arg.type_name}, which bench "
+                                  "cannot make up: give --tokenizer and --text-file")
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if "mask" in arg.name or dtype == np.bool_:
@@ -118,5 +118,5 @@ def bench(model: Path, baseline: Path | None, inputs: list[Batch], target: Targe
         "inputs": input_kind,
         "target": target.model_dump(),
         "measure": config.model_dump(),
-        "machine": machine_record(target.threads),
+        "machine": machine_record(target),
     }

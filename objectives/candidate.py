@@ -52,7 +52,7 @@ from edgetune.objectives.quantization import (
     quantize_static_int8,
 )
 from edgetune.objectives.recovery import recover
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback, train_logits
 from edgetune.spaces.qat import QatRecipe

@@ -1,11 +1,11 @@
-"""Latency under ONNX Runtime, measured so that figures survive a noisy, shared machine.
+"""Latency in the target's runtime, measured so that figures survive a noisy, shared machine.
 
-The protocol (DESIGN §4): sessions with the target's settings; real inputs from the validation
-split; warm-up; then rounds in which every model runs ``runs`` times in turn (interleaved, the
-order alternating between rounds so neither model always runs first). A model's figure is the
-median of its round medians; p90 and the spread of the round medians are kept. Absolute
-milliseconds drift with the machine's load; the ratio of two models measured together does not,
-which is why every trial measures the FP32 reference beside its candidate.
+The protocol (docs/measurement.md): sessions with the target's settings; real inputs from the
+validation split; warm-up; then rounds in which every model runs ``runs`` times in turn
+(interleaved, the order alternating between rounds so neither model always runs first). A
+model's figure is the median of its round medians; p90 and the spread of the round medians are
+kept. Absolute milliseconds drift with the machine's load; the ratio of two models measured
+together does not, which is why every trial measures the FP32 reference beside its candidate.
 
 Rounds are short (a few runs each) so that the two runs a ratio pairs share the machine's state:
 on a shared host the speed changes from second to second. Measured with a ``reference``, the
@@ -26,7 +26,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from edgetune.objectives.isolation import available_cores, run_pinned
-from edgetune.objectives.runtime import TargetConfig, feeds, session
+from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.target import TargetConfig
 from edgetune.spaces.base import Strict
 
 
@@ -172,12 +173,13 @@ def precise_enough(latencies: dict[str, Latency], reference: str, precision: flo
 def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
                   target: TargetConfig, config: MeasureConfig,
                   reference: str | None = None) -> dict[str, Latency]:
+    runtime = for_target(target)
     runners = {}
     for name, path in models.items():
-        sess = session(path, target)
-        runners[name] = (sess, [feeds(sess, batch, slice(None)) for batch in inputs])
+        session = runtime.open(path, target)
+        runners[name] = (session, [session.bind(batch) for batch in inputs])
         for i in range(config.warmup):
-            sess.run(None, runners[name][1][i % len(inputs)])
+            session.run(runners[name][1][i % len(inputs)])
     times: dict[str, list[list[float]]] = {name: [] for name in models}
     order = list(models)
     last = config.max_rounds if reference is not None else config.rounds
@@ -187,12 +189,12 @@ def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
                 config.precision)):
             break
         for name in order if round_index % 2 == 0 else reversed(order):
-            sess, batches = runners[name]
+            session, batches = runners[name]
             samples = []
             for i in range(config.runs):
                 batch = batches[i % len(batches)]
                 start = time.perf_counter()
-                sess.run(None, batch)
+                session.run(batch)
                 samples.append((time.perf_counter() - start) * 1000)
             times[name].append(samples)
     return {name: _summarise(rounds) for name, rounds in times.items()}

@@ -6,9 +6,11 @@ import functools
 import os
 import platform
 
-import onnxruntime
-
 import edgetune
+from edgetune.objectives.runtimes import RUNTIMES, for_target
+from edgetune.objectives.target import TargetConfig
+
+LEGACY_RUNTIME = "onnxruntime"  # records written before the runtime was named measured in it
 
 
 @functools.cache
@@ -30,19 +32,24 @@ def native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def machine_record(threads: int) -> dict[str, object]:
-    """CPU model, core count, threads, and the versions that shape a latency figure."""
+def machine_record(target: TargetConfig) -> dict[str, object]:
+    """CPU model, core count, threads, and the versions that shape a latency figure: the runtime
+    is named (``runtime``) and its version stored under its name (``onnxruntime: 1.20.1``)."""
+    runtime = for_target(target)
     return {
         "host": platform.node(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "threads": threads,
-        "onnxruntime": onnxruntime.__version__,
+        "threads": target.threads,
+        "runtime": runtime.name,
+        runtime.name: runtime.version(),
         "edgetune": edgetune.__version__,
     }
 
 
 def machine_key(record: dict[str, object]) -> str:
     """What must match for two latencies to share one front: CPU, cores, threads, runtime."""
+    name = str(record.get("runtime", LEGACY_RUNTIME))
+    label = RUNTIMES[name].label if name in RUNTIMES else name
     return (f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · "
-            f"ORT {record['onnxruntime']}")
+            f"{label} {record[name]}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.objectives.runtime import TargetConfig, feeds, session
+from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.target import TargetConfig
 
 LABELS_FILE = "labels.json"
 MODEL_FILE = "model.onnx"
@@ -35,8 +36,8 @@ class Predictor:
         self.folder = Path(folder)
         self.labels: list[str] = json.loads((self.folder / LABELS_FILE).read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self.session = session(self.folder / model_file,
-                               TargetConfig(threads=threads or os.cpu_count() or 1))
+        target = TargetConfig(threads=threads or os.cpu_count() or 1)
+        self.session = for_target(target).open(self.folder / model_file, target)
 
     def __call__(self, texts: str | Sequence[str]) -> list[dict[str, object]]:
         """One ``{"label", "score"}`` per text (a single string counts as one text)."""
@@ -45,7 +46,7 @@ class Predictor:
             return []
         encoded = self.tokenizer(batch, truncation=True, padding=True, return_tensors="np")
         inputs = {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
-        logits = self.session.run(None, feeds(self.session, inputs, slice(None)))[0]
+        logits = self.session(inputs)
         probabilities = _softmax(logits)
         best = probabilities.argmax(axis=1)
         return [{"label": self.labels[i], "score": float(p[i])}

@@ -22,7 +22,7 @@ from rich.text import Text
 from edgetune import __version__
 from edgetune.errors import InputError
 from edgetune.objectives.latency import MeasureConfig
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.search.tables import print_bench, print_study
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
 from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.confirm import ConfirmConfig

@@ -35,6 +35,7 @@ from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.latency import RoundLimits, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.search.annotations import annotate
 from edgetune.search.artifacts import describe, open_store
@@ -72,17 +73,17 @@ def candidates(study: optuna.Study, margin: float) -> list[FrozenTrial]:
 
 
 def is_current(study: optuna.Study, margin: float | None = None,
-               threads: int | None = None) -> bool:
+               target: TargetConfig | None = None) -> bool:
     """Whether the last confirmation measured the candidates the study has now.
 
-    ``margin`` defaults to the confirmation's own; with ``threads``, it must also have been
-    measured on this machine with that many threads.
+    ``margin`` defaults to the confirmation's own; with ``target``, it must also have been
+    measured on this machine with the target's threads and runtime.
     """
     record = study.user_attrs.get(CONFIRMATION)
     if record is None:
         return False
     chosen = [t.number for t in candidates(study, record["margin"] if margin is None else margin)]
-    here = threads is None or record["machine"] == machine_key(machine_record(threads))
+    here = target is None or record["machine"] == machine_key(machine_record(target))
     return record["trials"] == chosen and here
 
 
@@ -121,7 +122,7 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         yardstick_latency = latencies[str(yardstick.number)]
         reference_ms = float(study.user_attrs[REFERENCE_LATENCY])
         date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        machine = machine_record(settings.target.threads)
+        machine = machine_record(settings.target)
         figures: dict[int, dict[str, Any]] = {}
         for t in chosen:
             relative = ratio(latencies[str(t.number)], yardstick_latency)

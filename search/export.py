@@ -30,8 +30,8 @@ from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import Candidate, StageError, build, measure_model
 from edgetune.objectives.machine import machine_record
-from edgetune.objectives.mobile import to_ort_format
 from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
+from edgetune.objectives.runtimes import for_target
 from edgetune.objectives.task import Task, load_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
 from edgetune.search.config import StudyConfig
@@ -139,7 +139,7 @@ def _write_folder(source: Source, trial: FrozenTrial, fp32: FrozenTrial, folder:
     reference_model = scratch / "reference.onnx"
     if not models.fetch(fp32, reference_model):
         models.rebuild(fp32, reference_model)
-    ort_file, operators = to_ort_format(model)
+    ort_file, operators = for_target(source.config.target).deploy_files(model)
     task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
     task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     _write_json(folder / LABELS_FILE, task.label_names)
@@ -252,7 +252,7 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
         },
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_record(config.target.threads),
+            "machine": machine_record(config.target),
             "target": config.target.model_dump(),
             "validation_accuracy": measured.accuracy,
             "test_accuracy": test_accuracy,

@@ -125,7 +125,7 @@ class Objective:
         recipe = self.recipe(trial)
         trial.set_user_attr(RECIPE, recipe.model_dump(mode="json"))
         trial.set_user_attr("recipe_short", recipe.short())
-        trial.set_user_attr("machine", machine_record(self.bench.target.threads))
+        trial.set_user_attr("machine", machine_record(self.bench.target))
         if (original := earlier_trial(trial)) is not None:
             prune_as_duplicate(trial, original)
         workdir = self.run_dir / "work" / f"trial-{trial.number}"

@@ -136,7 +136,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
         _trials(study, storage, objective, lock, retry, budget, timeout, console)
         # Confirmation reads the models near the front: before ``keep: front`` removes them.
         if (config.confirm.after_run and reference(study) is not None
-                and not is_current(study, config.confirm.margin, config.target.threads)):
+                and not is_current(study, config.confirm.margin, config.target)):
             with console.status("confirming the front: measuring it again, together"):
                 confirm(study, location, task, config, config_dir)
             study = load_study(location)  # Optuna caches finished trials: read the confirmation

@@ -217,7 +217,7 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Work
     from edgetune.objectives.data import DataConfig
     from edgetune.objectives.finetune import FinetuneConfig, fine_tuned_base
     from edgetune.objectives.latency import MeasureConfig
-    from edgetune.objectives.runtime import TargetConfig
+    from edgetune.objectives.target import TargetConfig
     from edgetune.objectives.task import TaskConfig, load_task
 
     model = build_tiny_model(tmp_path_factory.mktemp("tiny-bert-4"), layers=4)

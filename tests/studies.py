@@ -137,7 +137,7 @@ class HandmadeStudy:
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask()
         trial.set_user_attr("recipe_short", f"{model.stem} model")
-        trial.set_user_attr("machine", machine or machine_record(self.config.target.threads))
+        trial.set_user_attr("machine", machine or machine_record(self.config.target))
         trial.set_user_attr("measurement", {"ratio": latency_ms, "size_mb": 1.0})
         upload_artifact(artifact_store=FileSystemArtifactStore(str(self.location.artifacts)),
                         file_path=str(model), study_or_trial=trial)

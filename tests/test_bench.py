@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetune.objectives.bench import open_model, synthetic_inputs
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.search.cli import cli
 
 FAST = ["--rounds", "2", "--max-rounds", "2", "--runs", "3", "--warmup", "1", "--threads", "1",

@@ -15,7 +15,7 @@ from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.finetune import FinetuneConfig, LoraConfig, check_finetune, fine_tuned_base
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
 

@@ -10,6 +10,7 @@ import optuna
 from click.testing import CliRunner
 
 from edgetune.objectives.machine import machine_record
+from edgetune.objectives.target import TargetConfig
 from edgetune.reports import data
 from edgetune.search.cli import cli
 from edgetune.search.constraints import Constraints
@@ -49,7 +50,7 @@ def test_slack_keeps_points_that_a_small_latency_error_would_put_on_the_front() 
 def test_trials_from_two_machines_get_one_front_each(tmp_path: Path, tiny_model: Path,
                                                      tiny_csv: Path, tiny_onnx: Path) -> None:
     made = HandmadeStudy(tmp_path, tiny_model, tiny_csv)
-    elsewhere = {**machine_record(1), "cpu": "Other CPU", "host": "other"}
+    elsewhere = {**machine_record(TargetConfig(threads=1)), "cpu": "Other CPU", "host": "other"}
     here = made.add(0.90, 10.0, tiny_onnx)
     there = made.add(0.80, 20.0, tiny_onnx, machine=elsewhere)  # beaten, but not comparable
     status = json.loads(CliRunner().invoke(cli, ["status", *made.cli_args(), "--json"]).stdout)

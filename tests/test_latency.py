@@ -11,7 +11,7 @@ import pytest
 from edgetune.errors import InputError
 from edgetune.objectives.isolation import measurement_cores, run_pinned
 from edgetune.objectives.latency import Latency, MeasureConfig, measure, median_interval, ratio
-from edgetune.objectives.runtime import TargetConfig
+from edgetune.objectives.target import TargetConfig
 
 TARGET = TargetConfig(threads=1, batch_size=1, sequence_length=16)
 PROTOCOL = MeasureConfig(warmup=1, rounds=3, max_rounds=3, runs=4, inputs=2)
