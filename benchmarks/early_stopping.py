@@ -32,7 +32,7 @@ from edgetune.objectives.candidate import Candidate, build
 from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
 from edgetune.search.early_stopping import stopping_record
-from edgetune.search.run import workbench
+from edgetune.search.models import workbench
 from edgetune.spaces.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]

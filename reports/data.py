@@ -1,9 +1,8 @@
 """A study as tidy pandas frames: one row per trial, and the Pareto front as the report shows it.
 
-Everything the figures and tables draw comes from here, read from the trial user attrs that
-``search/objective.py`` and the confirmation step write (PREAMBLE "Shared data formats"). A trial
-missing an attr (an older study, a failure before measurement) gets NaN / empty values, never an
-error: a report must open any study.
+Everything the figures and tables draw comes from here, read from the trials' records
+(``edgetune.search.record``). A trial missing a figure (an older study, a failure before
+measurement) gets NaN / empty values, never an error: a report must open any study.
 """
 
 from __future__ import annotations
@@ -13,10 +12,10 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from edgetune.search.front import front_of, search_front
-from edgetune.search.study import REFERENCE, ROLE
+from edgetune.search.record import REFERENCE, Confirmed, TrialRecord
 
 COMPLETE = "complete"
 NAN = float("nan")
@@ -29,7 +28,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     # Optuna's retry callback records, on the retry, the trials it retries (last: the one before).
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
                   if t.system_attrs.get("retry_history")}
-    rows = [_trial_row(trial, *(trial.number in front for front in fronts))
+    rows = [_trial_row(TrialRecord.of(trial), *(trial.number in front for front in fronts))
             | {"retried_as": retried_as.get(trial.number)} for trial in trials]
     frame = pd.DataFrame(rows, columns=list(_trial_row_columns()))
     return frame.set_index("trial", drop=False)
@@ -69,44 +68,44 @@ def failures(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trial_row_columns() -> dict[str, None]:
-    return dict.fromkeys([*_trial_row(_EMPTY_TRIAL, False, False), "retried_as"])
+    return dict.fromkeys([*_trial_row(TrialRecord.of(_EMPTY_TRIAL), False, False),
+                          "retried_as"])
 
 
-def _trial_row(trial: FrozenTrial, on_search_front: bool, on_front: bool) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    recipe = attrs.get("recipe") or {}
-    measurement = attrs.get("measurement") or {}
-    confirmed = attrs.get("confirmed") or {}
-    # A pruned trial (stopped early below the accuracy floor) says why as {stage, reason}.
-    pruned = attrs.get("pruned") or {}
-    failure = attrs.get("failure") or {"stage": pruned.get("stage", ""),
-                                        "error": pruned.get("reason", "")}
-    values = trial.values if trial.state == TrialState.COMPLETE and trial.values else (NAN, NAN)
+def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> dict[str, Any]:
+    trial, recipe = record.trial, record.recipe
+    measured, confirmed = record.measured, record.confirmed
+    # A pruned trial (stopped early below the accuracy floor, or a repeat) says why as
+    # {stage, reason}.
+    pruned = record.pruned or {}
+    failure = record.failure or {"stage": pruned.get("stage", ""),
+                                 "error": pruned.get("reason", "")}
+    complete = trial.state == TrialState.COMPLETE and trial.values
     low_ms, high_ms = _spread_bounds(confirmed)
     return {
         "trial": trial.number,
         "state": trial.state.name.lower(),
-        "role": attrs.get(ROLE, ""),
-        "recipe": attrs.get("recipe_short", ""),
+        "role": record.role,
+        "recipe": record.recipe_short,
         "quantization": (recipe.get("quantization") or {}).get("scheme", ""),
         "pruning": (recipe.get("pruning") or {}).get("method", ""),
-        "accuracy": values[0],
-        "latency_ms": values[1],
-        "ratio": measurement.get("ratio", NAN),
-        "spread": (measurement.get("latency") or {}).get("spread", NAN),
-        "size_mb": measurement.get("size_mb", NAN),
-        "zipped_mb": measurement.get("zipped_mb", NAN),
+        "accuracy": record.accuracy if complete else NAN,
+        "latency_ms": record.search_latency_ms if complete else NAN,
+        "ratio": measured.ratio if measured else NAN,
+        "spread": measured.latency.get("spread", NAN) if measured else NAN,
+        "size_mb": record.size_mb,
+        "zipped_mb": measured.zipped_mb if measured else NAN,
         "on_search_front": on_search_front,
         "on_front": on_front,  # the front shown: the confirmed one where trials were confirmed
-        "confirmed_latency_ms": confirmed.get("latency_ms", NAN),
+        "confirmed_latency_ms": confirmed.latency_ms if confirmed else NAN,
         "confirmed_low_ms": low_ms,
         "confirmed_high_ms": high_ms,
-        "confirmed_ratio": confirmed.get("ratio", NAN),
-        "test_accuracy": confirmed.get("test_accuracy", NAN),
-        "confirmed_on_front": confirmed.get("on_front", NAN),
-        "moved_off_front": bool(confirmed.get("moved_off_front", False)),
+        "confirmed_ratio": confirmed.ratio if confirmed else NAN,
+        "test_accuracy": _or_nan(confirmed.test_accuracy) if confirmed else NAN,
+        "confirmed_on_front": confirmed.on_front if confirmed else NAN,
+        "moved_off_front": bool(confirmed and confirmed.moved_off_front),
         "params": dict(trial.params),
-        "machine": attrs.get("machine") or {},
+        "machine": record.search_machine or {},
         "started": trial.datetime_start,
         "completed": trial.datetime_complete,
         "failure_stage": failure.get("stage", ""),
@@ -116,18 +115,23 @@ def _trial_row(trial: FrozenTrial, on_search_front: bool, on_front: bool) -> dic
     }
 
 
-def _spread_bounds(confirmed: dict[str, Any]) -> tuple[float, float]:
+def _or_nan(value: float | None) -> float:
+    return NAN if value is None else value
+
+
+def _spread_bounds(confirmed: Confirmed | None) -> tuple[float, float]:
     """The confirmed latency's range over its rounds, on the drift-corrected scale.
 
     The round medians are raw milliseconds; the confirmed figure is drift-corrected. Their
     relative spread is what survives the correction, so the bounds scale the figure by the
     fastest and slowest round medians relative to the median of round medians.
     """
-    stats = confirmed.get("latency") or {}
-    rounds = stats.get("round_medians_ms") or []
-    median = stats.get("median_ms")
-    latency = confirmed.get("latency_ms")
-    if not rounds or not median or latency is None or not math.isfinite(latency):
+    if confirmed is None:
+        return NAN, NAN
+    rounds = confirmed.latency.get("round_medians_ms") or []
+    median = confirmed.latency.get("median_ms")
+    latency = confirmed.latency_ms
+    if not rounds or not median or not math.isfinite(latency):
         return NAN, NAN
     return latency * min(rounds) / median, latency * max(rounds) / median
 

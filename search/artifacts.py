@@ -1,7 +1,7 @@
 """Where trial models are kept (an Optuna artifact store) and which ones are kept.
 
 Each complete trial uploads its ONNX file as an Optuna artifact linked from the trial, so
-``edgetune export --trial N`` needs nothing but the study's storage and this store (DESIGN §5).
+``edgetune export --trial N`` needs nothing but the study's storage and this store.
 The store is a folder (``<run-dir>/artifacts`` by default; a shared folder serves several
 machines) or ``s3://bucket/prefix`` through Optuna's ``Boto3ArtifactStore``. ``keep`` trades disk
 for export time: a model that was not kept is rebuilt from its recipe on export.
@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.paths import resolve_path
+from edgetune.search.front import front_of, reference, search_front
 from edgetune.spaces.base import Strict
 
 if TYPE_CHECKING:
@@ -126,8 +127,6 @@ def fetch(store: ArtifactStore, meta: ArtifactMeta, target: Path) -> bool:
 def discard_off_front(study: optuna.Study, store: ArtifactStore) -> int:
     """Remove the models of complete trials off the front (the search's and the confirmed one);
     return how many were removed."""
-    from edgetune.search.front import front_of, reference, search_front  # front -> ... -> here
-
     kept = {trial.number for trial in [*search_front(study), *front_of(study)]}
     fp32 = reference(study)
     if fp32 is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from edgetune.search.record import BASELINE, ROLE
 from edgetune.spaces.space import SearchSpace
 
 Params = dict[str, Any]
@@ -89,6 +90,6 @@ def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params],
         builtin[HALF_THE_LAYERS] = half_the_layers(space, layers)
     for name, params in builtin.items():
         if misfit(space, params) is None:
-            study.enqueue_trial(params, user_attrs={"role": "baseline", "baseline": name})
+            study.enqueue_trial(params, user_attrs={ROLE: "baseline", BASELINE: name})
     for params in extra:
-        study.enqueue_trial(params, user_attrs={"role": "enqueued"})
+        study.enqueue_trial(params, user_attrs={ROLE: "enqueued"})

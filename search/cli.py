@@ -200,7 +200,7 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     from edgetune.objectives.task import load_task
     from edgetune.search.config import load_config
     from edgetune.search.confirm import confirm as confirm_front
-    from edgetune.search.export import study_config
+    from edgetune.search.models import study_config
     from edgetune.search.study import load_study
 
     location = _location(config_file, study_name, run_dir, storage)
@@ -318,7 +318,7 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
 
     from edgetune.search.config import load_config
     from edgetune.search.export import export as export_trial
-    from edgetune.search.export import open_source
+    from edgetune.search.models import open_source
     from edgetune.search.pick import limits
     from edgetune.search.pick import pick as pick_trial
 

@@ -17,11 +17,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
-from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.latency import MeasureConfig, RoundLimits
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
 from edgetune.search.artifacts import ArtifactsConfig
-from edgetune.search.confirm import ConfirmConfig
+from edgetune.search.baselines import misfit
 from edgetune.search.constraints import Constraints
 from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
@@ -66,6 +66,18 @@ class SearchConfig(Strict):
         return names
 
 
+class ConfirmConfig(RoundLimits):
+    """The ``confirm:`` section: re-measuring the front after a study (``edgetune.search.confirm``),
+    together in one process, in rounds of ``measure.runs`` runs per model (round limits as a
+    trial's by default)."""
+
+    after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
+    margin: float = Field(
+        default=0.10, ge=0,
+        description="also confirm trials that would be on the front were they this much faster",
+    )
+
+
 class StudyConfig(Strict):
     study: str = Field(pattern=STUDY_NAME_PATTERN, description="the Optuna study name")
     task: TaskConfig
@@ -81,8 +93,6 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _enqueued_recipes_fit_the_space(self) -> StudyConfig:
-        from edgetune.search.baselines import misfit
-
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params)
             if problem:

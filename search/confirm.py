@@ -25,51 +25,31 @@ from __future__ import annotations
 import datetime
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
-from pydantic import Field
 
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.latency import RoundLimits, latency_inputs, measure, ratio
+from edgetune.objectives.latency import latency_inputs, measure
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.search.annotations import annotate
 from edgetune.search.artifacts import describe, open_store
+from edgetune.search.config import StudyConfig
 from edgetune.search.constraints import LATENCY
-from edgetune.search.front import (
-    CONFIRMATION,
-    CONFIRMED,
-    complete_trials,
-    front_trials,
-    reference,
-    search_front,
-)
+from edgetune.search.front import CONFIRMATION, complete, front_trials, reference, search_front
+from edgetune.search.models import Models, Source
+from edgetune.search.record import CONFIRMED, Confirmed, Figures, TrialRecord
 from edgetune.search.study import REFERENCE_LATENCY, Location
 
-if TYPE_CHECKING:
-    from edgetune.search.config import StudyConfig
 
-
-class ConfirmConfig(RoundLimits):
-    """The ``confirm:`` section: re-measuring the front after a study (DESIGN §4), together in one
-    process, in rounds of ``measure.runs`` runs per model (round limits as a trial's by
-    default)."""
-
-    after_run: bool = Field(default=True, description="confirm at the end of `edgetune run`")
-    margin: float = Field(
-        default=0.10, ge=0,
-        description="also confirm trials that would be on the front were they this much faster",
-    )
-
-
-def candidates(study: optuna.Study, margin: float) -> list[FrozenTrial]:
+def candidates(study: optuna.Study, margin: float) -> list[TrialRecord]:
     """The trials to confirm: each machine's front and the trials within ``margin`` of it, by
     the search's own figures (feasible trials only, on all the study's objectives)."""
-    return front_trials(complete_trials(study), study.directions, slack=margin, confirmations={})
+    return front_trials(complete(study), study.directions, slack=margin, confirmations={})
 
 
 def is_current(study: optuna.Study, margin: float | None = None,
@@ -98,8 +78,6 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         InputError: the study has no complete FP32 reference, or a model is neither in the
             artifact store nor rebuildable here.
     """
-    from edgetune.search.export import Models, Source  # export -> run -> this module
-
     yardstick = reference(study)
     if yardstick is None or REFERENCE_LATENCY not in study.user_attrs:
         raise InputError("--study", f"study {study.study_name!r} has no complete FP32 reference "
@@ -123,39 +101,30 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         reference_ms = float(study.user_attrs[REFERENCE_LATENCY])
         date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         machine = machine_record(settings.target)
-        figures: dict[int, dict[str, Any]] = {}
+        figures: dict[int, Confirmed] = {}
         for t in chosen:
-            relative = ratio(latencies[str(t.number)], yardstick_latency)
-            latency_ms = relative.value * reference_ms
-            figures[t.number] = {
-                "latency_ms": latency_ms,
-                "ratio": relative.value,
-                "ratio_spread": relative.spread,
-                "ratio_interval": list(relative.interval),
-                "latency": latencies[str(t.number)].as_dict(),
-                "reference_latency": yardstick_latency.as_dict(),
-                "constraints": _constraints(t, latency_ms, settings),
-                "machine": machine,
-                "date": date,
-            }
+            beside = Figures.beside(latencies[str(t.number)], yardstick_latency, reference_ms)
+            figures[t.number] = Confirmed(**beside.model_dump(), machine=machine, date=date,
+                                          constraints=_constraints(t, beside.latency_ms,
+                                                                   settings))
         # The front of every trial, the confirmed ones by their new figures (earlier
         # confirmations of trials not measured now are superseded: their search figures count).
-        on_front = {t.number for t in front_trials(complete_trials(study), study.directions,
+        on_front = {t.number for t in front_trials(complete(study), study.directions,
                                                    confirmations=figures)}
         test_accuracy = {
             n: accuracy(files[n], task.encoded("test"), task.labels("test"), settings.target)
             for n in [*figures, yardstick.number] if n in on_front or n == yardstick.number
         }
     notes: list[tuple[FrozenTrial, dict[str, Any]]] = [
-        (t, {CONFIRMED: figures[t.number] | {
+        (t.trial, {CONFIRMED: figures[t.number].model_copy(update={
             "test_accuracy": test_accuracy.get(t.number),
             "on_front": t.number in on_front,
             "moved_off_front": t.number in was_on_front and t.number not in on_front,
-        }})
+        }).model_dump(mode="json")})
         for t in chosen
     ]
-    superseded = [(t, {CONFIRMED: None}) for t in complete_trials(study)
-                  if t.user_attrs.get(CONFIRMED) and t.number not in figures]
+    superseded = [(t.trial, {CONFIRMED: None}) for t in complete(study)
+                  if t.confirmed is not None and t.number not in figures]
     annotate(location.storage, notes + superseded)
     study.set_user_attr(CONFIRMATION, {
         "date": date,
@@ -170,9 +139,10 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
     })
 
 
-def _constraints(trial: FrozenTrial, latency_ms: float, settings: StudyConfig) -> dict[str, float]:
+def _constraints(trial: TrialRecord, latency_ms: float,
+                 settings: StudyConfig) -> dict[str, float]:
     """The trial's constraint values with the latency budget checked against ``latency_ms``."""
-    values = dict(trial.constraints)
+    values = dict(trial.trial.constraints)
     budget = settings.search.constraints.max_latency_ms
     if budget is not None and LATENCY in values:
         values[LATENCY] = (latency_ms - budget) / budget

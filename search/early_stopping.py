@@ -54,8 +54,10 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from edgetune.search.record import EARLY_STOPPING
+
 CHECK_FRACTIONS = (0.25, 0.5, 0.75)
-RECORD = "early_stopping"  # trial user attr: ``EarlyStopping.record()`` of a checked trial
+RECORD = EARLY_STOPPING  # trial user attr: ``EarlyStopping.record()`` of a checked trial
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``edgetune export``: one trial's model as a folder someone deploys (DESIGN §6).
+"""``edgetune export``: one trial's model as a folder someone deploys.
 
 The folder holds ``model.onnx``; ``model.ort`` and ``model.required_operators.config`` (ONNX
 Runtime's mobile format and the operator list of a reduced build); the tokenizer's files (cutting
@@ -18,90 +18,28 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.candidate import Candidate, StageError, build, measure_model
+from edgetune.objectives.candidate import measure_model
 from edgetune.objectives.machine import machine_record
 from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
 from edgetune.objectives.runtimes import for_target
-from edgetune.objectives.task import Task, load_task
-from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
-from edgetune.search.config import StudyConfig
-from edgetune.search.front import confirmed_figures, reference
+from edgetune.objectives.task import Task
+from edgetune.search.front import reference
+from edgetune.search.models import Models, Source
 from edgetune.search.readme import readme
-from edgetune.search.run import workbench
-from edgetune.search.study import CONFIG_DIR, FINGERPRINT, Location, load_study
-from edgetune.spaces.recipe import Recipe
-
-if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
-
-    from edgetune.objectives.candidate import Workbench
+from edgetune.search.record import Figures, TrialRecord
+from edgetune.search.study import REFERENCE_LATENCY
 
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a study's models and task are found on this machine."""
-
-    study: optuna.Study
-    config: StudyConfig  # the study's own stored config: what its trials were built from
-    store: ArtifactStore
-    store_name: str  # for messages
-    base: Path  # the folder relative paths in the config are taken from
-
-
-def open_source(location: Location, config: StudyConfig | None,
-                config_file: Path | None) -> Source:
-    """The study at ``location``; ``config`` (read from ``config_file``) if the user gave one.
-
-    Models are rebuilt from the config stored in the study; a given config must be the same
-    (it may differ in locations, which are per machine, such as the artifact store).
-    """
-    study = load_study(location)
-    stored, base = study_config(study, config, config_file)
-    artifacts = (config or stored).artifacts
-    return Source(study=study, config=stored,
-                  store=open_store(artifacts, location.artifacts, base),
-                  store_name=describe(artifacts, location.artifacts), base=base)
-
-
-def study_config(study: optuna.Study, config: StudyConfig | None,
-                 config_file: Path | None) -> tuple[StudyConfig, Path]:
-    """The config stored in ``study`` and the folder its relative paths start from.
-
-    ``config``, read from ``config_file``, must be the study's (it may differ in what the
-    fingerprint leaves out: locations, budgets, confirmation); its folder is then the base. Else
-    the base is the folder the study's run started from, if this machine has it, or the current one.
-
-    Raises:
-        InputError: the study stores no config this edgetune reads, or ``config`` is not its own.
-    """
-    if "config" not in study.user_attrs:
-        raise InputError("--study", f"{study.study_name!r} is not an edgetune study (it stores "
-                                    "no config)")
-    try:
-        stored = StudyConfig.model_validate(study.user_attrs["config"])
-    except ValueError as error:
-        raise InputError("--study", f"the config stored in {study.study_name!r} is not one this "
-                                    f"edgetune reads: {str(error).splitlines()[0]}") from error
-    if config is not None and config.fingerprint() != study.user_attrs.get(FINGERPRINT):
-        raise InputError(str(config_file), f"not the config study {study.study_name!r} was run "
-                                           "with: name the study by --study instead")
-    if config_file is not None:
-        return stored, config_file.parent
-    started = Path(study.user_attrs.get(CONFIG_DIR, "."))
-    return stored, started if started.is_dir() else Path.cwd()
 
 
 def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any]:
@@ -128,7 +66,7 @@ def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any
     return metrics
 
 
-def _write_folder(source: Source, trial: FrozenTrial, fp32: FrozenTrial, folder: Path,
+def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder: Path,
                   scratch: Path) -> dict[str, Any]:
     models = Models(source, scratch)
     model = folder / MODEL_FILE
@@ -143,7 +81,7 @@ def _write_folder(source: Source, trial: FrozenTrial, fp32: FrozenTrial, folder:
     task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
     task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     _write_json(folder / LABELS_FILE, task.label_names)
-    _write_json(folder / RECIPE_FILE, trial.user_attrs["recipe"])
+    _write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
                        reference_model, task, ort_file)
     _write_json(folder / METRICS_FILE, metrics)
@@ -152,13 +90,13 @@ def _write_folder(source: Source, trial: FrozenTrial, fp32: FrozenTrial, folder:
     return metrics
 
 
-def exportable(study: optuna.Study, number: int) -> FrozenTrial:
+def exportable(study: optuna.Study, number: int) -> TrialRecord:
     """Trial ``number`` if it completed, else say why it has no model to export."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    trial = trials.get(number)
-    if trial is None:
+    if number not in trials:
         known = f"its trials are 0 to {max(trials)}" if trials else "it has no trials"
         raise InputError("--trial", f"study {study.study_name!r} has no trial {number} ({known})")
+    trial = TrialRecord.of(trials[number])
     if trial.state == TrialState.COMPLETE:
         return trial
     why = {
@@ -167,88 +105,38 @@ def exportable(study: optuna.Study, number: int) -> FrozenTrial:
         TrialState.RUNNING: "is still running",
         TrialState.WAITING: "is waiting to run",
     }[trial.state]
-    failure = trial.user_attrs.get("failure")
+    failure = trial.failure
     if failure:
         why += f" in {failure.get('stage')}: {failure.get('type')}: {failure.get('error')}"[:200]
-    pruned = trial.user_attrs.get("pruned")  # early stopping: {stage, reason}
+    pruned = trial.pruned  # early stopping or a repeat: {stage, reason}
     if pruned:
         why += f" in {pruned.get('stage')}: {pruned.get('reason')}"[:200]
     raise InputError("--trial", f"trial {number} {why}; only a complete trial has a model to "
                                 "export (edgetune status lists the front)")
 
 
-class Models:
-    """Trial models from the artifact store, or rebuilt from their recipes when not kept
-    (``export`` and ``confirm`` read them here)."""
-
-    def __init__(self, source: Source, scratch: Path, task: Task | None = None) -> None:
-        self.source = source
-        self.scratch = scratch
-        self.task = task
-        self._bench: Workbench | None = None
-
-    def model(self, trial: FrozenTrial, target: Path) -> Path:
-        """``trial``'s model at ``target``: fetched, else rebuilt (the task must be loaded)."""
-        if not self.fetch(trial, target):
-            self.rebuild(trial, target)
-        return target
-
-    def fetch(self, trial: FrozenTrial, target: Path) -> bool:
-        """Download ``trial``'s model to ``target``; False if the store does not hold it."""
-        meta = model_artifact(self.source.study, trial)
-        return meta is not None and fetch(self.source.store, meta, target)
-
-    def load_task(self, trial: FrozenTrial, fetched: bool) -> Task:
-        try:
-            self.task = load_task(self.source.config.task, self.source.base)
-        except InputError as error:
-            if fetched:
-                raise
-            raise self._unbuildable(trial, str(error)) from error
-        return self.task
-
-    def rebuild(self, trial: FrozenTrial, target: Path) -> None:
-        """Build ``trial``'s model again from its recipe, as its trial did."""
-        assert self.task is not None, "load_task comes first"
-        try:
-            recipe = Recipe.model_validate(trial.user_attrs.get("recipe"))
-        except ValueError as error:
-            raise self._unbuildable(trial, f"its recipe is not one this edgetune builds "
-                                           f"({str(error).splitlines()[0]})") from error
-        if self._bench is None:
-            self._bench = workbench(self.source.config, self.task)
-        candidate = Candidate(path=self.scratch / f"trial-{trial.number}" / MODEL_FILE)
-        try:
-            build(recipe, self._bench, candidate)
-        except StageError as error:
-            raise self._unbuildable(trial, f"rebuilding it failed in {error}") from error
-        shutil.move(candidate.path, target)
-
-    def _unbuildable(self, trial: FrozenTrial, why: str) -> InputError:
-        return InputError("--trial", f"trial {trial.number}'s model is not in the artifact store "
-                                     f"({self.source.store_name}) and cannot be rebuilt here: "
-                                     f"{why}")
-
-
-def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, reference_model: Path,
-             task: Task, ort_file: Path) -> dict[str, Any]:
+def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
+             reference_model: Path, task: Task, ort_file: Path) -> dict[str, Any]:
     config = source.config
     measured = measure_model(model, reference_model, task, config.target, config.measure)
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
-    recorded = trial.user_attrs.get("measurement", {})
-    confirmed = confirmed_figures(trial)
-    ratio_range = _ratio_range(confirmed or recorded)
+    here = Figures.beside(measured.latency, measured.reference_latency,
+                          float(source.study.user_attrs.get(REFERENCE_LATENCY, float("nan"))))
+    # The range of the per-round ratios the trial's figure was measured with: the confirmation's
+    # where there is one (more rounds, over a longer stretch of the machine's load).
+    ratios = trial.figures.round_ratios() if trial.figures else None
+    ratio_range = [min(ratios), max(ratios)] if ratios else None
     return {
         "study": source.study.study_name,
         "trial": trial.number,
-        "recipe": trial.user_attrs.get("recipe_short", ""),
+        "recipe": trial.recipe_short,
         "model_source": origin,
         "trial_figures": {
-            "accuracy": trial.values[0],
-            "latency_ms": trial.values[1],
-            "measurement": recorded,
-            "machine": trial.user_attrs.get("machine"),
-            "confirmed": trial.user_attrs.get("confirmed"),
+            "accuracy": trial.accuracy,
+            "latency_ms": trial.search_latency_ms,
+            "measurement": trial.measured.as_dict() if trial.measured else {},
+            "machine": trial.search_machine,
+            "confirmed": trial.confirmed.as_dict() if trial.confirmed else None,
         },
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -256,36 +144,19 @@ def _metrics(source: Source, trial: FrozenTrial, origin: str, model: Path, refer
             "target": config.target.model_dump(),
             "validation_accuracy": measured.accuracy,
             "test_accuracy": test_accuracy,
-            "ratio": measured.ratio.value,
-            "ratio_spread": measured.ratio.spread,
-            "ratio_interval": list(measured.ratio.interval),
-            "latency": measured.latency.as_dict(),
-            "reference_latency": measured.reference_latency.as_dict(),
+            **here.as_dict(),
             "size_mb": measured.size_mb,
             "zipped_mb": measured.zipped_mb,
             "ort_size_mb": ort_file.stat().st_size / 1e6,
         },
         "checks": {
-            "validation_accuracy_equals_trial": measured.accuracy == trial.values[0],
+            "validation_accuracy_equals_trial": measured.accuracy == trial.accuracy,
             "trial_ratio_range": ratio_range,
-            "trial_ratio_range_from": "confirmation" if confirmed else "search",
+            "trial_ratio_range_from": "confirmation" if trial.confirmed else "search",
             "ratio_within_trial_range": ratio_range is not None
-            and ratio_range[0] <= measured.ratio.value <= ratio_range[1],
+            and ratio_range[0] <= here.ratio <= ratio_range[1],
         },
     }
-
-
-def _ratio_range(measurement: dict[str, Any]) -> list[float] | None:
-    """The lowest and highest of the trial's per-round ratios (each round measured both models
-    back to back): the spread its ratio was measured with. A confirmed trial's are taken from
-    its confirmation: more rounds, over a longer stretch of the machine's load."""
-    try:
-        candidate = measurement["latency"]["round_medians_ms"]
-        fp32 = measurement["reference_latency"]["round_medians_ms"]
-    except KeyError:
-        return None
-    ratios = [c / r for c, r in zip(candidate, fp32)]
-    return [min(ratios), max(ratios)]
 
 
 def _check_target(out: Path, force: bool) -> None:

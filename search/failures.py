@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-FAILURE = "failure"
-STAGE = "stage"  # trial user attr: the stage the trial is in now (or was in when it stopped)
+from edgetune.search.record import FAILURE, STAGE
+
 INTERRUPTED = "Interrupted"
 WORKER_LOST = "WorkerLost"
 

@@ -6,14 +6,14 @@ beats on every objective.
   ``study.best_trials``).
 - **Feasibility**: a trial that missed a constraint (``edgetune.search.constraints``) is never on
   the front, as in ``study.best_trials``.
-- **Machines**: latencies from different machines are never compared (DESIGN §4): trials are
-  grouped by where they were measured (``machine_key``: CPU, cores, threads, ONNX Runtime) and
+- **Machines**: latencies from different machines are never compared (docs/measurement.md):
+  trials are grouped by where they were measured (``machine_key``: CPU, cores, threads, runtime) and
   each group has its own front. A study measured on one machine, the usual case, has one front,
   the same trials as ``study.best_trials``.
 - **Confirmation**: after ``edgetune confirm`` (``edgetune.search.confirm``) a confirmed trial's
-  figures replace its search figures: its confirmed latency, the constraints checked against it,
-  and the machine of the confirmation. ``front`` (what ``status``, ``report`` and ``export``
-  show) is then the confirmed front, with test accuracy; ``search_front`` stays the search's own.
+  figures replace its search figures, as its record decides (``edgetune.search.record``).
+  ``front`` (what ``status``, ``report`` and ``export`` show) is then the confirmed front, with
+  test accuracy; ``search_front`` stays the search's own.
 """
 
 from __future__ import annotations
@@ -25,34 +25,20 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from edgetune.objectives.machine import machine_key
-from edgetune.search.constraints import is_feasible
-from edgetune.search.study import DIRECTIONS, REFERENCE, ROLE
+from edgetune.search.record import (
+    Confirmed,
+    FrontRow,
+    TrialRecord,
+    records,
+)
+from edgetune.search.study import DIRECTIONS
 
-CONFIRMED = "confirmed"  # trial user attr: figures of the last confirmation
 CONFIRMATION = "confirmation"  # study user attr: when, how, and which trials
-UNKNOWN_MACHINE = "unknown machine"
 LATENCY = 1  # the objective index of latency_ms: the one confirmation re-measures
 
 Direction = str | StudyDirection
-
-
-@dataclass(frozen=True)
-class FrontRow:
-    trial: int
-    recipe: str
-    accuracy: float  # validation: what the search and the front see
-    latency_ms: float  # confirmed where the trial was confirmed, else the search's
-    ratio: float  # latency relative to the FP32 reference measured beside it
-    size_mb: float
-    machine: str
-    confirmed: bool
-    test_accuracy: float | None  # the confirmed front's only: reported, never used to choose
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -115,73 +101,45 @@ def _not_dominated(loss: np.ndarray) -> np.ndarray:
     return ~(no_worse & better).any(axis=0)
 
 
-def trial_machine(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> str:
-    """Where the trial's latency was measured: the confirmation's machine when ``figures`` (its
-    confirmed figures) are given."""
-    record = (figures or {}).get("machine") or trial.user_attrs.get("machine")
-    return machine_key(record) if record else UNKNOWN_MACHINE
+def complete(study: optuna.Study) -> list[TrialRecord]:
+    return records(study, states=(TrialState.COMPLETE,))
 
 
-def shown_values(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> list[float]:
-    """The trial's objective values, with the confirmed latency of ``figures`` if given."""
-    values = list(trial.values)
-    if figures:
-        values[LATENCY] = float(figures["latency_ms"])
-    return values
-
-
-def feasible(trial: FrozenTrial, figures: dict[str, Any] | None = None) -> bool:
-    """Whether the trial meets every constraint; checked against the confirmed latency when
-    ``figures`` are given."""
-    values = (figures or {}).get("constraints")
-    if values is None:
-        return is_feasible(trial)
-    return all(value <= 0 for value in values.values())
-
-
-def confirmed_figures(trial: FrozenTrial) -> dict[str, Any] | None:
-    return trial.user_attrs.get(CONFIRMED) or None
-
-
-def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
-def front_trials(trials: Sequence[FrozenTrial], directions: Sequence[Direction] = DIRECTIONS,
+def front_trials(trials: Sequence[TrialRecord], directions: Sequence[Direction] = DIRECTIONS,
                  slack: float = 0.0,
-                 confirmations: Mapping[int, dict[str, Any]] | None = None) -> list[FrozenTrial]:
+                 confirmations: Mapping[int, Confirmed] | None = None) -> list[TrialRecord]:
     """The feasible trials on their machine's front, in trial order.
 
-    A trial's confirmed figures, where it has them, replace its search figures; ``confirmations``
-    (trial number -> confirmed figures) gives them instead of the trials' user attrs (``{}``: the
-    search's own figures). With ``slack``: the trials near enough to the front (``non_dominated``).
+    ``confirmations`` (trial number -> confirmed figures) replaces the confirmations the records
+    hold (``{}``: the search's own figures). With ``slack``: the trials near enough to the front
+    (``non_dominated``).
     """
-    groups: dict[str, list[tuple[FrozenTrial, dict[str, Any] | None]]] = {}
-    for trial in trials:
-        figures = (confirmed_figures(trial) if confirmations is None
-                   else confirmations.get(trial.number))
-        if trial.state == TrialState.COMPLETE and feasible(trial, figures):
-            groups.setdefault(trial_machine(trial, figures), []).append((trial, figures))
+    groups: dict[str, list[TrialRecord]] = {}
+    for record in trials:
+        if confirmations is not None:
+            record = record.with_confirmation(confirmations.get(record.number))
+        if record.state == TrialState.COMPLETE and record.feasible:
+            groups.setdefault(record.machine_key, []).append(record)
     kept = []
     for group in groups.values():
-        flags = non_dominated([shown_values(t, f) for t, f in group], directions, slack)
-        kept += [t for (t, _), on_front in zip(group, flags) if on_front]
-    return sorted(kept, key=lambda t: t.number)
+        flags = non_dominated([r.values for r in group], directions, slack)
+        kept += [r for r, on_front in zip(group, flags, strict=True) if on_front]
+    return sorted(kept, key=lambda r: r.number)
 
 
-def front_of(study: optuna.Study) -> list[FrozenTrial]:
+def front_of(study: optuna.Study) -> list[TrialRecord]:
     """The trials on the study's front: the confirmed front where there is one."""
-    return front_trials(complete_trials(study), study.directions)
+    return front_trials(complete(study), study.directions)
 
 
-def search_front(study: optuna.Study) -> list[FrozenTrial]:
+def search_front(study: optuna.Study) -> list[TrialRecord]:
     """The trials on the front of the search's own figures (before any confirmation)."""
-    return front_trials(complete_trials(study), study.directions, confirmations={})
+    return front_trials(complete(study), study.directions, confirmations={})
 
 
 def front(study: optuna.Study) -> list[FrontRow]:
     """The front of each machine (confirmed figures where measured), fastest first."""
-    rows = [_row(trial) for trial in front_of(study)]
+    rows = [record.row() for record in front_of(study)]
     return sorted(rows, key=lambda row: (row.machine, row.latency_ms, -row.accuracy))
 
 
@@ -189,12 +147,9 @@ def machines(rows: Sequence[FrontRow]) -> list[str]:
     return sorted({row.machine for row in rows})
 
 
-def reference(study: optuna.Study) -> FrozenTrial | None:
+def reference(study: optuna.Study) -> TrialRecord | None:
     """The FP32 reference trial (trial 0 unless it had to be retried), once complete."""
-    for trial in complete_trials(study):
-        if trial.user_attrs.get(ROLE) == REFERENCE:
-            return trial
-    return None
+    return next((record for record in complete(study) if record.is_reference), None)
 
 
 def confirmation(study: optuna.Study) -> dict[str, Any] | None:
@@ -208,44 +163,25 @@ def confirmed_rows(study: optuna.Study) -> list[ConfirmedRow]:
     if record is None:
         return []
     numbers = set(record["trials"])
-    rows = [
-        _confirmed_row(trial) for trial in complete_trials(study)
-        if trial.number in numbers and trial.user_attrs.get(CONFIRMED)
-    ]
+    rows = [_confirmed_row(r) for r in complete(study)
+            if r.number in numbers and r.confirmed is not None]
     return sorted(rows, key=lambda row: (not row.on_front, row.latency_ms))
 
 
-def _row(trial: FrozenTrial) -> FrontRow:
-    measurement = trial.user_attrs.get("measurement", {})
-    confirmed = confirmed_figures(trial) or {}
-    # a third objective, if any, is size_mb
-    accuracy, latency_ms = shown_values(trial, confirmed)[:2]
-    return FrontRow(
-        trial=trial.number,
-        recipe=trial.user_attrs.get("recipe_short", ""),
-        accuracy=accuracy,
-        latency_ms=latency_ms,
-        ratio=confirmed.get("ratio", measurement.get("ratio", float("nan"))),
-        size_mb=measurement.get("size_mb", float("nan")),
-        machine=trial_machine(trial, confirmed),
-        confirmed=bool(confirmed),
-        test_accuracy=confirmed.get("test_accuracy"),
-    )
-
-
-def _confirmed_row(trial: FrozenTrial) -> ConfirmedRow:
-    figures = trial.user_attrs[CONFIRMED]
+def _confirmed_row(record: TrialRecord) -> ConfirmedRow:
+    figures = record.confirmed
+    assert figures is not None
     return ConfirmedRow(
-        trial=trial.number,
-        recipe=trial.user_attrs.get("recipe_short", ""),
-        accuracy=trial.values[0],
-        test_accuracy=figures.get("test_accuracy"),
-        latency_ms=figures["latency_ms"],
-        ratio=figures["ratio"],
-        spread=figures.get("ratio_spread", figures["latency"]["spread"]),
-        search_latency_ms=trial.values[LATENCY],
-        on_front=figures["on_front"],
-        moved_off_front=figures["moved_off_front"],
+        trial=record.number,
+        recipe=record.recipe_short,
+        accuracy=record.accuracy,
+        test_accuracy=figures.test_accuracy,
+        latency_ms=figures.latency_ms,
+        ratio=figures.ratio,
+        spread=figures.spread,
+        search_latency_ms=record.search_latency_ms,
+        on_front=figures.on_front,
+        moved_off_front=figures.moved_off_front,
     )
 
 

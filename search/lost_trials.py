@@ -28,9 +28,9 @@ import psutil
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from edgetune.search.failures import FAILURE, INTERRUPTED, STAGE, failure_record, lost_record
+from edgetune.search.failures import INTERRUPTED, failure_record, lost_record
+from edgetune.search.record import FAILURE, STAGE, WORKER
 
-WORKER = "worker"  # trial user attr: the process that runs the trial
 RetryCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 

@@ -1,19 +1,17 @@
 """One trial: sample a recipe, build the candidate, measure it, record everything on the trial.
 
-What a trial stores (read by ``status``, ``report`` and ``export``):
+What a trial stores is its record (``edgetune.search.record``):
 
 - values ``accuracy`` (validation) and ``latency_ms`` (drift-corrected: the ratio to the FP32
   reference measured beside it, times the reference latency at study start), then ``size_mb``
   when the config adds it as a third objective;
-- user attrs ``recipe``, ``recipe_short``, ``measurement``, ``stage_seconds``, ``machine``,
-  ``worker`` and ``stage`` (the process running it and where it is, so a lost trial says where it
-  stopped), and on failure ``failure`` (``edgetune.search.failures``);
+- the record's user attrs: recipe, measurement, machine, worker and stage (so a lost trial says
+  where it stopped), stage seconds, and on failure the failure (``edgetune.search.failures``);
 - constraints (``search.constraints``) through ``trial.set_constraint``;
-- when it trained under an accuracy floor, user attr ``early_stopping`` (floor, checks, seconds);
-  if that stopped it, the trial is PRUNED with user attr ``pruned`` {stage, reason};
-- a trial that samples the recipe of an earlier one is PRUNED before building, with user attrs
-  ``duplicate_of`` and ``pruned`` (``edgetune.search.repeats``);
-- the candidate's ONNX file as an Optuna artifact (unless the config keeps none).
+- when it trained under an accuracy floor, the early-stopping record; if that stopped it, the
+  trial is PRUNED with the reason; a trial that samples the recipe of an earlier one is PRUNED
+  before building (``edgetune.search.repeats``);
+- the candidate's model file as an Optuna artifact (unless the config keeps none).
 """
 
 from __future__ import annotations
@@ -40,12 +38,27 @@ from edgetune.objectives.machine import machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
-from edgetune.search.early_stopping import RECORD, EarlyStopping, noise_margin
-from edgetune.search.failures import FAILURE, STAGE, failure_record
+from edgetune.search.early_stopping import EarlyStopping, noise_margin
+from edgetune.search.failures import failure_record
 from edgetune.search.lock import StudyLock
-from edgetune.search.lost_trials import WORKER, worker_record
-from edgetune.search.repeats import RECIPE, earlier_trial, prune_as_duplicate
-from edgetune.search.study import REFERENCE, REFERENCE_LATENCY, ROLE
+from edgetune.search.lost_trials import worker_record
+from edgetune.search.record import (
+    EARLY_STOPPING,
+    FAILURE,
+    MACHINE,
+    MEASUREMENT,
+    PRUNED,
+    RECIPE,
+    RECIPE_SHORT,
+    REFERENCE,
+    ROLE,
+    STAGE,
+    STAGE_SECONDS,
+    WORKER,
+    Measured,
+)
+from edgetune.search.repeats import earlier_trial, prune_as_duplicate
+from edgetune.search.study import REFERENCE_LATENCY
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
 
@@ -124,8 +137,8 @@ class Objective:
         stages.enter("sample")
         recipe = self.recipe(trial)
         trial.set_user_attr(RECIPE, recipe.model_dump(mode="json"))
-        trial.set_user_attr("recipe_short", recipe.short())
-        trial.set_user_attr("machine", machine_record(self.bench.target))
+        trial.set_user_attr(RECIPE_SHORT, recipe.short())
+        trial.set_user_attr(MACHINE, machine_record(self.bench.target))
         if (original := earlier_trial(trial)) is not None:
             prune_as_duplicate(trial, original)
         workdir = self.run_dir / "work" / f"trial-{trial.number}"
@@ -136,34 +149,27 @@ class Objective:
             measurement = evaluate(candidate, self.bench)
         except optuna.TrialPruned:
             assert stopper is not None and stopper.reason is not None
-            trial.set_user_attr("pruned", {"stage": stopper.checks[-1].phase,
+            trial.set_user_attr(PRUNED, {"stage": stopper.checks[-1].phase,
                                            "reason": stopper.reason})
             # What the trial is known to miss, so that samplers steer away from its region.
             trial.set_constraint(constraints.ACCURACY, stopper.floor - stopper.best_accuracy)
             raise
         finally:
-            trial.set_user_attr("stage_seconds",
+            trial.set_user_attr(STAGE_SECONDS,
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
             if stopper is not None:
-                trial.set_user_attr(RECORD, stopper.record())
+                trial.set_user_attr(EARLY_STOPPING, stopper.record())
         stages.enter("store")
         # the first trial to finish sets the study's reference latency, once for all workers
         with self.lock or contextlib.nullcontext():
             reference_ms = _study_reference_ms(trial.study,
                                                measurement.reference_latency.median_ms)
-        latency_ms = measurement.ratio.value * reference_ms
-        trial.set_user_attr("measurement", {
-            "accuracy": measurement.accuracy,
-            "latency_ms": latency_ms,
-            "ratio": measurement.ratio.value,
-            "ratio_spread": measurement.ratio.spread,
-            "ratio_interval": list(measurement.ratio.interval),
-            "latency": measurement.latency.as_dict(),
-            "reference_latency": measurement.reference_latency.as_dict(),
-            "size_mb": measurement.size_mb,
-            "zipped_mb": measurement.zipped_mb,
-            **candidate.notes,
-        })
+        measured = Measured.beside(measurement.latency, measurement.reference_latency,
+                                   reference_ms, accuracy=measurement.accuracy,
+                                   size_mb=measurement.size_mb, zipped_mb=measurement.zipped_mb,
+                                   **candidate.notes)
+        latency_ms = measured.latency_ms
+        trial.set_user_attr(MEASUREMENT, measured.as_dict())
         constraints.set_constraints(trial, self.search.constraints.violations(
             measurement.accuracy, latency_ms, measurement.size_mb, self.floor))
         if self.floor is not None and REFERENCE_ACCURACY not in trial.study.user_attrs:

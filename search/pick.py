@@ -15,24 +15,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from edgetune.errors import InputError
 from edgetune.search.constraints import Constraints
-from edgetune.search.front import CONFIRMED, front_of, reference
+from edgetune.search.front import front_of, reference
+from edgetune.search.record import FrontRow
 
 Rule = Literal["fastest", "most-accurate"]
-
-
-@dataclass(frozen=True)
-class Option:
-    trial: int
-    recipe: str
-    accuracy: float  # validation
-    latency_ms: float
-    ratio: float
-    size_mb: float
-    confirmed: bool
 
 
 @dataclass(frozen=True)
@@ -63,7 +52,7 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
     if constraints.max_accuracy_drop is not None and fp32 is None:
         raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
                                                 "there is no accuracy to measure a drop from")
-    floor = None if fp32 is None else constraints.floor(fp32.values[0])
+    floor = None if fp32 is None else constraints.floor(fp32.accuracy)
     within, excluded = [], []
     for option in options:
         problem = _breach(option, floor, constraints)
@@ -73,7 +62,7 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
             within.append(option)
     conditions = constraints.describe(floor)
     if floor is not None:
-        conditions += f" (FP32 reference {fp32.values[0]:.2%} - {constraints.max_accuracy_drop:g})"
+        conditions += f" (FP32 reference {fp32.accuracy:.2%} - {constraints.max_accuracy_drop:g})"
     if not within:
         raise InputError("--pick", f"none of the {len(options)} front trials meets {conditions}: "
                                    + "; ".join(excluded))
@@ -94,29 +83,13 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
     return Choice(best.trial, reason)
 
 
-def front_options(study: optuna.Study) -> list[Option]:
-    """The front trials (the confirmed front where there is one), with confirmed latencies where
-    measured."""
-    options = [_option(trial) for trial in front_of(study)]
-    return sorted(options, key=lambda o: o.trial)
+def front_options(study: optuna.Study) -> list[FrontRow]:
+    """The front trials (the confirmed front where there is one), in trial order, with the
+    figures they show."""
+    return [record.row() for record in front_of(study)]
 
 
-def _option(trial: FrozenTrial) -> Option:
-    accuracy, latency_ms = trial.values[:2]  # a third objective, if any, is size_mb
-    measurement = trial.user_attrs.get("measurement", {})
-    confirmed = trial.user_attrs.get(CONFIRMED) or {}
-    return Option(
-        trial=trial.number,
-        recipe=trial.user_attrs.get("recipe_short", ""),
-        accuracy=accuracy,
-        latency_ms=float(confirmed.get("latency_ms", latency_ms)),
-        ratio=float(confirmed.get("ratio", measurement.get("ratio", float("nan")))),
-        size_mb=float(measurement.get("size_mb", float("nan"))),
-        confirmed=bool(confirmed),
-    )
-
-
-def _breach(option: Option, floor: float | None, constraints: Constraints) -> str | None:
+def _breach(option: FrontRow, floor: float | None, constraints: Constraints) -> str | None:
     # The floor is a difference of floats: a trial exactly at it must not fall out by rounding.
     if floor is not None and option.accuracy < floor - 1e-9:
         return f"accuracy {option.accuracy:.2%} < {floor:.2%}"

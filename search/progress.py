@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgetune.search.front import front
-from edgetune.search.repeats import DUPLICATE_OF, is_repeat
+from edgetune.search.record import TrialRecord
 
 
 class TrialProgress:
@@ -34,17 +34,17 @@ class TrialProgress:
         self.progress.update(self.task, description=text)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        record = TrialRecord.of(trial)
         if trial.state == TrialState.FAIL:
-            failure = trial.user_attrs.get("failure", {})
+            failure = record.failure or {}
             self.console.print(f"[red]trial {trial.number} failed[/red] in "
                                f"{failure.get('stage', '?')}: {failure.get('error', '')[:200]}")
-        if is_repeat(trial):
+        if record.duplicate_of is not None:
             self.console.print(f"[dim]trial {trial.number} repeated trial "
-                               f"{trial.user_attrs[DUPLICATE_OF]}'s recipe: not built, not "
-                               "counted[/dim]")
+                               f"{record.duplicate_of}'s recipe: not built, not counted[/dim]")
             return
         if trial.state == TrialState.PRUNED:
-            reason = trial.user_attrs.get("pruned", {}).get("reason", "")
+            reason = (record.pruned or {}).get("reason", "")
             self.console.print(f"[yellow]trial {trial.number} stopped early[/yellow]: {reason}")
         rows = front(study)
         best = ""

@@ -20,9 +20,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.search import constraints
+from edgetune.search.record import DUPLICATE_OF, PRUNED, RECIPE
 
-DUPLICATE_OF = "duplicate_of"  # trial user attr: the number of the trial with the same recipe
-RECIPE = "recipe"  # trial user attr: the recipe as JSON (``Recipe.model_dump``)
 # Repeats cost under a second each; TPE has been seen to propose 5 in a row and then a new recipe
 # (benchmarks/RESULTS.md, search), so a run of 20 means the sampler has nothing new to propose.
 MAX_REPEATS_IN_A_ROW = 20
@@ -63,7 +62,7 @@ def earlier_trial(trial: optuna.Trial) -> FrozenTrial | None:
 def prune_as_duplicate(trial: optuna.Trial, original: FrozenTrial) -> None:
     """Record ``trial`` as a repeat of ``original`` and stop it (raises ``TrialPruned``)."""
     trial.set_user_attr(DUPLICATE_OF, original.number)
-    trial.set_user_attr("pruned", {"stage": "sample",
+    trial.set_user_attr(PRUNED, {"stage": "sample",
                                    "reason": f"same recipe as trial {original.number}, "
                                              "whose figures stand for it"})
     constraints.set_constraints(trial, original.constraints)

@@ -25,12 +25,10 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import Workbench
-from edgetune.objectives.finetune import check_finetune, fine_tuned_base
+from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_space, encoder_layers
-from edgetune.objectives.task import Task, load_task
+from edgetune.objectives.task import load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
@@ -38,6 +36,7 @@ from edgetune.search.confirm import confirm, is_current
 from edgetune.search.failures import Interrupted
 from edgetune.search.front import reference
 from edgetune.search.lock import StudyLock
+from edgetune.search.models import workbench
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
 from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, is_repeat, repeats_in_a_row
@@ -153,15 +152,6 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     finally:
         lock.close()
     return study
-
-
-def workbench(config: StudyConfig, task: Task) -> Workbench:
-    """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
-    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-    base = fine_tuned_base(task, config.finetune, cache)
-    return Workbench(task=task, base=base, cache=cache, target=config.target,
-                     measure=config.measure, batch_size=config.finetune.batch_size,
-                     seed=config.finetune.seed)
 
 
 def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective: Objective,

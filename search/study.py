@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from edgetune.errors import InputError
 from edgetune.search import baselines
+from edgetune.search.record import BASELINE, REFERENCE, ROLE
 from edgetune.search.samplers import sampler
 
 # The config imports the training stack (and, by its confirm section, this module's names);
@@ -35,12 +36,10 @@ if TYPE_CHECKING:
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
 OBJECTIVES = ("accuracy", "latency_ms")  # every study's first two; size_mb may follow
 DIRECTIONS = tuple(OBJECTIVE_DIRECTIONS[name] for name in OBJECTIVES)
-ROLE = "role"  # trial user attr: "reference" for the FP32 yardstick
-REFERENCE = "reference"
 REFERENCE_LATENCY = "reference_latency_ms"  # study user attr: the reference's latency at start
 CONFIG_DIR = "config_dir"  # study user attr: the folder the config's relative paths start from
 FINGERPRINT = "config_fingerprint"  # study user attr: StudyConfig.fingerprint()
-INHERITED_ATTRS = (ROLE, "baseline")  # what a retried trial keeps of the attempt it repeats
+INHERITED_ATTRS = (ROLE, BASELINE)  # what a retried trial keeps of the attempt it repeats
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 CONNECT_TIMEOUT_SECONDS = 10

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetune.search import front as fronts
+from edgetune.search.confirm import is_current
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -19,8 +20,6 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
 
     Notes about the front (machines, a stale confirmation) go to stderr with the study's counts.
     """
-    from edgetune.search.confirm import is_current
-
     rows = fronts.front(study)
     machines = fronts.machines(rows)
     record = fronts.confirmation(study)

@@ -1,8 +1,8 @@
 """Studies made by hand with the trial records ``edgetune run`` writes.
 
-``trial`` writes a complete trial's user attrs in the shared format (PREAMBLE "Shared data
-formats"); ``sampled_study`` samples real recipes from the default search space and gives each
-figures that follow from its knobs, so importances and hypervolume have something to find: both
+``trial`` writes a complete trial's record (``edgetune.search.record``) as the objective does;
+``sampled_study`` samples real recipes from the default search space and gives each figures that
+follow from its knobs, so importances and hypervolume have something to find: both
 in memory, for fast report tests. ``HandmadeStudy`` is a study on disk, as ``edgetune run`` leaves
 it, whose trials' figures and model files (artifacts) a test chooses: for confirm and front tests.
 """
@@ -20,6 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.objectives.machine import machine_record
 from edgetune.search.config import StudyConfig
+from edgetune.search.record import (
+    FAILURE,
+    MACHINE,
+    MEASUREMENT,
+    RECIPE,
+    RECIPE_SHORT,
+    ROLE,
+    Measured,
+)
 from edgetune.search.study import (
     DIRECTIONS,
     OBJECTIVES,
@@ -53,15 +62,16 @@ def trial(accuracy: float, latency_ms: float, recipe: Recipe = Recipe(), role: s
           size_mb: float = 20.0, zipped_mb: float = 18.0,
           system_attrs: dict[str, Any] | None = None, **attrs: Any) -> FrozenTrial:
     """A complete trial as the objective records it (plus any extra user attrs)."""
+    measured = Measured(accuracy=accuracy, latency_ms=latency_ms, ratio=latency_ms / REFERENCE_MS,
+                        latency=latency_stats(latency_ms),
+                        reference_latency=latency_stats(REFERENCE_MS), size_mb=size_mb,
+                        zipped_mb=zipped_mb)
     user_attrs = {
-        "recipe": recipe.model_dump(mode="json"), "recipe_short": recipe.short(),
-        "machine": {"host": "h", "cpu": "Test CPU", "cores": 2, "threads": 2,
-                    "onnxruntime": "1.0", "edgetune": "0.1.0"},
-        "measurement": {"accuracy": accuracy, "latency_ms": latency_ms,
-                        "ratio": latency_ms / REFERENCE_MS, "latency": latency_stats(latency_ms),
-                        "reference_latency": latency_stats(REFERENCE_MS),
-                        "size_mb": size_mb, "zipped_mb": zipped_mb},
-        **({"role": role} if role else {}), **attrs,
+        RECIPE: recipe.model_dump(mode="json"), RECIPE_SHORT: recipe.short(),
+        MACHINE: {"host": "h", "cpu": "Test CPU", "cores": 2, "threads": 2,
+                  "runtime": "onnxruntime", "onnxruntime": "1.0", "edgetune": "0.1.0"},
+        MEASUREMENT: measured.as_dict(),
+        **({ROLE: role} if role else {}), **attrs,
     }
     return optuna.trial.create_trial(values=[accuracy, latency_ms], user_attrs=user_attrs,
                                      system_attrs=system_attrs)
@@ -69,9 +79,9 @@ def trial(accuracy: float, latency_ms: float, recipe: Recipe = Recipe(), role: s
 
 def failed(stage: str, error: str, recipe: Recipe = DYNAMIC) -> FrozenTrial:
     return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
-        "recipe": recipe.model_dump(mode="json"), "recipe_short": recipe.short(),
-        "failure": {"stage": stage, "error": error, "type": "RuntimeError",
-                    "traceback": f"Traceback ...\nRuntimeError: {error}"}})
+        RECIPE: recipe.model_dump(mode="json"), RECIPE_SHORT: recipe.short(),
+        FAILURE: {"stage": stage, "error": error, "type": "RuntimeError",
+                  "traceback": f"Traceback ...\nRuntimeError: {error}"}})
 
 
 def killed() -> FrozenTrial:
@@ -136,9 +146,9 @@ class HandmadeStudy:
         with warnings.catch_warnings():  # heartbeats are for optimize(); ask/tell is fine here
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask()
-        trial.set_user_attr("recipe_short", f"{model.stem} model")
-        trial.set_user_attr("machine", machine or machine_record(self.config.target))
-        trial.set_user_attr("measurement", {"ratio": latency_ms, "size_mb": 1.0})
+        trial.set_user_attr(RECIPE_SHORT, f"{model.stem} model")
+        trial.set_user_attr(MACHINE, machine or machine_record(self.config.target))
+        trial.set_user_attr(MEASUREMENT, Measured(ratio=latency_ms, size_mb=1.0).as_dict())
         upload_artifact(artifact_store=FileSystemArtifactStore(str(self.location.artifacts)),
                         file_path=str(model), study_or_trial=trial)
         self.study.tell(trial, [accuracy, latency_ms])

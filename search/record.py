@@ -1,0 +1,260 @@
+"""What a trial stores, typed: written by the objective and the confirmation, read by the front,
+``pick``, ``export``, ``status``, the report and the tests' study fixtures.
+
+A trial's record is its Optuna user attrs (JSON, so ``optuna-dashboard`` shows them too); the keys
+below are the stored format, unchanged since edgetune 0.1, so studies of any version read:
+
+- ``role`` (``reference`` for the FP32 yardstick, ``baseline``, ``enqueued``) and ``baseline``;
+- ``recipe`` (``Recipe.model_dump``) and ``recipe_short``;
+- ``measurement``: the trial's ``Measured`` figures (validation accuracy, latency beside the FP32
+  reference, file sizes, and notes of the build such as ``fused_ops``);
+- ``confirmed``: the last confirmation's ``Confirmed`` figures (``edgetune.search.confirm``);
+- ``machine`` (``objectives.machine.machine_record``), ``worker``, ``stage``, ``stage_seconds``;
+- ``failure`` {stage, error, type, traceback}, or ``pruned`` {stage, reason} with
+  ``duplicate_of`` for a repeated recipe and ``early_stopping`` for a trial stopped below the
+  accuracy floor.
+
+Which figures a trial shows is decided here, once: a confirmed trial's confirmed latency, ratio,
+machine and constraints replace its search figures (``TrialRecord.latency_ms`` and its
+neighbours); its validation accuracy is the search's, always.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict
+
+from edgetune.objectives.latency import Latency, ratio
+from edgetune.objectives.machine import machine_key
+from edgetune.search.constraints import is_feasible
+
+ROLE = "role"
+REFERENCE = "reference"  # the role of the FP32 reference trial
+BASELINE = "baseline"  # the name of an enqueued baseline
+RECIPE = "recipe"
+RECIPE_SHORT = "recipe_short"
+MEASUREMENT = "measurement"
+CONFIRMED = "confirmed"
+MACHINE = "machine"
+WORKER = "worker"  # the process that runs the trial (``edgetune.search.lost_trials``)
+STAGE = "stage"  # the stage the trial is in now, or was in when it stopped
+STAGE_SECONDS = "stage_seconds"
+FAILURE = "failure"
+PRUNED = "pruned"
+DUPLICATE_OF = "duplicate_of"
+EARLY_STOPPING = "early_stopping"
+UNKNOWN_MACHINE = "unknown machine"
+NAN = float("nan")
+
+
+class Figures(BaseModel):
+    """A latency measured beside the FP32 reference, interleaved, and what it means in
+    milliseconds: the ratio to the reference times the study's reference latency (drift
+    correction). Built once here for trials, confirmations and exports."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    latency_ms: float = NAN
+    ratio: float = NAN
+    ratio_spread: float | None = None
+    ratio_interval: tuple[float, float] | None = None
+    latency: dict[str, Any] = {}  # ``Latency.as_dict`` of the model
+    reference_latency: dict[str, Any] = {}  # and of the FP32 reference beside it
+
+    @classmethod
+    def beside(cls, latency: Latency, reference: Latency, reference_ms: float,
+               **extra: Any) -> Figures:
+        """The figures of ``latency``, measured with ``reference`` in one ``measure`` call."""
+        relative = ratio(latency, reference)
+        return cls(latency_ms=relative.value * reference_ms, ratio=relative.value,
+                   ratio_spread=relative.spread, ratio_interval=relative.interval,
+                   latency=latency.as_dict(), reference_latency=reference.as_dict(), **extra)
+
+    @property
+    def spread(self) -> float:
+        """Of the ratio over rounds (of the model's own rounds in records that lack it)."""
+        return self.ratio_spread if self.ratio_spread is not None else self.latency.get(
+            "spread", NAN)
+
+    def round_ratios(self) -> list[float] | None:
+        """The per-round ratios the figure is the median of (each round ran both models back to
+        back), where the record holds them."""
+        model = self.latency.get("round_medians_ms")
+        fp32 = self.reference_latency.get("round_medians_ms")
+        if not model or not fp32:
+            return None
+        return [c / r for c, r in zip(model, fp32, strict=False)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """As stored: the fields it was built or read with (a record of an older version keeps
+        the keys it had)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Measured(Figures):
+    """A trial's own measurement (user attr ``measurement``)."""
+
+    accuracy: float = NAN  # validation
+    size_mb: float = NAN
+    zipped_mb: float = NAN
+
+
+class Confirmed(Figures):
+    """A trial's figures from the last confirmation (user attr ``confirmed``)."""
+
+    constraints: dict[str, float] | None = None  # with the latency budget checked against these
+    machine: dict[str, Any] | None = None
+    date: str = ""
+    test_accuracy: float | None = None  # the confirmed front's only: never used to choose
+    on_front: bool = False
+    moved_off_front: bool = False
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as edgetune recorded it, with the figures it shows (see the module docstring)."""
+
+    trial: FrozenTrial
+    measured: Measured | None
+    confirmed: Confirmed | None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        attrs = trial.user_attrs
+        measured, confirmed = attrs.get(MEASUREMENT), attrs.get(CONFIRMED)
+        return cls(trial, Measured.model_validate(measured) if measured else None,
+                   Confirmed.model_validate(confirmed) if confirmed else None)
+
+    def with_confirmation(self, confirmed: Confirmed | None) -> TrialRecord:
+        """This trial as it shows with ``confirmed`` figures (None: its search figures)."""
+        return replace(self, confirmed=confirmed)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def state(self) -> TrialState:
+        return self.trial.state
+
+    @property
+    def role(self) -> str:
+        return str(self.trial.user_attrs.get(ROLE, ""))
+
+    @property
+    def is_reference(self) -> bool:
+        return self.role == REFERENCE
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return self.trial.user_attrs.get(RECIPE) or {}
+
+    @property
+    def recipe_short(self) -> str:
+        return str(self.trial.user_attrs.get(RECIPE_SHORT, ""))
+
+    @property
+    def search_machine(self) -> dict[str, Any] | None:
+        """Where the trial itself was measured."""
+        return self.trial.user_attrs.get(MACHINE)
+
+    @property
+    def machine(self) -> dict[str, Any] | None:
+        """Where the figures shown were measured: the confirmation's machine, if confirmed."""
+        return (self.confirmed and self.confirmed.machine) or self.search_machine
+
+    @property
+    def machine_key(self) -> str:
+        return machine_key(self.machine) if self.machine else UNKNOWN_MACHINE
+
+    @property
+    def failure(self) -> dict[str, Any] | None:
+        return self.trial.user_attrs.get(FAILURE) or None
+
+    @property
+    def pruned(self) -> dict[str, Any] | None:
+        return self.trial.user_attrs.get(PRUNED) or None
+
+    @property
+    def duplicate_of(self) -> int | None:
+        return self.trial.user_attrs.get(DUPLICATE_OF)
+
+    @property
+    def accuracy(self) -> float:
+        """Validation accuracy: what the search saw and every front is drawn on."""
+        return float(self.trial.values[0]) if self.trial.values else NAN
+
+    @property
+    def search_latency_ms(self) -> float:
+        return float(self.trial.values[1]) if self.trial.values else NAN
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency shown: the confirmed one where the trial was confirmed."""
+        return self.confirmed.latency_ms if self.confirmed else self.search_latency_ms
+
+    @property
+    def figures(self) -> Figures | None:
+        """The latency figures shown: the confirmation's, else the trial's own."""
+        return self.confirmed or self.measured
+
+    @property
+    def ratio(self) -> float:
+        return self.figures.ratio if self.figures else NAN
+
+    @property
+    def size_mb(self) -> float:
+        return self.measured.size_mb if self.measured else NAN
+
+    @property
+    def values(self) -> list[float]:
+        """The objective values shown: the search's, with the confirmed latency if any."""
+        values = list(self.trial.values or [])
+        if self.confirmed and values:
+            values[1] = self.confirmed.latency_ms
+        return values
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the trial meets every constraint: checked against the confirmed latency where
+        the confirmation stored constraint values."""
+        if self.confirmed is None or self.confirmed.constraints is None:
+            return is_feasible(self.trial)
+        return all(value <= 0 for value in self.confirmed.constraints.values())
+
+    def row(self) -> FrontRow:
+        return FrontRow(
+            trial=self.number, recipe=self.recipe_short, accuracy=self.accuracy,
+            latency_ms=self.latency_ms, ratio=self.ratio, size_mb=self.size_mb,
+            machine=self.machine_key, confirmed=self.confirmed is not None,
+            test_accuracy=self.confirmed.test_accuracy if self.confirmed else None,
+        )
+
+
+@dataclass(frozen=True)
+class FrontRow:
+    """A trial as the front lists it (``status``, ``export --pick``), with the figures shown."""
+
+    trial: int
+    recipe: str
+    accuracy: float  # validation: what the search and the front see
+    latency_ms: float  # confirmed where the trial was confirmed, else the search's
+    ratio: float  # latency relative to the FP32 reference measured beside it
+    size_mb: float
+    machine: str
+    confirmed: bool
+    test_accuracy: float | None  # the confirmed front's only: reported, never used to choose
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None,
+            ) -> list[TrialRecord]:
+    """The study's trials as records, in trial order."""
+    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=states)]
+
