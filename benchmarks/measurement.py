@@ -121,7 +121,7 @@ def measure_once(config_file: Path, candidate: Path, reference: Path,
 
 def run_case(case: str, args: argparse.Namespace, candidate: Path, reference: Path,
              inputs: Path) -> dict[str, object]:
-    from edgetune.objectives.machine import cpu_model
+    from edgetune.cpu import cpu_model
     from edgetune.search.config import load_config
 
     default = load_config(args.config).measure

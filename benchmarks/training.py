@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
+from edgetune.cpu import cpu_model
 from edgetune.objectives.accuracy import torch_accuracy
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.finetune import fine_tuned_base
-from edgetune.objectives.machine import cpu_model
 from edgetune.objectives.pruning import prune
 from edgetune.objectives.qat import quantization_aware_training
 from edgetune.objectives.task import Task, load_task

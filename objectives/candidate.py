@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.cache import Cache
-from edgetune.objectives.checkpoint import SHAPES_FILE, load_classifier
+from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import (
@@ -40,7 +40,7 @@ from edgetune.objectives.latency import (
     measure,
     ratio,
 )
-from edgetune.objectives.pruning import make_permanent, prune, save_pruned
+from edgetune.objectives.pruning import SHAPES_FILE, make_permanent, prune, write_shapes
 from edgetune.objectives.qat import (
     BAKED_WEIGHTS_QUANTIZATION,
     QDQ_FILE,
@@ -257,7 +257,9 @@ def _pruned(recipe: Recipe, bench: Workbench, callback: StepCallback | None,
         teacher = bench.teacher_logits() if recipe.recovery.distillation else None
         recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
                 callback, callback_every)
-        save_pruned(make_permanent(model), folder)
+        pruned = make_permanent(model)
+        save_classifier(pruned, folder)
+        write_shapes(pruned, folder)
 
     return bench.cache.get_or_build("pruned", key, build_pruned)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-SHAPES_FILE = "edgetune-shapes.json"
+from edgetune.objectives.pruning import SHAPES_FILE, load_pruned
 
 
 def load_classifier(
@@ -25,8 +25,6 @@ def load_classifier(
     has none (a base model about to be fine-tuned).
     """
     if (folder / SHAPES_FILE).exists():
-        from edgetune.objectives.pruning import load_pruned
-
         return load_pruned(folder, trust_remote_code)
     kwargs: dict[str, object] = {}
     if label_names is not None:

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 
 import edgetune
+from edgetune.cpu import cpu_model
 from edgetune.objectives.runtimes import RUNTIMES, for_target
 from edgetune.objectives.target import TargetConfig
 
 LEGACY_RUNTIME = "onnxruntime"  # records written before the runtime was named measured in it
-
-
-@functools.cache
-def cpu_model() -> str:
-    try:
-        import cpuinfo
-
-        return str(cpuinfo.get_cpu_info().get("brand_raw") or platform.processor())
-    except Exception:  # cpuinfo probes the CPU in ways some sandboxes refuse
-        return platform.processor() or "unknown"
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so that training
-    under bfloat16 autocast is faster rather than emulated and slower."""
-    import torch
-
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def machine_record(target: TargetConfig) -> dict[str, object]:

@@ -28,7 +28,6 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 from transformers.pytorch_utils import prune_linear_layer
 
 from edgetune.errors import InputError
-from edgetune.objectives.checkpoint import SHAPES_FILE, save_classifier
 from edgetune.objectives.task import Task
 from edgetune.spaces.pruning import (
     PruningRecipe,
@@ -38,6 +37,7 @@ from edgetune.spaces.pruning import (
     UnstructuredPruning,
 )
 
+SHAPES_FILE = "edgetune-shapes.json"  # per-layer shapes beside a structurally pruned checkpoint
 # Rows of the train split on which dropping a layer is measured: enough for a stable mean loss,
 # few enough that measuring every candidate layer costs seconds next to recovery's minutes.
 IMPORTANCE_ROWS = 64
@@ -133,9 +133,8 @@ def prune(model: PreTrainedModel, recipe: PruningRecipe, task: Task) -> PreTrain
     return model
 
 
-def save_pruned(model: PreTrainedModel, folder: Path) -> None:
-    """Save with ``save_pretrained`` plus the per-layer shapes ``load_pruned`` needs."""
-    save_classifier(model, folder)
+def write_shapes(model: PreTrainedModel, folder: Path) -> None:
+    """Write, beside a saved checkpoint, the per-layer shapes ``load_pruned`` needs."""
     if model.config.model_type in ARCHITECTURES:
         (folder / SHAPES_FILE).write_text(json.dumps(layer_shapes(model), indent=2))
 

@@ -14,6 +14,8 @@ from typing import Any
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from edgetune.search.study import make_storage
+
 
 class _AnnotatingStorage(RDBStorage):
     def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
@@ -26,7 +28,8 @@ def annotate(storage_url: str, notes: list[tuple[FrozenTrial, dict[str, Any]]]) 
     Readers holding a study object see the notes after ``load_study``: Optuna caches finished
     trials in memory.
     """
-    storage = _AnnotatingStorage(storage_url)
+    storage = make_storage(storage_url, kind=_AnnotatingStorage)
+    assert isinstance(storage, _AnnotatingStorage)
     try:
         for trial, attrs in notes:
             for key, value in attrs.items():

@@ -3,6 +3,9 @@
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
+
+Each command imports what it runs when it runs (no cycle calls for it): ``edgetune --help`` and
+``status`` then start without loading torch and the training stack.
 """
 
 from __future__ import annotations

@@ -34,37 +34,22 @@ from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.latency import latency_inputs, measure
 from edgetune.objectives.machine import machine_key, machine_record
-from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.search.annotations import annotate
 from edgetune.search.artifacts import describe, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.constraints import LATENCY
-from edgetune.search.front import CONFIRMATION, complete, front_trials, reference, search_front
+from edgetune.search.front import (
+    CONFIRMATION,
+    candidates,
+    complete,
+    front_trials,
+    reference,
+    search_front,
+)
 from edgetune.search.models import Models, Source
 from edgetune.search.record import CONFIRMED, Confirmed, Figures, TrialRecord
 from edgetune.search.study import REFERENCE_LATENCY, Location
-
-
-def candidates(study: optuna.Study, margin: float) -> list[TrialRecord]:
-    """The trials to confirm: each machine's front and the trials within ``margin`` of it, by
-    the search's own figures (feasible trials only, on all the study's objectives)."""
-    return front_trials(complete(study), study.directions, slack=margin, confirmations={})
-
-
-def is_current(study: optuna.Study, margin: float | None = None,
-               target: TargetConfig | None = None) -> bool:
-    """Whether the last confirmation measured the candidates the study has now.
-
-    ``margin`` defaults to the confirmation's own; with ``target``, it must also have been
-    measured on this machine with the target's threads and runtime.
-    """
-    record = study.user_attrs.get(CONFIRMATION)
-    if record is None:
-        return False
-    chosen = [t.number for t in candidates(study, record["margin"] if margin is None else margin)]
-    here = target is None or record["machine"] == machine_key(machine_record(target))
-    return record["trials"] == chosen and here
 
 
 def confirm(study: optuna.Study, location: Location, task: Task, settings: StudyConfig,

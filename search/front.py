@@ -27,6 +27,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.target import TargetConfig
 from edgetune.search.record import (
     Confirmed,
     FrontRow,
@@ -166,6 +168,27 @@ def confirmed_rows(study: optuna.Study) -> list[ConfirmedRow]:
     rows = [_confirmed_row(r) for r in complete(study)
             if r.number in numbers and r.confirmed is not None]
     return sorted(rows, key=lambda row: (not row.on_front, row.latency_ms))
+
+
+def candidates(study: optuna.Study, margin: float) -> list[TrialRecord]:
+    """The trials to confirm: each machine's front and the trials within ``margin`` of it, by
+    the search's own figures (feasible trials only, on all the study's objectives)."""
+    return front_trials(complete(study), study.directions, slack=margin, confirmations={})
+
+
+def is_current(study: optuna.Study, margin: float | None = None,
+               target: TargetConfig | None = None) -> bool:
+    """Whether the last confirmation measured the candidates the study has now.
+
+    ``margin`` defaults to the confirmation's own; with ``target``, it must also have been
+    measured on this machine with the target's threads and runtime.
+    """
+    record = study.user_attrs.get(CONFIRMATION)
+    if record is None:
+        return False
+    chosen = [t.number for t in candidates(study, record["margin"] if margin is None else margin)]
+    here = target is None or record["machine"] == machine_key(machine_record(target))
+    return record["trials"] == chosen and here
 
 
 def _confirmed_row(record: TrialRecord) -> ConfirmedRow:

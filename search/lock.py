@@ -1,6 +1,6 @@
 """The study lock: one worker at a time sets a new study up, or counts its trials and takes one.
 
-Several ``edgetune run`` workers share a study through its storage (DESIGN §5), and Optuna's
+Several ``edgetune run`` workers share a study through its storage, and Optuna's
 database storage keeps each write consistent, but two steps of edgetune's must not interleave
 between workers:
 
@@ -29,7 +29,7 @@ from typing import IO
 
 import sqlalchemy
 
-from edgetune.search.study import engine_url, sqlite_file
+from edgetune.search.study import engine, sqlite_file
 
 
 class StudyLock:
@@ -46,9 +46,7 @@ class StudyLock:
         else:
             self._path = None
             if storage.startswith("postgresql"):
-                engine = sqlalchemy.create_engine(engine_url(storage),
-                                                  poolclass=sqlalchemy.NullPool)
-                self._connection = engine.connect().execution_options(
+                self._connection = engine(storage).connect().execution_options(
                     isolation_level="AUTOCOMMIT")
                 # pg_advisory_lock takes a signed 64-bit key
                 digest = hashlib.sha256(f"edgetune study {study}".encode()).digest()

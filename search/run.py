@@ -32,9 +32,9 @@ from edgetune.objectives.task import load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
-from edgetune.search.confirm import confirm, is_current
+from edgetune.search.confirm import confirm
 from edgetune.search.failures import Interrupted
-from edgetune.search.front import reference
+from edgetune.search.front import is_current, reference
 from edgetune.search.lock import StudyLock
 from edgetune.search.models import workbench
 from edgetune.search.objective import Objective

@@ -68,22 +68,22 @@ class Location:
         return self.run_dir / "artifacts"
 
 
-def make_storage(url: str, retries: int = 0) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``.
+def make_storage(url: str, retries: int = 0,
+                 kind: type[optuna.storages.RDBStorage] = optuna.storages.RDBStorage,
+                 ) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: the one place a storage URL is opened.
 
-    Database storages get heartbeats: a trial whose worker stopped beating for ``GRACE_SECONDS``
-    (killed, crashed, its machine lost) is failed by the next worker that starts a trial, and
-    tried again up to ``retries`` times. A database server that does not answer fails within
-    ``CONNECT_TIMEOUT_SECONDS`` instead of hanging.
+    Database storages (of ``kind``) get heartbeats: a trial whose worker stopped beating for
+    ``GRACE_SECONDS`` (killed, crashed, its machine lost) is failed by the next worker that starts
+    a trial, and tried again up to ``retries`` times. A database server that does not answer fails
+    within ``CONNECT_TIMEOUT_SECONDS`` instead of hanging.
     """
     try:
         if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
             if not url.startswith("sqlite:"):
-                engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.NullPool,
-                                                  **_engine_kwargs(url))
-                with engine.connect():  # an unreachable server fails here, at once
+                with engine(url).connect():  # an unreachable server fails here, at once
                     pass
-            return _with_schema(lambda: optuna.storages.RDBStorage(
+            return _with_schema(lambda: kind(
                 engine_url(url),
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=HEARTBEAT_SECONDS,
@@ -112,6 +112,13 @@ def _with_schema(create: Callable[[], optuna.storages.RDBStorage]) -> optuna.sto
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def engine(url: str) -> sqlalchemy.Engine:
+    """A SQLAlchemy engine of its own for a database URL (the study lock's connection), with the
+    storage's driver and connect timeout, and no pool: a connection closes when it is done."""
+    return sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.NullPool,
+                                    **_engine_kwargs(url))
 
 
 def engine_url(url: str) -> str:

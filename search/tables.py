@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetune.search import front as fronts
-from edgetune.search.confirm import is_current
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -24,7 +23,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
     machines = fronts.machines(rows)
     record = fronts.confirmation(study)
     confirmed = fronts.confirmed_rows(study)
-    current = record is not None and is_current(study)
+    current = record is not None and fronts.is_current(study)
     if as_json:
         click.echo(json.dumps({
             "study": study.study_name, **(extra or {}),

@@ -9,6 +9,8 @@ from typing import Literal, TypeVar
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgetune.cpu import native_bf16
+
 T = TypeVar("T")
 
 Precision = Literal["fp32", "bf16"]
@@ -20,8 +22,6 @@ def resolve_precision(setting: PrecisionSetting) -> Precision:
     resolved precision, so that it says how its model was trained."""
     if setting != "auto":
         return setting
-    from edgetune.objectives.machine import native_bf16
-
     return "bf16" if native_bf16() else "fp32"
 
 

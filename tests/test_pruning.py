@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from edgetune.errors import InputError
 from edgetune.objectives.candidate import Workbench
-from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.graph import fuse
@@ -29,7 +29,7 @@ from edgetune.objectives.pruning import (
     check_space,
     layer_shapes,
     prune,
-    save_pruned,
+    write_shapes,
 )
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
@@ -180,7 +180,8 @@ def test_pruned_models_reload_exactly_and_export_smaller_matmuls(
     recipe = StructuredPruning(heads_kept=0.5, ffn_kept=0.5, scope="global", layers_dropped=1,
                                layer_selection="importance")
     model = prune(uneven_heads_model(folder, task), recipe, task)
-    save_pruned(model, tmp_path / "pruned")
+    save_classifier(model, tmp_path / "pruned")
+    write_shapes(model, tmp_path / "pruned")
 
     reloaded = load_classifier(tmp_path / "pruned")
 

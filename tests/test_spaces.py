@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from edgetune.spaces import base
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
 
@@ -176,9 +177,7 @@ def test_invalid_spaces_are_refused(bad: dict) -> None:
 ])
 def test_recovery_and_qat_train_in_bf16_by_default_only_where_the_cpu_computes_in_it(
         monkeypatch: pytest.MonkeyPatch, native: bool, setting: str, trained: str) -> None:
-    from edgetune.objectives import machine
-
-    monkeypatch.setattr(machine, "native_bf16", lambda: native)
+    monkeypatch.setattr(base, "native_bf16", lambda: native)
     space = SearchSpace.model_validate({"recovery": {"precision": setting},
                                         "quantization": {"qat": {"precision": setting}}})
     recipes = [recipe for _, recipe in sample_many(space, 100)]
