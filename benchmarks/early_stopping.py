@@ -27,8 +27,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.build import Candidate
 from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import Candidate, build
+from edgetune.objectives.candidate import build
 from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
 from edgetune.search.early_stopping import stopping_record

@@ -69,8 +69,9 @@ def main() -> None:
 
 def prepare(config_file: Path, folder: Path) -> tuple[Path, Path, Path]:
     """The fine-tuned base's FP32 export, its fusion + dynamic INT8 build, and real inputs."""
+    from edgetune.objectives.build import Candidate, Workbench
     from edgetune.objectives.cache import Cache, default_cache_dir
-    from edgetune.objectives.candidate import Candidate, Workbench, build
+    from edgetune.objectives.candidate import build
     from edgetune.objectives.finetune import fine_tuned_base
     from edgetune.objectives.latency import latency_inputs
     from edgetune.objectives.task import load_task

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from side_by_side import REFERENCE, conditions, score_and_time
 
+from edgetune.objectives.build import Candidate, Workbench
 from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import Candidate, Workbench, build
+from edgetune.objectives.candidate import build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.latency import MeasureConfig

@@ -30,17 +30,14 @@ from pathlib import Path
 import onnx
 from side_by_side import REFERENCE, conditions, score_and_time
 
+from edgetune.objectives.build import Candidate, Workbench
 from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import (
-    Candidate,
-    Workbench,
-    build,
-    trained_with_qat,
-)
+from edgetune.objectives.candidate import build
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.qat import trained_with_qat
 from edgetune.objectives.quantization import quantize_nncf, quantize_static_int8
 from edgetune.objectives.task import load_task
 from edgetune.objectives.training import TrainSettings, train

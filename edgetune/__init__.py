@@ -1,10 +1,12 @@
 """edgetune: search compression recipes for a fine-tuned transformer and ship the best on the edge.
 
-The package is laid out by concept (DESIGN.md §1):
+The package is laid out by concept (docs/architecture.md):
 
 - ``edgetune.search``: config, Optuna study, trials, Pareto front and the ``edgetune`` CLI;
-- ``edgetune.spaces``: what can be tried, one module per knob, sampled into a ``Recipe``;
-- ``edgetune.objectives``: how a recipe becomes an ONNX model and measured numbers;
+- ``edgetune.spaces``: what can be tried, one module per knob, sampled into a ``Recipe``, and the
+  registry of knobs (plug-ins, declared beside their build steps);
+- ``edgetune.objectives``: how a recipe becomes a model file and measured numbers, through the
+  runtime seam (``edgetune.objectives.runtimes``);
 - ``edgetune.reports``: the HTML report people read to choose.
 
 ``edgetune.load(folder)`` runs a model ``edgetune export`` wrote.
@@ -22,8 +24,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# Offline and private: no model hub, no telemetry (DESIGN §2). NNCF replaces its telemetry with a
-# stub when NNCF_CI is set. Each default yields to a value the user set explicitly.
+# Offline and private: no model hub, no telemetry (docs/architecture.md). NNCF replaces its
+# telemetry with a stub when NNCF_CI is set. Each default yields to a value the user set explicitly.
 for _name, _value in {
     "HF_HUB_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",

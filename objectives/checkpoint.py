@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from edgetune.objectives.pruning import SHAPES_FILE, load_pruned
+from edgetune.objectives.architectures import SHAPES_FILE, load_pruned
 
 
 def load_classifier(

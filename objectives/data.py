@@ -1,6 +1,6 @@
 """Labelled text data: loading a user's file or folder and splitting it, seeded and stratified.
 
-Four splits with one job each (DESIGN §2): ``train`` for fine-tuning, recovery and QAT;
+Four splits with one job each (docs/architecture.md): ``train`` for fine-tuning, recovery and QAT;
 ``calibration`` for post-training quantization; ``validation`` for the objective the search sees;
 ``test`` reported for the front only, never used to choose.
 

@@ -1,6 +1,6 @@
 """ONNX export of a torch classifier, in the form ONNX Runtime's transformer fusions recognise.
 
-Two choices were measured on this machine (DESIGN §3, issue #2): eager attention, because the
+Two choices were measured on this machine (benchmarks/RESULTS.md): eager attention, because the
 SDPA export blocks the attention fusion and runs ~14% slower; and the TorchScript exporter
 (``dynamo=False``), because ``optimize_model`` fuses Attention and EmbedLayerNormalization in its
 graphs but not in the dynamo exporter's. Each attention's head count is then written into its

@@ -1,12 +1,13 @@
-"""Graph build step: ONNX Runtime's transformer optimizer (Attention, EmbedLayerNormalization,
-SkipLayerNormalization and BiasGelu fusions).
+"""The graph knob and its build step: ONNX Runtime's transformer optimizer (Attention,
+EmbedLayerNormalization, SkipLayerNormalization and BiasGelu fusions).
 
 The optimizer finds each attention's head count in the Reshape that splits the heads, but
 transformers 5 writes that shape as ``(batch, sequence, -1, head_size)``: the count is ``-1``
 and the attention fusion gives up ("Failed to detect num_heads"). Passing one ``num_heads`` is
 wrong for structurally pruned models, whose layers keep different numbers of heads, so
 ``explicit_head_counts`` first writes each layer's own count (its query width / head size) into
-those shapes; the optimizer then reads it per layer. Search space: ``edgetune.spaces.graph``.
+those shapes; the optimizer then reads it per layer. Search space: ``edgetune.spaces.graph``;
+the knob (``FUSION``) is registered as an ``edgetune.knobs`` entry point.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from onnx import numpy_helper
 from onnxruntime.transformers import optimizer
 from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.onnx_model import OnnxModel
+
+from edgetune.objectives.build import Build
+from edgetune.spaces.graph import GraphRecipe, GraphSpace, fusion_mode
+from edgetune.spaces.knob import Knob
 
 FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert",
                       "distilbert": "bert", "electra": "bert"}
@@ -76,3 +81,17 @@ def explicit_head_counts(model: onnx.ModelProto) -> int:
         concat.input[2] = name
         rewritten += 1
     return rewritten
+
+
+def fused(build: Build) -> None:
+    """The ``fuse`` stage: the current FP32 graph fused as the recipe's quantization allows."""
+    assert build.onnx is not None
+    target = build.workdir / "fused.onnx"
+    attention = fusion_mode(build.recipe.quantization) == "full"
+    build.candidate.notes["fused_ops"] = fuse(build.onnx, target, build.bench.model_type,
+                                              attention)
+    build.onnx = target
+
+
+FUSION = Knob(slot="graph", name="fusion", recipe=GraphRecipe, space=GraphSpace,
+              steps={"fuse": fused})

@@ -1,88 +1,62 @@
-"""Pruning build step: remove heads, FFN neurons and layers, or zero the smallest weights.
+"""Pruning knobs and their build step: remove heads, FFN neurons and layers, or zero the smallest
+weights, then recover the pruned model by fine-tuning (``objectives.recovery``).
 
 Structured pruning shrinks the ``nn.Linear`` layers themselves with
 ``transformers.pytorch_utils.prune_linear_layer`` (transformers 5 removed ``prune_heads``), so the
 exported ONNX graph has smaller MatMuls. A head's importance is the L2 norm of the weights it owns
 (its rows of Q, K and V and its columns of the attention output); a neuron's, the L2 norm of its
-row of the first FFN layer. Pruned models have per-layer shapes no config can express:
-``edgetune-shapes.json`` records them and ``load_pruned`` rebuilds the model before reading its
-weights.
+row of the first FFN layer. Where each architecture keeps those parts, and how a pruned model is
+saved and loaded again: ``objectives.architectures``.
 
-Search space: ``edgetune.spaces.pruning``.
+Search space: ``edgetune.spaces.pruning``. The knobs (``NONE``, ``STRUCTURED``,
+``UNSTRUCTURED``) are registered as ``edgetune.knobs`` entry points.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
-from transformers.pytorch_utils import prune_linear_layer
+from transformers import PreTrainedModel
 
 from edgetune.errors import InputError
+from edgetune.objectives.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    encoder_layer_list,
+    encoder_layers,
+    keep_heads,
+    keep_neurons,
+    set_encoder_layers,
+    size_of_heads,
+    write_shapes,
+)
+from edgetune.objectives.build import Build, Workbench
+from edgetune.objectives.checkpoint import save_classifier
+from edgetune.objectives.recovery import recover
 from edgetune.objectives.task import Task
+from edgetune.spaces.knob import Phases, PruningMethod
 from edgetune.spaces.pruning import (
+    NoPruning,
     PruningRecipe,
     PruningSpace,
     Scope,
     StructuredPruning,
+    StructuredSpace,
     UnstructuredPruning,
+    UnstructuredSpace,
 )
+from edgetune.spaces.recipe import Recipe
+from edgetune.spaces.registry import knob_of
 
-SHAPES_FILE = "edgetune-shapes.json"  # per-layer shapes beside a structurally pruned checkpoint
 # Rows of the train split on which dropping a layer is measured: enough for a stable mean loss,
 # few enough that measuring every candidate layer costs seconds next to recovery's minutes.
 IMPORTANCE_ROWS = 64
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Where an encoder family keeps the parts structured pruning edits."""
-
-    encoder: str  # dotted path, below the task model's base attribute, to the ModuleList of layers
-    layers_attr: str  # config attribute holding the number of layers
-    heads_attr: str  # config attribute holding the number of heads
-    hidden_attr: str  # config attribute holding the hidden size
-    query: str
-    key: str
-    value: str
-    attention_out: str
-    ffn_in: str
-    ffn_out: str
-    heads_module: str  # module whose head count attribute must follow the pruning
-    heads_field: str
-
-
-_BERT = Architecture(
-    encoder="encoder.layer", layers_attr="num_hidden_layers", heads_attr="num_attention_heads",
-    hidden_attr="hidden_size", query="attention.self.query", key="attention.self.key",
-    value="attention.self.value", attention_out="attention.output.dense",
-    ffn_in="intermediate.dense", ffn_out="output.dense", heads_module="attention.self",
-    heads_field="num_attention_heads",
-)
-ARCHITECTURES: dict[str, tuple[str, Architecture]] = {
-    # model_type: (attribute of the task model holding the encoder, architecture)
-    "bert": ("bert", _BERT),
-    "roberta": ("roberta", _BERT),
-    "xlm-roberta": ("roberta", _BERT),
-    "distilbert": (
-        "distilbert",
-        Architecture(
-            encoder="transformer.layer", layers_attr="n_layers", heads_attr="n_heads",
-            hidden_attr="dim", query="attention.q_lin", key="attention.k_lin",
-            value="attention.v_lin", attention_out="attention.out_lin", ffn_in="ffn.lin1",
-            ffn_out="ffn.lin2", heads_module="attention", heads_field="n_heads",
-        ),
-    ),
-}
 
 
 def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
@@ -111,80 +85,53 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
         )
 
 
-def encoder_layers(model_config: dict[str, object]) -> int | None:
-    """How many encoder layers a model (its ``config.json``) has, where structured pruning knows
-    its architecture."""
-    known = ARCHITECTURES.get(str(model_config.get("model_type")))
-    layers = model_config.get(known[1].layers_attr) if known else None
-    return layers if isinstance(layers, int) else None
-
-
 def prune(model: PreTrainedModel, recipe: PruningRecipe, task: Task) -> PreTrainedModel:
-    """Apply ``recipe`` to ``model`` in place and return it.
+    """Apply ``recipe`` to ``model`` in place, as its method does, and return it.
 
     ``task`` provides the train rows on which layer importance is measured. Unstructured pruning
     leaves ``torch.nn.utils.prune`` masks in place so that recovery training cannot regrow the
     zeroed weights; ``make_permanent`` removes them before saving.
     """
-    if isinstance(recipe, StructuredPruning):
-        return _prune_structured(model, recipe, task)
-    if isinstance(recipe, UnstructuredPruning):
-        return _prune_unstructured(model, recipe.ratio)
-    return model
+    method = knob_of(recipe, "pruning")
+    assert isinstance(method, PruningMethod)
+    return method.prune(model, recipe, task)
 
 
-def write_shapes(model: PreTrainedModel, folder: Path) -> None:
-    """Write, beside a saved checkpoint, the per-layer shapes ``load_pruned`` needs."""
-    if model.config.model_type in ARCHITECTURES:
-        (folder / SHAPES_FILE).write_text(json.dumps(layer_shapes(model), indent=2))
+def pruned_and_recovered(build: Build) -> None:
+    """The build step of every method that recovers: the base pruned by the recipe's method,
+    then recovered (distilled from the base where the recipe says), cached by recipe and seed."""
+    recipe, bench = build.recipe, build.bench
+
+    def build_pruned(folder: Path) -> None:
+        model = prune(bench.load(bench.base), recipe.pruning, bench.task)
+        teacher = bench.teacher_logits() if recipe.recovery.distillation else None
+        recover(model, teacher, bench.task, recipe.recovery, bench.batch_size, bench.seed,
+                build.callback, build.callback_every)
+        pruned = make_permanent(model)
+        save_classifier(pruned, folder)
+        write_shapes(pruned, folder)
+
+    build.checkpoint = bench.cache.get_or_build("pruned", _pruned_key(recipe, bench),
+                                                build_pruned)
 
 
-def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
-    """Rebuild the per-layer shapes recorded in ``edgetune-shapes.json``, then read the weights."""
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_config(
-        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
-    attribute, arch = ARCHITECTURES[config.model_type]
-    shapes = json.loads((folder / SHAPES_FILE).read_text())["layers"]
-    for layer, shape in zip(_layers(model, attribute, arch), shapes, strict=True):
-        _keep_heads(layer, arch, list(range(shape["heads"])), shape["head_size"])
-        _keep_neurons(layer, arch, list(range(shape["ffn"])))
-    state = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(file))
-    model.load_state_dict(state)
-    return model.eval()
+def recovery_phases(recipe: Recipe, bench: Workbench) -> Phases:
+    """The recovery a build will train, unless the cache holds its result already (another worker
+    may finish the same entry meanwhile: then a listed recovery does not run)."""
+    if not recipe.recovery.steps or bench.cache.path("pruned", _pruned_key(recipe, bench)).is_dir():
+        return []
+    return [("recovery", recipe.recovery.steps)]
 
 
-def layer_shapes(model: PreTrainedModel) -> dict[str, list[dict[str, int]]]:
-    """Heads, head size and FFN width of every encoder layer, in order."""
-    attribute, arch = ARCHITECTURES[model.config.model_type]
-    head_size = _head_size(model, arch)
+def _pruned_key(recipe: Recipe, bench: Workbench) -> dict[str, object]:
     return {
-        "layers": [
-            {
-                "heads": layer.get_submodule(arch.query).out_features // head_size,
-                "head_size": head_size,
-                "ffn": layer.get_submodule(arch.ffn_in).out_features,
-            }
-            for layer in _layers(model, attribute, arch)
-        ]
+        "stage": "prune_recover",
+        "base": bench.base.name,
+        "pruning": recipe.pruning.model_dump(),
+        "recovery": recipe.recovery.model_dump(),
+        "batch_size": bench.batch_size,
+        "seed": bench.seed,
     }
-
-
-def _layers(model: PreTrainedModel, attribute: str, arch: Architecture) -> nn.ModuleList:
-    return model.get_submodule(f"{attribute}.{arch.encoder}")  # type: ignore[return-value]
-
-
-def _set_layers(model: PreTrainedModel, attribute: str, arch: Architecture,
-                layers: list[nn.Module]) -> None:
-    _replace(model, f"{attribute}.{arch.encoder}", nn.ModuleList(layers))
-    setattr(model.config, arch.layers_attr, len(layers))
-
-
-def _head_size(model: PreTrainedModel, arch: Architecture) -> int:
-    config = model.config
-    return getattr(config, arch.hidden_attr) // getattr(config, arch.heads_attr)
 
 
 def _prune_structured(model: PreTrainedModel, recipe: StructuredPruning,
@@ -194,7 +141,7 @@ def _prune_structured(model: PreTrainedModel, recipe: StructuredPruning,
         raise InputError("space.pruning.methods",
                          f"structured pruning does not support {model_type!r}")
     attribute, arch = ARCHITECTURES[model_type]
-    layers = list(_layers(model, attribute, arch))
+    layers = list(encoder_layer_list(model, attribute, arch))
     if recipe.layers_dropped >= len(layers):
         raise InputError(
             "space.pruning.structured.layers_dropped",
@@ -205,16 +152,16 @@ def _prune_structured(model: PreTrainedModel, recipe: StructuredPruning,
     else:
         kept = _evenly_spaced(len(layers), len(layers) - recipe.layers_dropped)
     layers = [layers[i] for i in kept]
-    _set_layers(model, attribute, arch, layers)
+    set_encoder_layers(model, attribute, arch, layers)
     if recipe.scope is None:  # no head or neuron is pruned
         return model
-    head_size = _head_size(model, arch)
+    head_size = size_of_heads(model, arch)
     heads = [_head_importance(layer, arch, head_size) for layer in layers]
     for layer, keep in zip(layers, _choose(heads, recipe.heads_kept, recipe.scope)):
-        _keep_heads(layer, arch, keep, head_size)
+        keep_heads(layer, arch, keep, head_size)
     neurons = [layer.get_submodule(arch.ffn_in).weight.detach().norm(dim=1) for layer in layers]
     for layer, keep in zip(layers, _choose(neurons, recipe.ffn_kept, recipe.scope)):
-        _keep_neurons(layer, arch, keep)
+        keep_neurons(layer, arch, keep)
     return model
 
 
@@ -238,17 +185,18 @@ def _layers_by_importance(model: PreTrainedModel, attribute: str, arch: Architec
     inputs = {name: torch.tensor(values[:IMPORTANCE_ROWS])
               for name, values in task.encoded("train").items()}
     labels = torch.tensor(task.labels("train")[:IMPORTANCE_ROWS])
-    layers = list(_layers(model, attribute, arch))
+    layers = list(encoder_layer_list(model, attribute, arch))
     kept = list(range(len(layers)))
     try:
         for _ in range(drop):
             losses = {}
             for candidate in kept:
-                _set_layers(model, attribute, arch, [layers[i] for i in kept if i != candidate])
+                set_encoder_layers(model, attribute, arch,
+                                   [layers[i] for i in kept if i != candidate])
                 losses[candidate] = _loss(model, inputs, labels)
             kept.remove(min(losses, key=losses.__getitem__))
     finally:
-        _set_layers(model, attribute, arch, layers)
+        set_encoder_layers(model, attribute, arch, layers)
     return kept
 
 
@@ -295,34 +243,12 @@ def _head_importance(layer: nn.Module, arch: Architecture, head_size: int) -> to
     return norms.sqrt()
 
 
-def _keep_heads(layer: nn.Module, arch: Architecture, heads: list[int], head_size: int) -> None:
-    rows = torch.tensor([h * head_size + i for h in heads for i in range(head_size)])
-    for part in (arch.query, arch.key, arch.value):
-        _replace(layer, part, prune_linear_layer(layer.get_submodule(part), rows, dim=0))
-    _replace(layer, arch.attention_out,
-             prune_linear_layer(layer.get_submodule(arch.attention_out), rows, dim=1))
-    attention = layer.get_submodule(arch.heads_module)
-    setattr(attention, arch.heads_field, len(heads))
-    if hasattr(attention, "all_head_size"):
-        attention.all_head_size = len(heads) * head_size
-
-
-def _keep_neurons(layer: nn.Module, arch: Architecture, neurons: list[int]) -> None:
-    index = torch.tensor(neurons)
-    _replace(layer, arch.ffn_in, prune_linear_layer(layer.get_submodule(arch.ffn_in), index, 0))
-    _replace(layer, arch.ffn_out, prune_linear_layer(layer.get_submodule(arch.ffn_out), index, 1))
-
-
-def _replace(root: nn.Module, dotted: str, module: nn.Module) -> None:
-    parent, _, name = dotted.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
-
-
-def _prune_unstructured(model: PreTrainedModel, ratio: float) -> PreTrainedModel:
+def _prune_unstructured(model: PreTrainedModel, recipe: UnstructuredPruning,
+                        task: Task) -> PreTrainedModel:
     """The seed's recipe: zero the ``ratio`` smallest weights (L1) of every Linear layer."""
     for module in model.modules():
         if isinstance(module, nn.Linear):
-            torch_prune.l1_unstructured(module, name="weight", amount=ratio)
+            torch_prune.l1_unstructured(module, name="weight", amount=recipe.ratio)
     return model
 
 
@@ -332,3 +258,18 @@ def make_permanent(model: PreTrainedModel) -> PreTrainedModel:
         if isinstance(module, nn.Linear) and torch_prune.is_pruned(module):
             torch_prune.remove(module, "weight")
     return model
+
+
+NONE = PruningMethod(name="none", recipe=NoPruning, label="not pruned")
+STRUCTURED = PruningMethod(
+    name="structured", recipe=StructuredPruning, space=StructuredSpace,
+    prune=_prune_structured, recovers=True,
+    steps={"prune_recover": pruned_and_recovered}, training=recovery_phases,
+    colour="#9467bd", symbol="diamond",
+)
+UNSTRUCTURED = PruningMethod(
+    name="unstructured", recipe=UnstructuredPruning, space=UnstructuredSpace,
+    prune=_prune_unstructured, recovers=True,
+    steps={"prune_recover": pruned_and_recovered}, training=recovery_phases,
+    colour="#17becf", symbol="square",
+)

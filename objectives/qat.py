@@ -1,4 +1,5 @@
-"""QAT build step: NNCF quantization-aware training of the torch model, out to ONNX Runtime.
+"""The QAT knob and its build steps: NNCF quantization-aware training of the torch model, out to
+ONNX Runtime.
 
 ``nncf.quantize`` inserts fake-quantizers, the model trains with them (the same loop as
 fine-tuning), and then one of two exports (``QatRecipe.export``):
@@ -15,27 +16,73 @@ fine-tuning), and then one of two exports (``QatRecipe.export``):
   split and learned; ``nncf.strip`` turns them into torch FakeQuantize modules that export as
   QuantizeLinear/DequantizeLinear pairs: weights and activations INT8.
 
-Search space: ``edgetune.spaces.qat``.
+Search space: ``edgetune.spaces.qat``. The knob (``QAT``) is registered as an ``edgetune.knobs``
+entry point: the ``qat`` quantization scheme, which trains in the ``qat`` stage and, with the
+``dynamic`` export, quantizes in the ``quantize`` stage.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
 
+from edgetune.objectives.architectures import SHAPES_FILE
+from edgetune.objectives.build import Build, Workbench
 from edgetune.objectives.checkpoint import save_classifier
 from edgetune.objectives.export import export_onnx
+from edgetune.objectives.quantization import post_training, quantize_dynamic_int8
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback, TrainSettings, train
-from edgetune.spaces.qat import QatRecipe
+from edgetune.spaces.knob import Phases, QuantizationScheme
+from edgetune.spaces.qat import QatRecipe, QatSpace
 from edgetune.spaces.quantization import DynamicQuantization
+from edgetune.spaces.recipe import Recipe
 
 # How ONNX Runtime re-quantizes the baked weights of the ``dynamic`` export: per channel and
 # symmetric signed INT8, as NNCF's weight quantizers are.
 BAKED_WEIGHTS_QUANTIZATION = DynamicQuantization(per_channel=True, weight_type="int8")
 QDQ_FILE = "model.onnx"
+
+
+def trained(build: Build) -> None:
+    """The ``qat`` stage: the current checkpoint trained with NNCF's quantizers; the ``qdq``
+    export is the candidate's final file."""
+    recipe: QatRecipe = build.recipe.quantization  # type: ignore[assignment]
+    result = trained_with_qat(build.checkpoint, recipe, build.bench, build.callback,
+                              build.callback_every)
+    if recipe.export == "qdq":
+        shutil.copyfile(result / QDQ_FILE, build.candidate.path)
+        build.onnx, build.done = build.candidate.path, True
+    else:
+        build.checkpoint = result
+
+
+def trained_with_qat(checkpoint: Path, recipe: QatRecipe, bench: Workbench,
+                     callback: StepCallback | None = None, callback_every: int = 0) -> Path:
+    """The cached QAT result of ``checkpoint``: a checkpoint folder, or a folder with Q/DQ ONNX."""
+    key = {
+        "stage": "qat",
+        "checkpoint": checkpoint.name,
+        "qat": recipe.model_dump(),
+        "batch_size": bench.batch_size,
+        "seed": bench.seed,
+    }
+
+    def build_qat(folder: Path) -> None:
+        quantization_aware_training(bench.load(checkpoint), bench.task, recipe,
+                                    bench.batch_size, bench.seed, folder, callback,
+                                    callback_every)
+        if recipe.export == "dynamic" and (checkpoint / SHAPES_FILE).exists():
+            shutil.copyfile(checkpoint / SHAPES_FILE, folder / SHAPES_FILE)
+
+    return bench.cache.get_or_build("qat", key, build_qat)
+
+
+def qat_phases(recipe: Recipe, bench: Workbench) -> Phases:
+    return [("qat", recipe.quantization.steps)]  # type: ignore[attr-defined]
 
 
 def quantization_aware_training(
@@ -162,3 +209,15 @@ def _baked_state(quantized: torch.nn.Module, weights: dict[str, str]) -> dict[st
         for hook_name, parameter in weights.items():
             state[parameter] = hooks[hook_name].eval()(state[parameter])
     return state
+
+
+QAT = QuantizationScheme(
+    name="qat", recipe=QatRecipe, space=QatSpace,
+    steps={"qat": trained, "quantize": post_training(
+        lambda source, target, recipe, _: quantize_dynamic_int8(source, target,
+                                                                BAKED_WEIGHTS_QUANTIZATION))},
+    training=qat_phases,
+    # the qdq export writes its own Q/DQ graph from torch: there is no FP32 graph to fuse
+    fusion=lambda recipe: "none" if recipe.export == "qdq" else "full",
+    colour="#2ca02c", symbol="diamond",
+)

@@ -1,16 +1,18 @@
-"""Quantization build step: ONNX Runtime dynamic and static INT8, NNCF post-training INT8.
+"""Post-training quantization knobs and their build steps: ONNX Runtime dynamic and static INT8,
+NNCF post-training INT8 (QAT: ``edgetune.objectives.qat``).
 
 Mixed precision keeps a group of nodes in FP32; the group is resolved to node names on the graph
 being quantized (``fp32_nodes``), so one definition serves ONNX Runtime's ``nodes_to_exclude``
 and NNCF's ``ignored_scope``, on plain and fused graphs alike.
-Search space: ``edgetune.spaces.quantization``.
+Search space: ``edgetune.spaces.quantization``. The knobs (``NONE``, ``DYNAMIC``, ``STATIC``,
+``NNCF``) are registered as ``edgetune.knobs`` entry points.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +28,21 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgetune.objectives.build import Build
+from edgetune.spaces.base import Strict
+from edgetune.spaces.knob import QuantizationScheme, Step
 from edgetune.spaces.quantization import (
     DynamicQuantization,
+    DynamicSpace,
     Fp32Group,
     NncfQuantization,
+    NncfSpace,
+    NoQuantization,
     StaticQuantization,
+    StaticSpace,
 )
+
+Quantize = Callable[[Path, Path, Strict, dict[str, np.ndarray]], None]
 
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -198,3 +209,38 @@ class _Batches(CalibrationDataReader):
 def _quiet() -> None:
     # The quantizer logs a pre-processing hint on every call at WARNING on the root logger.
     logging.getLogger().setLevel(logging.ERROR)
+
+
+def post_training(quantize: Quantize) -> Step:
+    """The build step of a post-training scheme: ``quantize(source, target, recipe,
+    calibration)`` writes the current graph, quantized, as the candidate's file."""
+
+    def step(build: Build) -> None:
+        assert build.onnx is not None
+        quantize(build.onnx, build.candidate.path, build.recipe.quantization, build.calibration)
+        build.onnx = build.candidate.path
+
+    return step
+
+
+NONE = QuantizationScheme(name="none", recipe=NoQuantization, label="not quantized (FP32)")
+DYNAMIC = QuantizationScheme(
+    name="dynamic", recipe=DynamicQuantization, space=DynamicSpace,
+    steps={"quantize": post_training(
+        lambda source, target, recipe, _: quantize_dynamic_int8(source, target, recipe))},
+    colour="#1f77b4", symbol="triangle-up",
+)
+STATIC = QuantizationScheme(
+    name="static", recipe=StaticQuantization, space=StaticSpace,
+    steps={"quantize": post_training(quantize_static_int8)},
+    # ONNX Runtime has no static integer Attention: static INT8 of a fused attention would leave
+    # its Q/K/V projections in FP32 (measured slower, benchmarks/RESULTS.md).
+    fusion=lambda recipe: "without_attention",
+    colour="#ff7f0e", symbol="square",
+)
+NNCF = QuantizationScheme(
+    name="nncf", recipe=NncfQuantization, space=NncfSpace,
+    steps={"quantize": post_training(quantize_nncf)},
+    fusion=lambda recipe: "none",  # NNCF's graph analysis fails on the fused contrib ops
+    colour="#8c564b", symbol="x",
+)

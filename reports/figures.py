@@ -19,25 +19,17 @@ from plotly.subplots import make_subplots
 
 from edgetune.reports.analysis import Hypervolume, Importances
 from edgetune.search.constraints import Constraints
+from edgetune.spaces.knob import Slot
+from edgetune.spaces.registry import knobs
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 GREY = "#7f7f7f"
 ALERT = "#d62728"
-PALETTES = {
-    "quantization": {"none": GREY, "dynamic": "#1f77b4", "static": "#ff7f0e", "qat": "#2ca02c"},
-    "pruning": {"none": GREY, "structured": "#9467bd", "unstructured": "#17becf"},
-}
-SYMBOLS = {
-    "quantization": {"none": "circle", "dynamic": "triangle-up", "static": "square",
-                     "qat": "diamond"},
-    "pruning": {"none": "circle", "structured": "diamond", "unstructured": "square"},
-}
-VIEWS = {"quantization": "pruning", "pruning": "quantization"}  # colour by -> symbol by
-NAMES = {  # legend names of each attribute's values, where the value alone would mislead
-    "quantization": {"none": "not quantized (FP32)", "": "unknown"},
-    "pruning": {"none": "not pruned", "": "unknown"},
-}
-SPARE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#393b79")
+VIEWS: dict[Slot, Slot] = {"quantization": "pruning", "pruning": "quantization"}  # colour -> symbol
+# For values no registered knob declares a legend for: a knob this edgetune does not have, or
+# nothing recorded (""). Each knob's own colour, symbol and name come from its declaration.
+SPARE_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#8c564b")
+UNKNOWN_SYMBOL = "x"
 
 
 def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | None,
@@ -86,7 +78,7 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
                    latency_title, "validation accuracy", y_format=".1%", height=560)
 
 
-def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: str,
+def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: Slot,
                       ref_accuracy: float | None, visible: bool) -> None:
     """One trace per colour; each point's symbol by the other attribute, explained in the legend
     by point-less traces."""
@@ -95,10 +87,10 @@ def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: str,
     for value, rows in done.groupby(colour_by, sort=False):
         figure.add_trace(go.Scatter(
             x=rows["latency_ms"], y=rows["accuracy"], mode="markers",
-            name=escape(NAMES[colour_by].get(value, value)),
+            name=escape(_name(colour_by, value)),
             legendgroup=colour_by, legendgrouptitle={"text": f"colour: {colour_by}"},
             marker={"color": colours[value], "size": 10, "opacity": 0.85,
-                    "symbol": [SYMBOLS[symbol_by].get(v, "x") for v in rows[symbol_by]],
+                    "symbol": [_symbol(symbol_by, v) for v in rows[symbol_by]],
                     "line": {"color": "white", "width": 1}},
             hovertext=[_hover(row, ref_accuracy) for _, row in rows.iterrows()],
             hovertemplate="%{hovertext}<extra></extra>",
@@ -106,10 +98,10 @@ def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: str,
         ))
     for value in dict.fromkeys(done[symbol_by]):
         figure.add_trace(go.Scatter(
-            x=[None], y=[None], mode="markers", name=escape(NAMES[symbol_by].get(value, value)),
+            x=[None], y=[None], mode="markers", name=escape(_name(symbol_by, value)),
             legendgroup=f"{colour_by}-symbols",
             legendgrouptitle={"text": f"symbol: {symbol_by}"},
-            marker={"color": GREY, "size": 10, "symbol": SYMBOLS[symbol_by].get(value, "x")},
+            marker={"color": GREY, "size": 10, "symbol": _symbol(symbol_by, value)},
             hoverinfo="skip", visible=visible, meta={"kind": "legend", "view": colour_by}))
 
 
@@ -229,7 +221,7 @@ def latency_vs_size(trials: pd.DataFrame, constraints: Constraints) -> go.Figure
                                 line={"color": "#cccccc", "width": 1}, showlegend=False))
     colours = _colours("pruning", done["pruning"])
     for method, rows in done.groupby("pruning", sort=False):
-        name = escape(NAMES["pruning"].get(method, method))
+        name = escape(_name("pruning", method))
         hover = [f"<b>trial #{row['trial']}</b><br>{escape(row['recipe'])}<br>"
                  f"{row['latency_ms']:.2f} ms · file {row['size_mb']:.1f} MB · "
                  f"zipped {row['zipped_mb']:.1f} MB" for _, row in rows.iterrows()]
@@ -268,10 +260,21 @@ def hypervolume(result: Hypervolume) -> go.Figure:
     return figure
 
 
-def _colours(attribute: str, values: pd.Series) -> dict[str, str]:
-    known = PALETTES[attribute]
-    spare = cycle(SPARE_COLOURS)
-    return {value: known.get(value) or next(spare) for value in dict.fromkeys(values)}
+def _colours(slot: Slot, values: pd.Series) -> dict[str, str]:
+    known, spare = knobs(slot), cycle(SPARE_COLOURS)
+    return {value: known[value].colour if value in known else next(spare)
+            for value in dict.fromkeys(values)}
+
+
+def _symbol(slot: Slot, value: str) -> str:
+    known = knobs(slot).get(value)
+    return known.symbol if known else UNKNOWN_SYMBOL
+
+
+def _name(slot: Slot, value: str) -> str:
+    """A legend's name for a recipe's knob: the knob's own, where it declares one."""
+    known = knobs(slot).get(value)
+    return known.legend if known else (value or "unknown")
 
 
 def _styled(figure: go.Figure, title: str, x_title: str, y_title: str, *,

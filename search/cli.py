@@ -62,7 +62,7 @@ def input_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def study_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--run-dir, --storage and --study: where a study lives (DESIGN §5)."""
+    """--run-dir, --storage and --study: where a study lives (docs/architecture.md)."""
     for option in reversed([
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Run folder [default: runs/<study>]."),

@@ -50,8 +50,8 @@ class SearchConfig(Strict):
         description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
     )
     constraints: Constraints = Constraints()
-    # Off by default: on the default task the rule stopped 5 of 14 recoveries that would have
-    # met the floor (edgetune.search.early_stopping).
+    # Off by default: on the default task the rule stopped recoveries that would have met the
+    # floor (edgetune.search.early_stopping).
     early_stopping: bool = Field(
         default=False, description="stop training whose forecast falls below the accuracy floor"
     )
@@ -85,7 +85,7 @@ class StudyConfig(Strict):
     target: TargetConfig = TargetConfig()
     measure: MeasureConfig = MeasureConfig()
     confirm: ConfirmConfig = ConfirmConfig()
-    space: SearchSpace = SearchSpace()
+    space: SearchSpace = Field(default_factory=SearchSpace)
     search: SearchConfig = SearchConfig()
     storage: str | None = Field(default=None, description="an Optuna storage URL")
     artifacts: ArtifactsConfig = ArtifactsConfig()

@@ -15,8 +15,8 @@ The rule is meant never to stop a trial that could still make it:
   learning rate decays linearly to zero here, so a past rate bounds the later ones; quantization,
   which only costs accuracy, is not counted either.
 - A trial stops only when even that forecast, plus the noise of a validation accuracy at the floor
-  (one binomial standard error, ``noise_margin``: 1.3 points on the default task's 317 texts), is
-  below the floor. Without that margin the rule stopped recoveries that would have made it: two
+  (one binomial standard error of the validation split's size, ``noise_margin``), is below the
+  floor. Without that margin the rule stopped recoveries that would have made it: two
   checks a quarter of a phase apart differ by a few texts, and the last quarter, at the lowest
   learning rates, gains more than the middle ones (benchmarks/RESULTS.md, early stopping).
   The first check of a phase never stops a trial (there is no rate yet), nor does anything when
@@ -27,14 +27,13 @@ The rule is meant never to stop a trial that could still make it:
   model, and for QAT from the fine-tuned base, which starts near the reference's accuracy, its
   three checks cost about as much as the training itself (benchmarks/RESULTS.md, search).
 
-What the rule is meant for, it does not do on the default task: built to the end, 5 of the 14
-trials it stopped in four 40-candidate studies met the floor, two of them by 1.7 points, as accurate
-as the fastest points of the front (``benchmarks/early_stopping.py``, benchmarks/RESULTS.md). A
-recovery at learning rates of 1e-4 to 3e-4 can sit at 91% halfway and end at 96% as its rate
-decays to zero: the gain between two middle checks does not bound the gain of the last quarter,
-and no margin that would have kept those trials stops more than one or two hopeless ones. Hence
-off by default; a task whose training curves flatten as the forecast assumes can turn it on, after
-checking it with that benchmark.
+What the rule is meant for, it does not do on the default task: built to the end, trials it
+stopped met the floor (benchmarks/RESULTS.md, "Early stopping: what the stopped trials would have
+reached"). A recovery whose learning rate decays to zero can gain most in its last quarter, so the
+gain between two middle checks does not bound it, and no margin that keeps such trials stops
+enough hopeless ones to pay for the checks. Hence off by default; a task whose training curves
+flatten as the forecast assumes can turn it on, after checking it with
+``benchmarks/early_stopping.py``.
 
 Optuna's own pruners do not fit: ``Trial.report`` and ``Trial.should_prune`` refuse
 multi-objective studies, and its pruners compare a trial with other trials' curves, not with a

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import optuna
 
 from edgetune.errors import InputError
+from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.cache import Cache, default_cache_dir
-from edgetune.objectives.candidate import Candidate, StageError, Workbench, build
+from edgetune.objectives.candidate import build
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.predictor import MODEL_FILE
 from edgetune.objectives.task import Task, load_task

@@ -26,14 +26,8 @@ import optuna
 from optuna.artifacts import upload_artifact
 
 from edgetune.objectives.accuracy import accuracy, torch_accuracy
-from edgetune.objectives.candidate import (
-    Candidate,
-    StageError,
-    Workbench,
-    build,
-    evaluate,
-    training_phases,
-)
+from edgetune.objectives.build import Candidate, StageError, Workbench
+from edgetune.objectives.candidate import build, evaluate, training_phases
 from edgetune.objectives.machine import machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params

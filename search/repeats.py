@@ -22,8 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 from edgetune.search import constraints
 from edgetune.search.record import DUPLICATE_OF, PRUNED, RECIPE
 
-# Repeats cost under a second each; TPE has been seen to propose 5 in a row and then a new recipe
-# (benchmarks/RESULTS.md, search), so a run of 20 means the sampler has nothing new to propose.
+# Repeats cost under a second each, and a sampler that still explores proposes a new recipe after
+# a few (benchmarks/RESULTS.md, search): a run of 20 means it has nothing new to propose.
 MAX_REPEATS_IN_A_ROW = 20
 
 

@@ -25,9 +25,10 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from edgetune.objectives.architectures import encoder_layers
 from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
-from edgetune.objectives.pruning import check_space, encoder_layers
+from edgetune.objectives.pruning import check_space
 from edgetune.objectives.task import load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store

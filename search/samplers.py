@@ -69,8 +69,8 @@ class GPSampler(optuna.samplers.GPSampler):
 
     A repeat is pruned, so it adds nothing to the trials the GP is fitted on, and the GP's best
     proposal stays the point it just proposed: in the default task's 40-candidate study it
-    proposed 44 repeats, the last 20 in a row, and the run stopped on ``MAX_REPEATS_IN_A_ROW``
-    at 39 candidates (benchmarks/RESULTS.md, search). A random trial gives the GP a new point,
+    proposed repeats until the run stopped on ``MAX_REPEATS_IN_A_ROW`` short of its budget
+    (benchmarks/RESULTS.md, search). A random trial gives the GP a new point,
     so its next proposal differs. TPE and NSGA-II sample at random themselves, so a repeat is
     followed by another draw.
     """

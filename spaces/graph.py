@@ -1,9 +1,9 @@
 """Graph knob: ONNX Runtime's transformer optimizer fuses attention, LayerNorm and GELU.
 
 A large fixed win on CPU that must compose with quantization. The fusions run on the FP32 graph
-before post-training quantization (``edgetune.objectives.candidate``); ``fusion_composes`` says
-for which quantization recipes that order builds, and the search samples fusion only for those.
-Build step: ``edgetune.objectives.graph``.
+before post-training quantization; each quantization scheme declares how it composes with them
+(``Knob.fusion``), and the search samples fusion only where it does.
+Build step and knob declaration: ``edgetune.objectives.graph``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import optuna
 from pydantic import Field
 
 from edgetune.spaces.base import Strict, suggest_choice
-from edgetune.spaces.qat import QatRecipe
-from edgetune.spaces.quantization import NncfQuantization, QuantizationRecipe
+from edgetune.spaces.knob import FusionMode
+from edgetune.spaces.registry import knob_of
 
 
 class GraphRecipe(Strict):
@@ -23,21 +23,16 @@ class GraphRecipe(Strict):
         return "fused" if self.fusion else ""
 
 
-def fusion_composes(quantization: QuantizationRecipe) -> bool:
-    """Whether a fused graph can be built with ``quantization``.
-
-    Not with NNCF on ONNX, whose graph analysis fails on the fused contrib ops, nor with QAT's
-    ``qdq`` export, which writes its own Q/DQ graph from torch.
-    """
-    if isinstance(quantization, NncfQuantization):
-        return False
-    return not (isinstance(quantization, QatRecipe) and quantization.export == "qdq")
+def fusion_mode(quantization: Strict) -> FusionMode:
+    """How the fusions compose with ``quantization``, as its scheme declares: for instance not
+    with NNCF on ONNX, whose graph analysis fails on the fused contrib ops."""
+    return knob_of(quantization, "quantization").fusion(quantization)
 
 
 class GraphSpace(Strict):
     fusion: list[bool] = Field(default=[True, False], min_length=1)
 
-    def sample(self, trial: optuna.Trial, quantization: QuantizationRecipe) -> GraphRecipe:
-        if not fusion_composes(quantization):
+    def sample(self, trial: optuna.Trial, quantization: Strict) -> GraphRecipe:
+        if fusion_mode(quantization) == "none":
             return GraphRecipe()
         return GraphRecipe(fusion=suggest_choice(trial, "graph.fusion", self.fusion))

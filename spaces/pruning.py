@@ -5,19 +5,19 @@
 - ``unstructured`` zeroes the smallest weights by L1 magnitude (the classic
   ``torch.nn.utils.prune`` recipe): the zipped file shrinks, dense kernels run no faster.
 
-Build step: ``edgetune.objectives.pruning``.
+Build step and knob declarations: ``edgetune.objectives.pruning``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 import optuna
 from pydantic import Field, model_validator
 
 from edgetune.spaces.base import CountRange, FloatRange, Strict, suggest_choice
+from edgetune.spaces.registry import SlotSpace, recipe_of
 
-PruningMethod = Literal["none", "structured", "unstructured"]
 Scope = Literal["layer", "global"]
 LayerSelection = Literal["even", "importance"]
 
@@ -73,9 +73,7 @@ class UnstructuredPruning(Strict):
         return f"l1-{self.ratio:.2f}"
 
 
-PruningRecipe = Annotated[
-    NoPruning | StructuredPruning | UnstructuredPruning, Field(discriminator="method")
-]
+PruningRecipe = recipe_of("pruning")  # the recipe of any registered pruning method
 
 
 class FractionRange(FloatRange):
@@ -128,20 +126,14 @@ class StructuredSpace(Strict):
 class UnstructuredSpace(Strict):
     ratio: RatioRange = RatioRange(low=0.1, high=0.7, step=0.1)
 
+    def sample(self, trial: optuna.Trial) -> UnstructuredPruning:
+        return UnstructuredPruning(ratio=self.ratio.suggest(trial, "pruning.ratio"))
 
-class PruningSpace(Strict):
-    methods: list[PruningMethod] = Field(
-        default=["none", "structured", "unstructured"], min_length=1
-    )
-    structured: StructuredSpace = StructuredSpace()
-    unstructured: UnstructuredSpace = UnstructuredSpace()
 
-    def sample(self, trial: optuna.Trial) -> PruningRecipe:
-        method = suggest_choice(trial, "pruning.method", self.methods)
-        if method == "structured":
-            return self.structured.sample(trial)
-        if method == "unstructured":
-            return UnstructuredPruning(
-                ratio=self.unstructured.ratio.suggest(trial, "pruning.ratio")
-            )
-        return NoPruning()
+class PruningSpace(SlotSpace):
+    """The ``space.pruning`` section: the methods searched, and a section per method
+    (``structured``, ``unstructured``)."""
+
+    slot: ClassVar = "pruning"
+    choice: ClassVar = "methods"
+    methods: list[str] = Field(default=["none", "structured", "unstructured"], min_length=1)

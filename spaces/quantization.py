@@ -11,20 +11,20 @@
 Every post-training scheme can keep a group of layers in FP32 (mixed precision, ``keep_fp32``).
 QAT is a scheme here rather than a separate switch because it decides how the model is
 quantized: sampling it beside a post-training scheme would sample settings that are then ignored.
-Build step: ``edgetune.objectives.quantization``.
+Build steps and knob declarations: ``edgetune.objectives.quantization`` and
+``edgetune.objectives.qat``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import ClassVar, Literal
 
 import optuna
 from pydantic import Field
 
 from edgetune.spaces.base import FloatRange, Strict, suggest_choice
-from edgetune.spaces.qat import QatRecipe, QatSpace
+from edgetune.spaces.registry import SlotSpace, recipe_of
 
-Scheme = Literal["none", "dynamic", "static", "nncf", "qat"]
 IntType = Literal["int8", "uint8"]
 Calibration = Literal["minmax", "entropy", "percentile"]
 StaticFormat = Literal["qdq", "qoperator"]
@@ -98,10 +98,7 @@ class NncfQuantization(Strict):
                 + _fp32_suffix(self.keep_fp32))
 
 
-QuantizationRecipe = Annotated[
-    NoQuantization | DynamicQuantization | StaticQuantization | NncfQuantization | QatRecipe,
-    Field(discriminator="scheme"),
-]
+QuantizationRecipe = recipe_of("quantization")  # the recipe of any registered scheme
 
 
 def _choices(trial: optuna.Trial, scheme: str, space: Strict) -> dict[str, object]:
@@ -166,22 +163,11 @@ class NncfSpace(Strict):
         )
 
 
-class QuantizationSpace(Strict):
-    schemes: list[Scheme] = Field(default=["none", "dynamic", "static", "nncf", "qat"],
-                                  min_length=1)
-    dynamic: DynamicSpace = DynamicSpace()
-    static: StaticSpace = StaticSpace()
-    nncf: NncfSpace = NncfSpace()
-    qat: QatSpace = QatSpace()
+class QuantizationSpace(SlotSpace):
+    """The ``space.quantization`` section: the schemes searched, and a section per scheme
+    (``dynamic``, ``static``, ``nncf``, ``qat``)."""
 
-    def sample(self, trial: optuna.Trial) -> QuantizationRecipe:
-        scheme = suggest_choice(trial, "quantization.scheme", self.schemes)
-        if scheme == "dynamic":
-            return self.dynamic.sample(trial)
-        if scheme == "static":
-            return self.static.sample(trial)
-        if scheme == "nncf":
-            return self.nncf.sample(trial)
-        if scheme == "qat":
-            return self.qat.sample(trial)
-        return NoQuantization()
+    slot: ClassVar = "quantization"
+    choice: ClassVar = "schemes"
+    schemes: list[str] = Field(default=["none", "dynamic", "static", "nncf", "qat"],
+                               min_length=1)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from edgetune.spaces.base import Strict
-from edgetune.spaces.graph import GraphRecipe, fusion_composes
+from edgetune.spaces.graph import GraphRecipe, fusion_mode
+from edgetune.spaces.knob import Knob
 from edgetune.spaces.pruning import NoPruning, PruningRecipe
 from edgetune.spaces.quantization import NoQuantization, QuantizationRecipe
 from edgetune.spaces.recovery import RecoveryRecipe
+from edgetune.spaces.registry import knob, knob_of
 
 
 class Recipe(Strict):
@@ -23,9 +25,15 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _buildable(self) -> Recipe:
-        if self.graph.fusion and not fusion_composes(self.quantization):
+        if self.graph.fusion and fusion_mode(self.quantization) == "none":
             raise ValueError(f"graph fusion does not compose with {self.quantization.short()}")
         return self
+
+    def knobs(self) -> list[Knob]:
+        """The knobs this recipe was sampled by: its pruning method, quantization scheme, and the
+        graph fusions where it fuses."""
+        chosen = [knob_of(self.pruning, "pruning"), knob_of(self.quantization, "quantization")]
+        return chosen + ([knob("graph", "fusion")] if self.graph.fusion else [])
 
     @property
     def is_reference(self) -> bool:

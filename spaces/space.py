@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+from pydantic import Field
 
 from edgetune.spaces.base import Strict
 from edgetune.spaces.graph import GraphSpace
@@ -10,6 +11,7 @@ from edgetune.spaces.pruning import PruningSpace
 from edgetune.spaces.quantization import QuantizationSpace
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe, RecoverySpace
+from edgetune.spaces.registry import knob_of
 
 
 class SearchSpace(Strict):
@@ -24,17 +26,17 @@ class SearchSpace(Strict):
         'none'
     """
 
-    pruning: PruningSpace = PruningSpace()
+    # Factories: a slot's defaults are those of the knobs registered when a config is read.
+    pruning: PruningSpace = Field(default_factory=PruningSpace)
     recovery: RecoverySpace = RecoverySpace()
-    quantization: QuantizationSpace = QuantizationSpace()
+    quantization: QuantizationSpace = Field(default_factory=QuantizationSpace)
     graph: GraphSpace = GraphSpace()
 
     def sample(self, trial: optuna.Trial) -> Recipe:
         pruning = self.pruning.sample(trial)
         # Recovery only means something after pruning: never sample it for an unpruned model.
-        recovery = (
-            self.recovery.sample(trial) if pruning.method != "none" else RecoveryRecipe(steps=0)
-        )
+        recovers = knob_of(pruning, "pruning").recovers
+        recovery = self.recovery.sample(trial) if recovers else RecoveryRecipe(steps=0)
         quantization = self.quantization.sample(trial)
         graph = self.graph.sample(trial, quantization)
         return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph)

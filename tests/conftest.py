@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from edgetune.objectives.candidate import Workbench
+    from edgetune.objectives.build import Workbench
 
 TOPICS = {
     "sport": "match goal team player score league cup win coach season",
@@ -212,8 +212,8 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory, tiny_csv: Path) -> Work
 
     Four layers, so that layers can be dropped with some left to choose from.
     """
+    from edgetune.objectives.build import Workbench
     from edgetune.objectives.cache import Cache
-    from edgetune.objectives.candidate import Workbench
     from edgetune.objectives.data import DataConfig
     from edgetune.objectives.finetune import FinetuneConfig, fine_tuned_base
     from edgetune.objectives.latency import MeasureConfig
@@ -257,8 +257,8 @@ def postgres_url() -> Iterator[str]:
 def study_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: Path):
     """The Workbench a tiny study builds its candidates with: the 2-layer tiny BERT fine-tuned
     with the tiny config's settings (cached for the whole session)."""
+    from edgetune.objectives.build import Workbench
     from edgetune.objectives.cache import Cache
-    from edgetune.objectives.candidate import Workbench
     from edgetune.objectives.finetune import fine_tuned_base
     from edgetune.objectives.task import load_task
     from edgetune.search.config import StudyConfig
@@ -277,7 +277,8 @@ def study_bench(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory: pytest.TempPathFactory, study_bench):
     """Build a recipe on the tiny task once per session and return its ONNX file."""
-    from edgetune.objectives.candidate import Candidate, build
+    from edgetune.objectives.build import Candidate
+    from edgetune.objectives.candidate import build
 
     folder = tmp_path_factory.mktemp("candidates")
     built: dict[str, Path] = {}

@@ -1,4 +1,5 @@
-"""End to end on the real default task (DESIGN §2): the README's main command, small budget."""
+"""End to end on the real default task (docs/architecture.md): the README's main command, small
+budget."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from edgetune.objectives import candidate
+from edgetune.objectives import build, graph, quantization
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 
@@ -74,9 +74,9 @@ def run_faulty_study(folder: Path, model: Path, data: Path) -> tuple[optuna.Stud
     healthy = CliRunner().invoke(cli, [*args, "--trials", str(FIRST)], catch_exceptions=False)
     assert healthy.exit_code == 0, healthy.output
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(candidate, "export_onnx", export_unsupported)
-        patch.setattr(candidate, "quantize_dynamic_int8", quantize_to_garbage)
-        patch.setattr(candidate, "fuse", out_of_memory)
+        patch.setattr(build, "export_onnx", export_unsupported)
+        patch.setattr(quantization, "quantize_dynamic_int8", quantize_to_garbage)
+        patch.setattr(graph, "fuse", out_of_memory)
         faulty = CliRunner().invoke(
             cli, [*args, "--trials", str(FIRST + len(FAULTS) + 1)], catch_exceptions=False)
     assert faulty.exit_code == 0, faulty.output

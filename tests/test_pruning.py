@@ -18,19 +18,13 @@ import torch
 from click.testing import CliRunner
 
 from edgetune.errors import InputError
-from edgetune.objectives.candidate import Workbench
+from edgetune.objectives.architectures import ARCHITECTURES, layer_shapes, write_shapes
+from edgetune.objectives.build import Workbench
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.graph import fuse
-from edgetune.objectives.pruning import (
-    ARCHITECTURES,
-    IMPORTANCE_ROWS,
-    check_space,
-    layer_shapes,
-    prune,
-    write_shapes,
-)
+from edgetune.objectives.pruning import IMPORTANCE_ROWS, check_space, prune
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
 from edgetune.spaces.pruning import PruningSpace, StructuredPruning

@@ -10,8 +10,8 @@ import pytest
 from onnx import numpy_helper
 
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.candidate import Workbench, trained_with_qat
-from edgetune.objectives.qat import BAKED_WEIGHTS_QUANTIZATION
+from edgetune.objectives.build import Workbench
+from edgetune.objectives.qat import BAKED_WEIGHTS_QUANTIZATION, trained_with_qat
 from edgetune.objectives.quantization import quantize_dynamic_int8
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning

@@ -14,7 +14,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.candidate import Workbench
+from edgetune.objectives.build import Workbench
 from edgetune.objectives.quantization import fp32_nodes
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.quantization import (

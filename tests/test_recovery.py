@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgetune.objectives import candidate as candidate_module
+from edgetune.objectives import build as build_module
+from edgetune.objectives import pruning as pruning_module
+from edgetune.objectives.build import Candidate, Workbench
 from edgetune.objectives.cache import Cache
-from edgetune.objectives.candidate import Candidate, Workbench, build
+from edgetune.objectives.candidate import build
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.pruning import make_permanent, prune
 from edgetune.objectives.recovery import recover
@@ -137,8 +139,8 @@ def test_the_teachers_logits_are_computed_once_for_every_study_of_a_base(
         tiny_bench: Workbench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     bench = dataclasses.replace(tiny_bench, cache=Cache(tmp_path))
     calls = []
-    real = candidate_module.train_logits
-    monkeypatch.setattr(candidate_module, "train_logits",
+    real = build_module.train_logits
+    monkeypatch.setattr(build_module, "train_logits",
                         lambda model, task: calls.append(1) or real(model, task))
     assert bench.teacher_logits() is bench.teacher_logits()
     later_study = dataclasses.replace(tiny_bench, cache=Cache(tmp_path))
@@ -153,7 +155,7 @@ def counting_prune(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         calls.append(recipe)
         return prune(model, recipe, task)
 
-    monkeypatch.setattr(candidate_module, "prune", prune_and_count)
+    monkeypatch.setattr(pruning_module, "prune", prune_and_count)
     return calls
 
 

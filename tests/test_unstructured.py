@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edgetune.objectives.candidate import Candidate, Workbench, build, evaluate
+from edgetune.objectives.build import Candidate, Workbench
+from edgetune.objectives.candidate import build, evaluate
 from edgetune.spaces.pruning import UnstructuredPruning
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe

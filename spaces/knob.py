@@ -1,0 +1,81 @@
+"""A knob: one way to compress a model, declared in one place with everything edgetune needs of it.
+
+A knob fills a slot of the recipe (``pruning``: a method; ``quantization``: a scheme; ``graph``:
+the fusions) and declares, beside each other:
+
+- ``recipe``: what it samples into (a strict model whose discriminator field, ``method`` or
+  ``scheme``, is the knob's ``name``), and ``space``: its config section
+  (``space.<slot>.<name>``), whose ``sample(trial)`` returns a recipe; no space samples
+  ``recipe()`` as it is;
+- ``steps``: its build step for each stage it runs in (``STAGES``, in build order; export to ONNX
+  runs between ``qat`` and ``fuse``), each called with the candidate being built
+  (``edgetune.objectives.build.Build``);
+- what it composes with: ``PruningMethod.recovers`` (a method whose model is then recovered by
+  fine-tuning), ``QuantizationScheme.fusion`` (how a scheme takes ONNX Runtime's graph fusions),
+  and ``training`` (the training loops it will run, for early stopping);
+- its legend in the report: ``colour``, ``symbol`` (Plotly's marker names) and ``label``.
+
+Knobs are registered in ``edgetune.spaces.registry``; docs/knobs.md shows how to add one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgetune.spaces.base import Strict
+
+Slot = Literal["pruning", "quantization", "graph"]
+Stage = Literal["prune_recover", "qat", "fuse", "quantize"]
+STAGES: tuple[Stage, ...] = ("prune_recover", "qat", "fuse", "quantize")
+TORCH_STAGES: tuple[Stage, ...] = ("prune_recover", "qat")  # the stages before the ONNX export
+# How the graph fusions compose with a recipe: all of them, all but the attention fusion, none.
+FusionMode = Literal["full", "without_attention", "none"]
+Step = Callable[[Any], None]  # called with the ``objectives.build.Build`` of a candidate
+Phases = list[tuple[str, int]]  # (training phase, steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Knob:
+    slot: Slot
+    name: str
+    recipe: type[Strict]
+    space: type[Strict] | None = None
+    steps: Mapping[Stage, Step] = field(default_factory=dict)
+    # (recipe, workbench) -> the training loops the knob's steps will run for that recipe
+    training: Callable[[Any, Any], Phases] | None = None
+    colour: str = "#7f7f7f"
+    symbol: str = "circle"
+    label: str | None = None  # the legend's name where the knob's own would mislead
+
+    @property
+    def legend(self) -> str:
+        return self.label or self.name
+
+
+def _unchanged(model: Any, recipe: Strict, task: Any) -> Any:
+    return model
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruningMethod(Knob):
+    """A pruning method: ``prune(model, recipe, task)`` edits the torch model in place and returns
+    it; a method that ``recovers`` has its model fine-tuned after (``recovery`` settings)."""
+
+    slot: Slot = "pruning"
+    prune: Callable[[Any, Any, Any], Any] = _unchanged
+    recovers: bool = False
+
+
+def _fully_fusable(recipe: Strict) -> FusionMode:
+    return "full"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizationScheme(Knob):
+    """A quantization scheme: ``fusion(recipe)`` says how its recipe composes with the graph
+    fusions, which run before post-training quantization."""
+
+    slot: Slot = "quantization"
+    fusion: Callable[[Any], FusionMode] = _fully_fusable
