@@ -38,13 +38,18 @@ ENTRY_POINTS = "edgetune.knobs"
 KEYS: dict[Slot, str] = {"pruning": "method", "quantization": "scheme"}
 
 _knobs: dict[Slot, dict[str, Knob]] = {}
+_edgetunes_own: set[tuple[Slot, str]] = set()
 
 
 def knobs(slot: Slot) -> dict[str, Knob]:
-    """The knobs registered for ``slot``, by name, in the order they were registered."""
+    """The knobs registered for ``slot``, by name: the entry points' (in the order Python lists
+    them), then those ``register`` added."""
     if not _knobs:
         for point in entry_points(group=ENTRY_POINTS):
-            _add(point.load())
+            loaded: Knob = point.load()
+            _add(loaded)
+            if point.dist is not None and point.dist.name == "edgetune":
+                _edgetunes_own.add((loaded.slot, loaded.name))
     return _knobs.get(slot, {})
 
 
@@ -129,8 +134,13 @@ class SlotSpace(Strict):
             errors = cls._unknown_choices(data) + cls._validate_sections(data)
             if errors:
                 raise ValidationError.from_exception_data(cls.__name__, errors)
+            chosen = data.get(cls.choice) or []
             for name, declared in knobs(cls.slot).items():
-                if declared.space is not None and name not in data:
+                # A section is part of a study's config, and so of its fingerprint: another
+                # package's knob gets one only where a config chooses it, so that installing a
+                # plug-in leaves every existing study's fingerprint as it was.
+                if (declared.space is not None and name not in data
+                        and ((cls.slot, name) in _edgetunes_own or name in chosen)):
                     data[name] = declared.space()
         return handler(data)
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from edgetune.objectives.quantization import post_training
 from edgetune.search.cli import cli
+from edgetune.search.config import StudyConfig
 from edgetune.spaces.base import Strict, suggest_choice
 from edgetune.spaces.knob import QuantizationScheme
 from edgetune.spaces.recipe import Recipe
@@ -108,6 +109,18 @@ def test_the_scheme_composes_as_it_declares(matmul_scheme: QuantizationScheme) -
     with pytest.raises(ValueError, match="graph fusion does not compose with matmul-weights"):
         Recipe.model_validate({"quantization": {"scheme": "matmul-weights"},
                                "graph": {"fusion": True}})
+
+
+def test_installing_a_scheme_leaves_the_configs_that_do_not_choose_it_as_they_were(
+        tiny_model: Path, tiny_csv: Path) -> None:
+    """A config's sections are part of its study's fingerprint: a plug-in's must not join them
+    unless chosen, or every existing study would refuse to resume once it is installed."""
+    plain = tiny_config(tiny_model, tiny_csv)
+    before = StudyConfig.model_validate(plain).fingerprint()
+    with registered(SCHEME):
+        assert StudyConfig.model_validate(plain).fingerprint() == before
+        chosen = StudyConfig.model_validate(config(tiny_model, tiny_csv))
+        assert chosen.space.quantization.section("matmul-weights") == MatMulWeightsSpace()
 
 
 def test_a_config_naming_a_scheme_nobody_registered_is_a_one_line_error(

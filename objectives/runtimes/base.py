@@ -66,7 +66,6 @@ class Runtime(ABC):
     title: str  # its name for people, e.g. "ONNX Runtime"
     label: str  # how a machine key names it, e.g. "ORT"
     model_kind: str  # what it loads, for messages, e.g. "an ONNX model"
-    suffix: str  # the model file's suffix, e.g. ".onnx"
 
     @abstractmethod
     def open(self, model: Path, target: TargetConfig) -> Session:

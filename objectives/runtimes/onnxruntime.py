@@ -19,10 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.tools.convert_onnx_models_to_ort import (
-    OptimizationStyle,
-    convert_onnx_models_to_ort,
-)
 
 from edgetune.objectives.runtimes.base import Batch, InputSpec, Runtime, Session
 from edgetune.objectives.target import TargetConfig
@@ -67,7 +63,6 @@ class OnnxRuntime(Runtime):
     title = "ONNX Runtime"
     label = "ORT"
     model_kind = "an ONNX model"
-    suffix = ".onnx"
 
     def open(self, model: Path, target: TargetConfig) -> OrtSession:
         options = ort.SessionOptions()
@@ -88,6 +83,13 @@ class OnnxRuntime(Runtime):
 
     def deploy_files(self, model: Path) -> list[Path]:
         """``model.ort`` and ``model.required_operators.config`` beside ``model``."""
+        # Imported here, not at the top: the converter's package imports torch, which reading a
+        # study (``edgetune status``) should not load.
+        from onnxruntime.tools.convert_onnx_models_to_ort import (
+            OptimizationStyle,
+            convert_onnx_models_to_ort,
+        )
+
         logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()):  # the converter narrates every step
             convert_onnx_models_to_ort(model, output_dir=model.parent,
