@@ -97,7 +97,7 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
         InputError: the file is missing, empty, lacks the named columns, cannot be decoded, or a
             held-out split has labels that train lacks.
     """
-    path = resolve_path(config.path, base)
+    path = resolve_path(config.path, base, field="task.data.path")
     if not path.exists():
         raise InputError("task.data.path", f"no such file or folder: {path}")
     fmt = _detect_format(path) if config.format == "auto" else config.format

@@ -78,7 +78,7 @@ def load_task(config: TaskConfig, base: Path | None = None) -> Task:
 
 def checkpoint_folder(location: str, base: Path | None = None) -> Path:
     """Resolve ``location`` to a local checkpoint folder, or say clearly why it is not one."""
-    path = resolve_path(location, base)
+    path = resolve_path(location, base, field="task.model")
     if not path.is_dir():
         raise InputError(
             "task.model",
