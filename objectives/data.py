@@ -101,6 +101,10 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
     if not path.exists():
         raise InputError("task.data.path", f"no such file or folder: {path}")
     fmt = _detect_format(path) if config.format == "auto" else config.format
+    reads_a_folder = fmt in ("folders", "datasets")
+    if path.is_dir() != reads_a_folder:
+        kind, expected = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise InputError("task.data.path", f"{path} is {kind}, but format {fmt} reads {expected}")
     if fmt == "datasets":
         frames = _read_datasets_folder(path, config)
     else:
@@ -203,7 +207,11 @@ def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.
 def _read_datasets_folder(path: Path, config: DataConfig) -> dict[str, pd.DataFrame]:
     import datasets
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as error:
+        raise InputError("task.data.path",
+                         f"{path}: not a folder written by datasets' save_to_disk") from error
     if isinstance(loaded, datasets.DatasetDict):
         missing = {"train", "validation", "test"} - set(loaded)
         if missing:

@@ -62,6 +62,12 @@ def change(**sections: Any) -> Setup:
     return setup
 
 
+def folder_read_as_csv(inputs: Path, config: dict[str, Any]) -> None:
+    (inputs / "texts" / "sport").mkdir(parents=True)
+    (inputs / "texts" / "sport" / "1.txt").write_text("a goal")
+    config["task"]["data"] = {"path": str(inputs / "texts"), "format": "csv"}
+
+
 def unseen_labels(inputs: Path, config: dict[str, Any]) -> None:
     import datasets
 
@@ -140,6 +146,7 @@ CASES: dict[str, tuple[Setup, str, str]] = {
                           "task.data.path", "no such file"),
     "data in a package that is not installed": (change(task__data={"path": "pkg://no_such_pkg/d"}),
                                                 "task.data.path", "no installed Python package"),
+    "a folder read as csv": (folder_read_as_csv, "task.data.path", "is a folder"),
     "empty data file": (data_file("empty.csv", CSV_HEAD), "task.data.path", "holds no rows"),
     "zero-byte data file": (data_file("zero.csv", b""), "task.data.path", "cannot read as csv"),
     "missing label column": (data_file("topics.csv", b"text,topic\nhello,a\n"),

@@ -71,6 +71,26 @@ def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: 
     assert error.value.where == where and words in error.value.message
 
 
+@pytest.mark.parametrize(("kind", "fmt", "expected"), [
+    ("folder", "csv", "is a folder, but format csv reads a file"),
+    ("folder", "jsonl", "is a folder, but format jsonl reads a file"),
+    ("file", "folders", "is a file, but format folders reads a folder"),
+    ("file", "datasets", "is a file, but format datasets reads a folder"),
+    ("folder", "datasets", "not a folder written by datasets' save_to_disk"),
+])
+def test_a_path_of_the_wrong_kind_for_its_format_is_named(tmp_path: Path, kind: str, fmt: str,
+                                                          expected: str) -> None:
+    path = tmp_path / "texts"
+    if kind == "folder":
+        (path / "sport").mkdir(parents=True)
+        (path / "sport" / "1.txt").write_text("a goal")
+    else:
+        path.write_text("text,label\na goal,sport\n")
+    with pytest.raises(InputError) as error:
+        load_dataset(DataConfig(path=str(path), format=fmt))
+    assert error.value.where == "task.data.path" and expected in error.value.message
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         load_dataset(DataConfig(path=str(tmp_path / "absent.csv")))
