@@ -94,8 +94,8 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
     """Read the texts and labels ``config`` names and split them.
 
     Raises:
-        InputError: the file is missing, empty, lacks the named columns, cannot be decoded, or a
-            held-out split has labels that train lacks.
+        InputError: the file is missing, empty, lacks the named columns, cannot be decoded, holds
+            one label only, or a held-out split has labels that train lacks.
     """
     path = resolve_path(config.path, base, field="task.data.path")
     if not path.exists():
@@ -116,6 +116,10 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
     repeats = 0
     if config.deduplicate:
         frames, repeats = _drop_repeated_texts(frames)
+    labels = pd.concat([frame["label"] for frame in frames.values()]).unique()
+    if len(labels) < 2:
+        raise InputError("task.data.path", f"{path}: every row has the label {labels[0]!r}; a "
+                                           "classifier needs texts of at least two labels")
     return replace(_split(frames, config.splits), repeats_dropped=repeats)
 
 
@@ -244,12 +248,10 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
     rng = np.random.default_rng(config.seed)
     if "all" in frames:
         frame = frames["all"]
-        label_names = sorted(frame["label"].unique())
         assignment = _stratified_assignment(frame["label"].to_numpy(), config, rng)
         parts = {name: frame[assignment == name] for name in SPLITS}
     else:
         train = frames["train"]
-        label_names = sorted(train["label"].unique())
         fraction = config.calibration / (config.train + config.calibration)
         is_calibration = _stratified_take(train["label"].to_numpy(), fraction, rng)
         parts = {
@@ -258,8 +260,9 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
             "validation": frames["validation"],
             "test": frames["test"],
         }
+    label_names = sorted(parts["train"]["label"].unique())
     index = {label: i for i, label in enumerate(label_names)}
-    for name in ("validation", "test"):
+    for name in SPLITS[1:]:
         unknown = sorted(set(parts[name]["label"]) - set(index))
         if unknown:
             raise InputError(
@@ -283,22 +286,25 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
 
 def _stratified_assignment(labels: np.ndarray, config: SplitConfig,
                            rng: np.random.Generator) -> np.ndarray:
-    """Assign each row to a split, keeping each label's share the same in every split."""
+    """Assign each row to a split, keeping each label's share the same in every split, and at
+    least one row of every label in train (a label too rare for its share would otherwise be
+    held out only, and never learned)."""
     assignment = np.empty(len(labels), dtype=object)
     shares = np.cumsum([getattr(config, name) for name in SPLITS])
     for label in sorted(set(labels)):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        bounds = np.round(shares * len(rows)).astype(int)
+        bounds = np.maximum(np.round(shares * len(rows)).astype(int), 1)
         for name, start, stop in zip(SPLITS, np.r_[0, bounds[:-1]], bounds):
             assignment[rows[start:stop]] = name
     return assignment
 
 
 def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows to take, ``fraction`` of each label's, leaving at least one of every label."""
     taken = np.zeros(len(labels), dtype=bool)
     for label in sorted(set(labels)):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        taken[rows[: int(round(fraction * len(rows)))]] = True
+        taken[rows[: min(int(round(fraction * len(rows))), len(rows) - 1)]] = True
     return taken
 
 

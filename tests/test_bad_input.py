@@ -147,6 +147,8 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "data in a package that is not installed": (change(task__data={"path": "pkg://no_such_pkg/d"}),
                                                 "task.data.path", "no installed Python package"),
     "a folder read as csv": (folder_read_as_csv, "task.data.path", "is a folder"),
+    "one label for every row": (data_file("one.csv", CSV_HEAD + b"".join(
+        b"text %d,sport\n" % i for i in range(40))), "task.data.path", "at least two labels"),
     "empty data file": (data_file("empty.csv", CSV_HEAD), "task.data.path", "holds no rows"),
     "zero-byte data file": (data_file("zero.csv", b""), "task.data.path", "cannot read as csv"),
     "missing label column": (data_file("topics.csv", b"text,topic\nhello,a\n"),

@@ -12,7 +12,7 @@ import pytest
 from edgetune.errors import InputError
 from edgetune.objectives.data import DataConfig, SplitConfig, load_dataset
 
-from conftest import make_texts
+from conftest import make_texts, write_csv
 
 
 def test_splits_are_stratified_seeded_and_disjoint(tiny_csv: Path) -> None:
@@ -137,3 +137,33 @@ def test_held_out_texts_that_train_holds_are_dropped_from_a_datasets_folder(
     loaded = load_dataset(DataConfig(path=str(tmp_path / "dd")))
     assert (len(loaded.splits["validation"]), len(loaded.splits["test"])) == (15, 15)
     assert loaded.repeats_dropped == 15
+
+def test_every_label_keeps_a_training_row(tmp_path: Path) -> None:
+    """A label too rare for its share of train is still trained on, never only held out."""
+    rows = make_texts(20) + [("a lone text about weather", "weather")]
+    path = write_csv(tmp_path / "texts.csv", rows)
+    loaded = load_dataset(DataConfig(path=str(path), splits=SplitConfig(
+        train=0.3, calibration=0.1, validation=0.2, test=0.4)))
+    train = loaded.splits["train"]
+    assert sorted(set(train.labels.tolist())) == list(range(len(loaded.label_names)))
+    assert "weather" in loaded.label_names
+
+
+
+def test_calibration_carved_from_a_datasets_train_split_leaves_every_label_in_train(
+        tmp_path: Path) -> None:
+    import datasets
+
+    rows = make_texts(20) + [("a lone text about weather", "weather")]
+    as_dict = {"text": [t for t, _ in rows], "label": [label for _, label in rows]}
+    full = datasets.Dataset.from_dict(as_dict)
+    weather = len(rows) - 1
+    datasets.DatasetDict({"train": full.select([*range(40), weather]),
+                          "validation": full.select(range(40, 50)),
+                          "test": full.select(range(50, 60))}).save_to_disk(str(tmp_path / "dd"))
+    loaded = load_dataset(DataConfig(path=str(tmp_path / "dd"), splits=SplitConfig(
+        train=0.2, calibration=0.4, validation=0.2, test=0.2)))
+    assert "weather" in loaded.label_names
+    train = loaded.splits["train"]
+    assert "a lone text about weather" in train.texts
+    assert sorted(set(train.labels.tolist())) == list(range(len(loaded.label_names)))
