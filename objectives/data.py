@@ -12,7 +12,9 @@ twice, and a random split put 25 test and 13 validation texts beside their copy 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +22,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 SPLITS = ("train", "calibration", "validation", "test")
+FALLBACK_ENCODING = "cp1252"  # for a file that is not UTF-8, under ``encoding: auto``
 DataFormat = Literal["auto", "csv", "jsonl", "folders", "datasets"]
 
 
@@ -52,16 +55,32 @@ class DataConfig(Strict):
     read the ``text_column`` and ``label_column``; ``datasets`` reads a folder written by
     ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` with ``train``/``validation``/``test``
     keeps those splits and carves calibration from train).
+
+    ``encoding: auto`` (the default) reads each file as UTF-8 and a file that is not UTF-8 as
+    cp1252, the Windows superset of latin-1 that files called latin-1 are usually written in.
+    Before ``auto``, the default task read its UTF-8 corpus as latin-1 ("£" as "Â£"): its texts,
+    so its split fingerprint and its cached fine-tuned base, changed with it.
     """
 
     path: str
     format: DataFormat = "auto"
     text_column: str = "text"
     label_column: str = "label"
-    encoding: str = "utf-8"
+    encoding: str = Field(
+        default="auto", description="auto (UTF-8, else cp1252, file by file) or a Python codec")
     splits: SplitConfig = SplitConfig()
     deduplicate: bool = Field(
         default=True, description="keep each distinct text once, where it first occurs")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        if encoding != "auto":
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ValueError(f"auto or a Python codec name, not {encoding!r}") from None
+        return encoding
 
 
 @dataclass(frozen=True)
@@ -154,42 +173,51 @@ def _detect_format(path: Path) -> DataFormat:
 
 
 def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame:
+    if fmt == "folders":
+        return _read_label_folders(path, config.encoding)
+    text = io.StringIO(_decode(path, config.encoding))
     try:
-        if fmt == "folders":
-            frame = _read_label_folders(path, config.encoding)
-        elif fmt == "csv":
+        if fmt == "csv":
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, encoding=config.encoding, dtype=str,
-                                keep_default_na=False)
+            frame = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False)
         else:
-            frame = pd.read_json(path, lines=True, encoding=config.encoding, dtype=False)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            "task.data.encoding", f"{path}: not valid {config.encoding} text ({error.reason} at "
-            f"byte {error.start}); set encoding to the file's encoding"
-        ) from error
+            frame = pd.read_json(text, lines=True, dtype=False)
     except (pd.errors.EmptyDataError, ValueError) as error:
         raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
-    if fmt == "folders":
-        return frame
     return _select_columns(frame, config, str(path))
 
 
 def _read_label_folders(root: Path, encoding: str) -> pd.DataFrame:
-    rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for file in sorted(folder.glob("*.txt")):
-            try:
-                rows.append((file.read_text(encoding=encoding), folder.name))
-            except UnicodeDecodeError as error:
-                raise InputError(
-                    "task.data.encoding",
-                    f"{file}: not valid {encoding} text ({error.reason} at byte {error.start}); "
-                    "set encoding to the files' encoding",
-                ) from error
+    rows = [
+        (_decode(file, encoding), folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for file in sorted(folder.glob("*.txt"))
+    ]
     if not rows:
         raise InputError("task.data.path", f"{root}: no <label>/*.txt files in this folder")
     return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def _decode(file: Path, encoding: str) -> str:
+    """The text of ``file`` in ``encoding``; under ``auto``, UTF-8 (a byte-order mark dropped),
+    else ``FALLBACK_ENCODING``."""
+    try:
+        content = file.read_bytes()
+    except OSError as error:
+        raise InputError("task.data.path", f"{file}: cannot read: {error.strerror}") from error
+    try:
+        if encoding != "auto":
+            return content.decode(encoding)
+        try:
+            return content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return content.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError as error:
+        tried = f"UTF-8 or {FALLBACK_ENCODING}" if encoding == "auto" else encoding
+        raise InputError(
+            "task.data.encoding", f"{file}: not valid {tried} text ({error.reason} at byte "
+            f"{error.start}); set encoding to the file's encoding"
+        ) from error
 
 
 def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:

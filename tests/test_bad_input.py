@@ -154,8 +154,10 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "missing label column": (data_file("topics.csv", b"text,topic\nhello,a\n"),
                              "task.data.label_column", "no column 'label'"),
     "labels that train lacks": (unseen_labels, "task.data.path", "labels that train lacks: tech"),
-    "undecodable text": (data_file("latin.csv", CSV_HEAD + "café,a\n".encode("latin-1")),
-                         "task.data.encoding", "not valid utf-8"),
+    "undecodable text": (data_file("latin.csv", CSV_HEAD + "café,a\n".encode("latin-1"),
+                                   encoding="utf-8"), "task.data.encoding", "not valid utf-8"),
+    "unknown codec": (change(task__data__encoding="utf-9"), "task.data.encoding",
+                      "auto or a Python codec name"),
     "unknown data format": (data_file("texts.txt", b"hello"), "task.data.format",
                             "cannot tell the format"),
 }

@@ -60,7 +60,7 @@ def test_datasets_folder_keeps_its_splits(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "config", "where", "words"), [
     ("text,label\n", {}, "task.data.path", "holds no rows"),
     ("body,label\nhello,a\n", {}, "task.data.text_column", "no column 'text'"),
-    (b"text,label\ncaf\xe9,a\n", {}, "task.data.encoding", "not valid utf-8"),
+    (b"text,label\ncaf\xe9,a\n", {"encoding": "utf-8"}, "task.data.encoding", "not valid utf-8"),
 ])
 def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: dict,
                                   where: str, words: str) -> None:
@@ -167,3 +167,32 @@ def test_calibration_carved_from_a_datasets_train_split_leaves_every_label_in_tr
     train = loaded.splits["train"]
     assert "a lone text about weather" in train.texts
     assert sorted(set(train.labels.tolist())) == list(range(len(loaded.label_names)))
+
+def test_each_text_file_is_read_as_utf8_or_else_as_cp1252(tmp_path: Path) -> None:
+    """The default encoding (auto): a corpus of UTF-8 files with one Windows-encoded file
+    reads "£" in all of them."""
+    for label in ("business", "sport"):
+        (tmp_path / label).mkdir()
+        for i in range(20):
+            (tmp_path / label / f"{i}.txt").write_text(f"{label} {i} costs £{i}m", "utf-8")
+    (tmp_path / "sport" / "0.txt").write_text("sport 0 costs £0m – a record", "cp1252")
+    loaded = load_dataset(DataConfig(path=str(tmp_path)))
+    texts = [text for split in loaded.splits.values() for text in split.texts]
+    assert len(texts) == 40 and all("£" in text and "Â" not in text for text in texts)
+    assert "sport 0 costs £0m – a record" in texts
+
+
+@pytest.mark.parametrize("encoding", ["auto", "cp1252"])
+def test_a_windows_encoded_csv_reads_with_auto_or_its_named_encoding(tmp_path: Path,
+                                                                     encoding: str) -> None:
+    rows = [(f"{text} £", label) for text, label in make_texts(20)]
+    path = tmp_path / "texts.csv"
+    path.write_bytes(write_csv(tmp_path / "utf8.csv", rows).read_text().encode("cp1252"))
+    loaded = load_dataset(DataConfig(path=str(path), encoding=encoding))
+    assert all(text.endswith(" £") for split in loaded.splits.values() for text in split.texts)
+
+
+def test_a_named_encoding_is_used_as_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "texts.csv", [(f"{t} £", label) for t, label in make_texts(20)])
+    loaded = load_dataset(DataConfig(path=str(path), encoding="latin-1"))
+    assert all(text.endswith(" Â£") for split in loaded.splits.values() for text in split.texts)
