@@ -182,7 +182,8 @@ def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame
             frame = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False)
         else:
             frame = pd.read_json(text, lines=True, dtype=False)
-    except (pd.errors.EmptyDataError, ValueError) as error:
+    # TypeError is pandas' answer to a JSON line that is not an object
+    except (pd.errors.EmptyDataError, ValueError, TypeError) as error:
         raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
     return _select_columns(frame, config, str(path))
 
@@ -221,6 +222,7 @@ def _decode(file: Path, encoding: str) -> str:
 
 
 def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
+    """The text and label columns as strings, refusing a row without either (or a blank label)."""
     for field, column in (("text_column", config.text_column),
                           ("label_column", config.label_column)):
         if column not in frame.columns:
@@ -229,6 +231,13 @@ def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.
                 f"{source} has no column {column!r} "
                 f"(columns: {', '.join(map(str, frame.columns))})",
             )
+        absent = frame[column].isna()
+        if field == "label_column":
+            absent |= frame[column].astype(str).str.strip() == ""
+        if absent.any():
+            row = int(np.argmax(absent.to_numpy())) + 1
+            raise InputError(f"task.data.{field}",
+                             f"{source}: row {row} has no {column!r} (rows count from 1)")
     selected = frame[[config.text_column, config.label_column]].copy()
     selected.columns = ["text", "label"]
     selected["text"] = selected["text"].astype(str)

@@ -149,6 +149,11 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "a folder read as csv": (folder_read_as_csv, "task.data.path", "is a folder"),
     "one label for every row": (data_file("one.csv", CSV_HEAD + b"".join(
         b"text %d,sport\n" % i for i in range(40))), "task.data.path", "at least two labels"),
+    "a JSON line that is not an object": (data_file("texts.jsonl", b'{"text": "a", "label": "b"}'
+                                                                  b"\n[1, 2, 3]\n"),
+                                          "task.data.path", "cannot read as jsonl"),
+    "a row without a label": (data_file("ragged.csv", CSV_HEAD + b"a goal,sport\na lone field\n"),
+                              "task.data.label_column", "row 2 has no 'label'"),
     "empty data file": (data_file("empty.csv", CSV_HEAD), "task.data.path", "holds no rows"),
     "zero-byte data file": (data_file("zero.csv", b""), "task.data.path", "cannot read as csv"),
     "missing label column": (data_file("topics.csv", b"text,topic\nhello,a\n"),

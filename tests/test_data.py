@@ -61,6 +61,8 @@ def test_datasets_folder_keeps_its_splits(tmp_path: Path) -> None:
     ("text,label\n", {}, "task.data.path", "holds no rows"),
     ("body,label\nhello,a\n", {}, "task.data.text_column", "no column 'text'"),
     (b"text,label\ncaf\xe9,a\n", {"encoding": "utf-8"}, "task.data.encoding", "not valid utf-8"),
+    ("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(60)) + "a lone field\n",
+     {}, "task.data.label_column", "row 61 has no 'label'"),
 ])
 def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: dict,
                                   where: str, words: str) -> None:
