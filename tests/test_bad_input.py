@@ -31,7 +31,7 @@ from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
 
 from conftest import make_texts
-from helpers import edgetune_command, tiny_config, write_config
+from helpers import edgetune_command, tiny_config, tokenizer_of_another_model, write_config
 
 Setup = Callable[[Path, dict[str, Any]], None]  # (inputs folder, config) -> edits the config
 
@@ -84,8 +84,8 @@ def gpt2_checkpoint(tiny_model: Path) -> Setup:
         from transformers import GPT2Config, GPT2ForSequenceClassification
 
         folder = inputs / "gpt2"
-        GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4,
-                                                 vocab_size=64)).save_pretrained(folder)
+        GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64,
+                                                 pad_token_id=0)).save_pretrained(folder)
         for tokenizer_file in ("vocab.txt", "tokenizer_config.json"):
             shutil.copy(tiny_model / tokenizer_file, folder)
         config["task"]["model"] = str(folder)
@@ -105,6 +105,11 @@ def pickled_code(folder: Path) -> None:
         weights.unlink()
     torch.save({"bert.embeddings.word_embeddings.weight": Payload()},
                folder / "pytorch_model.bin")
+
+
+def cut_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
 
 CSV_HEAD = b"text,label\n"
@@ -140,6 +145,10 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "architecture structured pruning cannot handle": (None, "space.pruning.methods",
                                                       "structured pruning supports"),
     "pickled code instead of weights": (None, "task.model", "loading it could run code"),
+    "weights cut short": (None, "task.model", "cannot load it as a classifier"),
+    "the tokenizer of another model": (None, "task.model", "tokenizer belongs to another model"),
+    "inputs longer than the model takes": (change(task__max_length=128), "task.max_length",
+                                           "runs on 8 tokens, not on 128"),
     "model in a package that is not installed": (change(task__model="pkg://no_such_pkg/model"),
                                                   "task.model", "no installed Python package"),
     "missing data file": (change(task__data={"path": "/nonexistent/texts.csv"}),
@@ -198,6 +207,8 @@ def test_bad_input_is_refused_in_one_line(case: str, tmp_path: Path, workspace: 
         "not a checkpoint": model_copy(tiny_model, lambda m: (m / "config.json").unlink()),
         "architecture structured pruning cannot handle": gpt2_checkpoint(tiny_model),
         "pickled code instead of weights": model_copy(tiny_model, pickled_code),
+        "weights cut short": model_copy(tiny_model, cut_weights),
+        "the tokenizer of another model": model_copy(tiny_model, tokenizer_of_another_model),
     }.get(case, setup)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
