@@ -2,17 +2,19 @@
 
 Every model edgetune trains is saved with ``save_pretrained`` so it opens in any Hugging Face
 tool. Structured pruning leaves per-layer shapes a config cannot express; such folders also hold
-``edgetune-shapes.json`` (see ``edgetune.objectives.pruning``), which ``load_classifier`` applies
-before reading the weights.
+``edgetune-shapes.json`` (see ``edgetune.objectives.architectures``), which ``load_classifier``
+applies before reading the weights.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
+from edgetune.errors import InputError
 from edgetune.objectives.architectures import SHAPES_FILE, load_pruned
 
 
@@ -26,6 +28,44 @@ def load_classifier(
     """
     if (folder / SHAPES_FILE).exists():
         return load_pruned(folder, trust_remote_code)
+    return _from_pretrained(folder, label_names, trust_remote_code).eval()
+
+
+def load_users_classifier(folder: Path, label_names: list[str],
+                          trust_remote_code: bool = False) -> PreTrainedModel:
+    """Load a user's checkpoint as fine-tuning does, refusing what would not train: a config.json
+    transformers cannot build, weights it cannot read, weights of other shapes than config.json
+    gives them (transformers would start them from random), or weights of another model.
+
+    Raises:
+        InputError: naming ``task.model``, the folder and what is wrong.
+    """
+    try:
+        model, loading = _from_pretrained(folder, label_names, trust_remote_code,
+                                           output_loading_info=True)
+    # Building a model from any config.json and reading weight files raises a zoo of errors
+    # (IndexError for a vocabulary of 0, SafetensorError, ...): all of them are the folder's.
+    except Exception as error:
+        raise InputError("task.model", f"{folder}: transformers cannot load it as a "
+                                       f"classifier ({type(error).__name__}: {error})") from error
+    encoder = f"{model.base_model_prefix}."  # the weights apart from the classification head
+    misfits = sorted((name, tuple(stored), tuple(expected))
+                     for name, stored, expected in loading["mismatched_keys"]
+                     if name.startswith(encoder))
+    if misfits:
+        name, stored, expected = misfits[0]
+        raise InputError("task.model", f"{folder}: {len(misfits)} weights do not have the shape "
+                                       f"config.json gives them, e.g. {name} is {stored}, not "
+                                       f"{expected}")
+    if all(name in loading["missing_keys"] for name in model.state_dict()
+           if name.startswith(encoder)):
+        raise InputError("task.model", f"{folder}: none of its weights belongs to the "
+                                       f"{model.config.model_type} model config.json describes")
+    return model.eval()
+
+
+def _from_pretrained(folder: Path, label_names: list[str] | None, trust_remote_code: bool,
+                     **options: object) -> Any:
     kwargs: dict[str, object] = {}
     if label_names is not None:
         kwargs = {
@@ -41,7 +81,8 @@ def load_classifier(
         trust_remote_code=trust_remote_code,
         ignore_mismatched_sizes=label_names is not None,  # a head for other labels is replaced
         use_safetensors=any(folder.glob("*.safetensors")) or None,
-    ).eval()
+        **options,
+    )
 
 
 def save_classifier(model: PreTrainedModel, folder: Path) -> None:

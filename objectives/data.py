@@ -12,7 +12,9 @@ twice, and a random split put 25 test and 13 validation texts beside their copy 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,13 +22,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 SPLITS = ("train", "calibration", "validation", "test")
+FALLBACK_ENCODING = "cp1252"  # for a file that is not UTF-8, under ``encoding: auto``
 DataFormat = Literal["auto", "csv", "jsonl", "folders", "datasets"]
 
 
@@ -52,16 +55,32 @@ class DataConfig(Strict):
     read the ``text_column`` and ``label_column``; ``datasets`` reads a folder written by
     ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` with ``train``/``validation``/``test``
     keeps those splits and carves calibration from train).
+
+    ``encoding: auto`` (the default) reads each file as UTF-8 and a file that is not UTF-8 as
+    cp1252, the Windows superset of latin-1 that files called latin-1 are usually written in.
+    Before ``auto``, the default task read its UTF-8 corpus as latin-1 ("£" as "Â£"): its texts,
+    so its split fingerprint and its cached fine-tuned base, changed with it.
     """
 
     path: str
     format: DataFormat = "auto"
     text_column: str = "text"
     label_column: str = "label"
-    encoding: str = "utf-8"
+    encoding: str = Field(
+        default="auto", description="auto (UTF-8, else cp1252, file by file) or a Python codec")
     splits: SplitConfig = SplitConfig()
     deduplicate: bool = Field(
         default=True, description="keep each distinct text once, where it first occurs")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        if encoding != "auto":
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ValueError(f"auto or a Python codec name, not {encoding!r}") from None
+        return encoding
 
 
 @dataclass(frozen=True)
@@ -94,13 +113,17 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
     """Read the texts and labels ``config`` names and split them.
 
     Raises:
-        InputError: the file is missing, empty, lacks the named columns, cannot be decoded, or a
-            held-out split has labels that train lacks.
+        InputError: the file is missing, empty, lacks the named columns, cannot be decoded, holds
+            one label only, or a held-out split has labels that train lacks.
     """
-    path = resolve_path(config.path, base)
+    path = resolve_path(config.path, base, field="task.data.path")
     if not path.exists():
         raise InputError("task.data.path", f"no such file or folder: {path}")
     fmt = _detect_format(path) if config.format == "auto" else config.format
+    reads_a_folder = fmt in ("folders", "datasets")
+    if path.is_dir() != reads_a_folder:
+        kind, expected = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise InputError("task.data.path", f"{path} is {kind}, but format {fmt} reads {expected}")
     if fmt == "datasets":
         frames = _read_datasets_folder(path, config)
     else:
@@ -112,6 +135,10 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
     repeats = 0
     if config.deduplicate:
         frames, repeats = _drop_repeated_texts(frames)
+    labels = pd.concat([frame["label"] for frame in frames.values()]).unique()
+    if len(labels) < 2:
+        raise InputError("task.data.path", f"{path}: every row has the label {labels[0]!r}; a "
+                                           "classifier needs texts of at least two labels")
     return replace(_split(frames, config.splits), repeats_dropped=repeats)
 
 
@@ -146,45 +173,56 @@ def _detect_format(path: Path) -> DataFormat:
 
 
 def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame:
-    try:
-        if fmt == "folders":
-            frame = _read_label_folders(path, config.encoding)
-        elif fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, encoding=config.encoding, dtype=str,
-                                keep_default_na=False)
-        else:
-            frame = pd.read_json(path, lines=True, encoding=config.encoding, dtype=False)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            "task.data.encoding", f"{path}: not valid {config.encoding} text ({error.reason} at "
-            f"byte {error.start}); set encoding to the file's encoding"
-        ) from error
-    except (pd.errors.EmptyDataError, ValueError) as error:
-        raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
     if fmt == "folders":
-        return frame
+        return _read_label_folders(path, config.encoding)
+    text = io.StringIO(_decode(path, config.encoding))
+    try:
+        if fmt == "csv":
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            frame = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False)
+        else:
+            frame = pd.read_json(text, lines=True, dtype=False)
+    # TypeError is pandas' answer to a JSON line that is not an object
+    except (pd.errors.EmptyDataError, ValueError, TypeError) as error:
+        raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
     return _select_columns(frame, config, str(path))
 
 
 def _read_label_folders(root: Path, encoding: str) -> pd.DataFrame:
-    rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for file in sorted(folder.glob("*.txt")):
-            try:
-                rows.append((file.read_text(encoding=encoding), folder.name))
-            except UnicodeDecodeError as error:
-                raise InputError(
-                    "task.data.encoding",
-                    f"{file}: not valid {encoding} text ({error.reason} at byte {error.start}); "
-                    "set encoding to the files' encoding",
-                ) from error
+    rows = [
+        (_decode(file, encoding), folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for file in sorted(folder.glob("*.txt"))
+    ]
     if not rows:
         raise InputError("task.data.path", f"{root}: no <label>/*.txt files in this folder")
     return pd.DataFrame(rows, columns=["text", "label"])
 
 
+def _decode(file: Path, encoding: str) -> str:
+    """The text of ``file`` in ``encoding``; under ``auto``, UTF-8 (a byte-order mark dropped),
+    else ``FALLBACK_ENCODING``."""
+    try:
+        content = file.read_bytes()
+    except OSError as error:
+        raise InputError("task.data.path", f"{file}: cannot read: {error.strerror}") from error
+    try:
+        if encoding != "auto":
+            return content.decode(encoding)
+        try:
+            return content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return content.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError as error:
+        tried = f"UTF-8 or {FALLBACK_ENCODING}" if encoding == "auto" else encoding
+        raise InputError(
+            "task.data.encoding", f"{file}: not valid {tried} text ({error.reason} at byte "
+            f"{error.start}); set encoding to the file's encoding"
+        ) from error
+
+
 def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
+    """The text and label columns as strings, refusing a row without either (or a blank label)."""
     for field, column in (("text_column", config.text_column),
                           ("label_column", config.label_column)):
         if column not in frame.columns:
@@ -193,6 +231,13 @@ def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.
                 f"{source} has no column {column!r} "
                 f"(columns: {', '.join(map(str, frame.columns))})",
             )
+        absent = frame[column].isna()
+        if field == "label_column":
+            absent |= frame[column].astype(str).str.strip() == ""
+        if absent.any():
+            row = int(np.argmax(absent.to_numpy())) + 1
+            raise InputError(f"task.data.{field}",
+                             f"{source}: row {row} has no {column!r} (rows count from 1)")
     selected = frame[[config.text_column, config.label_column]].copy()
     selected.columns = ["text", "label"]
     selected["text"] = selected["text"].astype(str)
@@ -203,7 +248,11 @@ def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.
 def _read_datasets_folder(path: Path, config: DataConfig) -> dict[str, pd.DataFrame]:
     import datasets
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as error:
+        raise InputError("task.data.path",
+                         f"{path}: not a folder written by datasets' save_to_disk") from error
     if isinstance(loaded, datasets.DatasetDict):
         missing = {"train", "validation", "test"} - set(loaded)
         if missing:
@@ -236,12 +285,10 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
     rng = np.random.default_rng(config.seed)
     if "all" in frames:
         frame = frames["all"]
-        label_names = sorted(frame["label"].unique())
         assignment = _stratified_assignment(frame["label"].to_numpy(), config, rng)
         parts = {name: frame[assignment == name] for name in SPLITS}
     else:
         train = frames["train"]
-        label_names = sorted(train["label"].unique())
         fraction = config.calibration / (config.train + config.calibration)
         is_calibration = _stratified_take(train["label"].to_numpy(), fraction, rng)
         parts = {
@@ -250,8 +297,9 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
             "validation": frames["validation"],
             "test": frames["test"],
         }
+    label_names = sorted(parts["train"]["label"].unique())
     index = {label: i for i, label in enumerate(label_names)}
-    for name in ("validation", "test"):
+    for name in SPLITS[1:]:
         unknown = sorted(set(parts[name]["label"]) - set(index))
         if unknown:
             raise InputError(
@@ -275,22 +323,25 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
 
 def _stratified_assignment(labels: np.ndarray, config: SplitConfig,
                            rng: np.random.Generator) -> np.ndarray:
-    """Assign each row to a split, keeping each label's share the same in every split."""
+    """Assign each row to a split, keeping each label's share the same in every split, and at
+    least one row of every label in train (a label too rare for its share would otherwise be
+    held out only, and never learned)."""
     assignment = np.empty(len(labels), dtype=object)
     shares = np.cumsum([getattr(config, name) for name in SPLITS])
     for label in sorted(set(labels)):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        bounds = np.round(shares * len(rows)).astype(int)
+        bounds = np.maximum(np.round(shares * len(rows)).astype(int), 1)
         for name, start, stop in zip(SPLITS, np.r_[0, bounds[:-1]], bounds):
             assignment[rows[start:stop]] = name
     return assignment
 
 
 def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows to take, ``fraction`` of each label's, leaving at least one of every label."""
     taken = np.zeros(len(labels), dtype=bool)
     for label in sorted(set(labels)):
         rows = rng.permutation(np.flatnonzero(labels == label))
-        taken[rows[: int(round(fraction * len(rows)))]] = True
+        taken[rows[: min(int(round(fraction * len(rows))), len(rows) - 1)]] = True
     return taken
 
 

@@ -15,11 +15,13 @@ import numpy as np
 from pydantic import Field
 
 from edgetune.errors import InputError
+from edgetune.objectives.checkpoint import load_users_classifier
 from edgetune.objectives.data import DataConfig, Dataset, load_dataset
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 Encoded = dict[str, np.ndarray]
+SHORTEST = 8  # tokens: the least max_length allowed
 
 
 class TaskConfig(Strict):
@@ -27,7 +29,7 @@ class TaskConfig(Strict):
 
     model: str = Field(description="a local Hugging Face checkpoint folder, or pkg://package/folder")
     data: DataConfig
-    max_length: int = Field(default=128, ge=8, le=4096)
+    max_length: int = Field(default=128, ge=SHORTEST, le=4096)
     trust_remote_code: bool = False
 
 
@@ -60,25 +62,73 @@ class Task:
 
 
 def load_task(config: TaskConfig, base: Path | None = None) -> Task:
-    """Check the checkpoint folder, read and split the data, load the tokenizer.
+    """Check the checkpoint folder, read and split the data, load the tokenizer, and check that
+    the checkpoint loads as a classifier of the data's labels and runs on its tokens.
 
     Raises:
-        InputError: the model folder is missing or not a Hugging Face checkpoint, or the data is
-            bad.
+        InputError: the model folder is missing, not a Hugging Face checkpoint, or one that does
+            not load or run with its tokenizer; or the data is bad.
     """
+    model_path = checkpoint_folder(config.model, base, config.trust_remote_code)
+    dataset = load_dataset(config.data, base)
+    tokenizer = _load_tokenizer(model_path, config.trust_remote_code)
+    task = Task(config=config, model_path=model_path, dataset=dataset, tokenizer=tokenizer)
+    _check_runs(task)
+    return task
+
+
+def _load_tokenizer(model_path: Path, trust_remote_code: bool) -> object:
     from transformers import AutoTokenizer
 
-    model_path = checkpoint_folder(config.model, base)
-    dataset = load_dataset(config.data, base)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_path, trust_remote_code=config.trust_remote_code
-    )
-    return Task(config=config, model_path=model_path, dataset=dataset, tokenizer=tokenizer)
+    try:
+        return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except Exception as error:  # the tokenizers library raises a bare Exception, among others
+        raise InputError("task.model", f"{model_path}: transformers cannot load its tokenizer "
+                                       f"({type(error).__name__}: {error})") from error
 
 
-def checkpoint_folder(location: str, base: Path | None = None) -> Path:
+def _check_runs(task: Task) -> None:
+    """Load the checkpoint as fine-tuning will and run it on two training texts: the tokenizer's
+    ids must be ones the model embeds, and the model must take ``max_length`` tokens."""
+    model = load_users_classifier(task.model_path, task.label_names,
+                                  task.config.trust_remote_code)
+    embedded = model.get_input_embeddings().num_embeddings
+    highest = max(task.tokenizer.get_vocab().values())  # type: ignore[attr-defined]
+    if highest >= embedded:
+        raise InputError("task.model", f"{task.model_path}: its tokenizer gives ids up to "
+                                       f"{highest}, but the model embeds {embedded} tokens: the "
+                                       "tokenizer belongs to another model")
+    texts = task.dataset.splits["train"].texts[:2]
+    failure = _failure(model, task.tokenizer, texts, task.config.max_length)
+    if failure is None:
+        return
+    if _failure(model, task.tokenizer, texts, SHORTEST) is None:
+        raise InputError("task.max_length", f"{task.model_path}: the model runs on {SHORTEST} "
+                                            f"tokens, not on {task.config.max_length} ({failure})")
+    raise InputError("task.model", f"{task.model_path}: the model fails on its tokenizer's "
+                                   f"inputs ({failure})")
+
+
+def _failure(model: object, tokenizer: object, texts: list[str], length: int) -> str | None:
+    """Why ``model`` fails on ``texts`` padded to ``length`` tokens, or None if it runs."""
+    import torch
+
+    batch = tokenizer(texts, truncation=True, padding="max_length",  # type: ignore[operator]
+                      max_length=length, return_tensors="pt")
+    try:
+        with torch.no_grad():
+            model(**batch)  # type: ignore[operator]
+    except Exception as error:  # any: with trust_remote_code, the code is the checkpoint's own
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def checkpoint_folder(location: str, base: Path | None = None,
+                      trust_remote_code: bool = False) -> Path:
     """Resolve ``location`` to a local checkpoint folder, or say clearly why it is not one."""
-    path = resolve_path(location, base)
+    from transformers import AutoConfig
+
+    path = resolve_path(location, base, field="task.model")
     if not path.is_dir():
         raise InputError(
             "task.model",
@@ -89,11 +139,17 @@ def checkpoint_folder(location: str, base: Path | None = None) -> Path:
     if not config_file.is_file():
         raise InputError("task.model", f"{path} is not a Hugging Face checkpoint: no config.json")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as error:
+        model_config = json.loads(config_file.read_text())
+    except ValueError as error:  # not UTF-8, or not JSON
         raise InputError("task.model", f"{config_file}: not valid JSON ({error})") from error
+    model_type = model_config.get("model_type") if isinstance(model_config, dict) else None
     if not model_type:
         raise InputError("task.model", f"{config_file} names no model_type")
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as error:  # transformers validates each field, raising several kinds
+        raise InputError("task.model", f"{config_file}: transformers cannot read it "
+                                       f"({type(error).__name__}: {error})") from error
     if not any(path.glob("*.safetensors")):
         pickled = sorted(path.glob("*.bin"))
         if not pickled:

@@ -74,7 +74,8 @@ def open_store(config: ArtifactsConfig, default: Path, base: Path | None = None,
     if config.store is not None and config.store.startswith(S3_SCHEME):
         bucket, _, prefix = config.store[len(S3_SCHEME):].partition("/")
         return _s3_store(bucket, prefix)
-    folder = default if config.store is None else resolve_path(config.store, base)
+    folder = (default if config.store is None
+              else resolve_path(config.store, base, field="artifacts.store"))
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(folder)

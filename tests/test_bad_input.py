@@ -29,9 +29,10 @@ from edgetune.errors import InputError
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig, load_config
+from edgetune.spaces.registry import SlotSpace, knobs
 
 from conftest import make_texts
-from helpers import edgetune_command, tiny_config, write_config
+from helpers import edgetune_command, tiny_config, tokenizer_of_another_model, write_config
 
 Setup = Callable[[Path, dict[str, Any]], None]  # (inputs folder, config) -> edits the config
 
@@ -62,6 +63,12 @@ def change(**sections: Any) -> Setup:
     return setup
 
 
+def folder_read_as_csv(inputs: Path, config: dict[str, Any]) -> None:
+    (inputs / "texts" / "sport").mkdir(parents=True)
+    (inputs / "texts" / "sport" / "1.txt").write_text("a goal")
+    config["task"]["data"] = {"path": str(inputs / "texts"), "format": "csv"}
+
+
 def unseen_labels(inputs: Path, config: dict[str, Any]) -> None:
     import datasets
 
@@ -78,8 +85,8 @@ def gpt2_checkpoint(tiny_model: Path) -> Setup:
         from transformers import GPT2Config, GPT2ForSequenceClassification
 
         folder = inputs / "gpt2"
-        GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4,
-                                                 vocab_size=64)).save_pretrained(folder)
+        GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64,
+                                                 pad_token_id=0)).save_pretrained(folder)
         for tokenizer_file in ("vocab.txt", "tokenizer_config.json"):
             shutil.copy(tiny_model / tokenizer_file, folder)
         config["task"]["model"] = str(folder)
@@ -99,6 +106,11 @@ def pickled_code(folder: Path) -> None:
         weights.unlink()
     torch.save({"bert.embeddings.word_embeddings.weight": Payload()},
                folder / "pytorch_model.bin")
+
+
+def cut_weights(folder: Path) -> None:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
 
 CSV_HEAD = b"text,label\n"
@@ -134,15 +146,33 @@ CASES: dict[str, tuple[Setup, str, str]] = {
     "architecture structured pruning cannot handle": (None, "space.pruning.methods",
                                                       "structured pruning supports"),
     "pickled code instead of weights": (None, "task.model", "loading it could run code"),
+    "weights cut short": (None, "task.model", "cannot load it as a classifier"),
+    "the tokenizer of another model": (None, "task.model", "tokenizer belongs to another model"),
+    "inputs longer than the model takes": (change(task__max_length=128), "task.max_length",
+                                           "runs on 8 tokens, not on 128"),
+    "model in a package that is not installed": (change(task__model="pkg://no_such_pkg/model"),
+                                                  "task.model", "no installed Python package"),
     "missing data file": (change(task__data={"path": "/nonexistent/texts.csv"}),
                           "task.data.path", "no such file"),
+    "data in a package that is not installed": (change(task__data={"path": "pkg://no_such_pkg/d"}),
+                                                "task.data.path", "no installed Python package"),
+    "a folder read as csv": (folder_read_as_csv, "task.data.path", "is a folder"),
+    "one label for every row": (data_file("one.csv", CSV_HEAD + b"".join(
+        b"text %d,sport\n" % i for i in range(40))), "task.data.path", "at least two labels"),
+    "a JSON line that is not an object": (data_file("texts.jsonl", b'{"text": "a", "label": "b"}'
+                                                                  b"\n[1, 2, 3]\n"),
+                                          "task.data.path", "cannot read as jsonl"),
+    "a row without a label": (data_file("ragged.csv", CSV_HEAD + b"a goal,sport\na lone field\n"),
+                              "task.data.label_column", "row 2 has no 'label'"),
     "empty data file": (data_file("empty.csv", CSV_HEAD), "task.data.path", "holds no rows"),
     "zero-byte data file": (data_file("zero.csv", b""), "task.data.path", "cannot read as csv"),
     "missing label column": (data_file("topics.csv", b"text,topic\nhello,a\n"),
                              "task.data.label_column", "no column 'label'"),
     "labels that train lacks": (unseen_labels, "task.data.path", "labels that train lacks: tech"),
-    "undecodable text": (data_file("latin.csv", CSV_HEAD + "café,a\n".encode("latin-1")),
-                         "task.data.encoding", "not valid utf-8"),
+    "undecodable text": (data_file("latin.csv", CSV_HEAD + "café,a\n".encode("latin-1"),
+                                   encoding="utf-8"), "task.data.encoding", "not valid utf-8"),
+    "unknown codec": (change(task__data__encoding="utf-9"), "task.data.encoding",
+                      "auto or a Python codec name"),
     "unknown data format": (data_file("texts.txt", b"hello"), "task.data.format",
                             "cannot tell the format"),
 }
@@ -178,6 +208,8 @@ def test_bad_input_is_refused_in_one_line(case: str, tmp_path: Path, workspace: 
         "not a checkpoint": model_copy(tiny_model, lambda m: (m / "config.json").unlink()),
         "architecture structured pruning cannot handle": gpt2_checkpoint(tiny_model),
         "pickled code instead of weights": model_copy(tiny_model, pickled_code),
+        "weights cut short": model_copy(tiny_model, cut_weights),
+        "the tokenizer of another model": model_copy(tiny_model, tokenizer_of_another_model),
     }.get(case, setup)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -288,6 +320,12 @@ def names_a_real_field(where: str, raw: dict[str, Any]) -> bool:
     model: type[BaseModel] = StudyConfig
     for part in where.split("."):
         field = model.model_fields.get(part)
+        if field is None and issubclass(model, SlotSpace):  # a knob's section
+            section = knobs(model.slot).get(part)
+            if section is None or section.space is None:
+                return False
+            model = section.space
+            continue
         if field is None:
             return False
         if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):

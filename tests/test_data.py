@@ -12,7 +12,7 @@ import pytest
 from edgetune.errors import InputError
 from edgetune.objectives.data import DataConfig, SplitConfig, load_dataset
 
-from conftest import make_texts
+from conftest import make_texts, write_csv
 
 
 def test_splits_are_stratified_seeded_and_disjoint(tiny_csv: Path) -> None:
@@ -60,7 +60,9 @@ def test_datasets_folder_keeps_its_splits(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "config", "where", "words"), [
     ("text,label\n", {}, "task.data.path", "holds no rows"),
     ("body,label\nhello,a\n", {}, "task.data.text_column", "no column 'text'"),
-    (b"text,label\ncaf\xe9,a\n", {}, "task.data.encoding", "not valid utf-8"),
+    (b"text,label\ncaf\xe9,a\n", {"encoding": "utf-8"}, "task.data.encoding", "not valid utf-8"),
+    ("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(60)) + "a lone field\n",
+     {}, "task.data.label_column", "row 61 has no 'label'"),
 ])
 def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: dict,
                                   where: str, words: str) -> None:
@@ -69,6 +71,26 @@ def test_bad_data_files_are_named(tmp_path: Path, content: str | bytes, config: 
     with pytest.raises(InputError) as error:
         load_dataset(DataConfig(path=str(path), **config))
     assert error.value.where == where and words in error.value.message
+
+
+@pytest.mark.parametrize(("kind", "fmt", "expected"), [
+    ("folder", "csv", "is a folder, but format csv reads a file"),
+    ("folder", "jsonl", "is a folder, but format jsonl reads a file"),
+    ("file", "folders", "is a file, but format folders reads a folder"),
+    ("file", "datasets", "is a file, but format datasets reads a folder"),
+    ("folder", "datasets", "not a folder written by datasets' save_to_disk"),
+])
+def test_a_path_of_the_wrong_kind_for_its_format_is_named(tmp_path: Path, kind: str, fmt: str,
+                                                          expected: str) -> None:
+    path = tmp_path / "texts"
+    if kind == "folder":
+        (path / "sport").mkdir(parents=True)
+        (path / "sport" / "1.txt").write_text("a goal")
+    else:
+        path.write_text("text,label\na goal,sport\n")
+    with pytest.raises(InputError) as error:
+        load_dataset(DataConfig(path=str(path), format=fmt))
+    assert error.value.where == "task.data.path" and expected in error.value.message
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -117,3 +139,62 @@ def test_held_out_texts_that_train_holds_are_dropped_from_a_datasets_folder(
     loaded = load_dataset(DataConfig(path=str(tmp_path / "dd")))
     assert (len(loaded.splits["validation"]), len(loaded.splits["test"])) == (15, 15)
     assert loaded.repeats_dropped == 15
+
+def test_every_label_keeps_a_training_row(tmp_path: Path) -> None:
+    """A label too rare for its share of train is still trained on, never only held out."""
+    rows = make_texts(20) + [("a lone text about weather", "weather")]
+    path = write_csv(tmp_path / "texts.csv", rows)
+    loaded = load_dataset(DataConfig(path=str(path), splits=SplitConfig(
+        train=0.3, calibration=0.1, validation=0.2, test=0.4)))
+    train = loaded.splits["train"]
+    assert sorted(set(train.labels.tolist())) == list(range(len(loaded.label_names)))
+    assert "weather" in loaded.label_names
+
+
+
+def test_calibration_carved_from_a_datasets_train_split_leaves_every_label_in_train(
+        tmp_path: Path) -> None:
+    import datasets
+
+    rows = make_texts(20) + [("a lone text about weather", "weather")]
+    as_dict = {"text": [t for t, _ in rows], "label": [label for _, label in rows]}
+    full = datasets.Dataset.from_dict(as_dict)
+    weather = len(rows) - 1
+    datasets.DatasetDict({"train": full.select([*range(40), weather]),
+                          "validation": full.select(range(40, 50)),
+                          "test": full.select(range(50, 60))}).save_to_disk(str(tmp_path / "dd"))
+    loaded = load_dataset(DataConfig(path=str(tmp_path / "dd"), splits=SplitConfig(
+        train=0.2, calibration=0.4, validation=0.2, test=0.2)))
+    assert "weather" in loaded.label_names
+    train = loaded.splits["train"]
+    assert "a lone text about weather" in train.texts
+    assert sorted(set(train.labels.tolist())) == list(range(len(loaded.label_names)))
+
+def test_each_text_file_is_read_as_utf8_or_else_as_cp1252(tmp_path: Path) -> None:
+    """The default encoding (auto): a corpus of UTF-8 files with one Windows-encoded file
+    reads "£" in all of them."""
+    for label in ("business", "sport"):
+        (tmp_path / label).mkdir()
+        for i in range(20):
+            (tmp_path / label / f"{i}.txt").write_text(f"{label} {i} costs £{i}m", "utf-8")
+    (tmp_path / "sport" / "0.txt").write_text("sport 0 costs £0m – a record", "cp1252")
+    loaded = load_dataset(DataConfig(path=str(tmp_path)))
+    texts = [text for split in loaded.splits.values() for text in split.texts]
+    assert len(texts) == 40 and all("£" in text and "Â" not in text for text in texts)
+    assert "sport 0 costs £0m – a record" in texts
+
+
+@pytest.mark.parametrize("encoding", ["auto", "cp1252"])
+def test_a_windows_encoded_csv_reads_with_auto_or_its_named_encoding(tmp_path: Path,
+                                                                     encoding: str) -> None:
+    rows = [(f"{text} £", label) for text, label in make_texts(20)]
+    path = tmp_path / "texts.csv"
+    path.write_bytes(write_csv(tmp_path / "utf8.csv", rows).read_text().encode("cp1252"))
+    loaded = load_dataset(DataConfig(path=str(path), encoding=encoding))
+    assert all(text.endswith(" £") for split in loaded.splits.values() for text in split.texts)
+
+
+def test_a_named_encoding_is_used_as_named(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "texts.csv", [(f"{t} £", label) for t, label in make_texts(20)])
+    loaded = load_dataset(DataConfig(path=str(path), encoding="latin-1"))
+    assert all(text.endswith(" Â£") for split in loaded.splits.values() for text in split.texts)

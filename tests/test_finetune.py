@@ -55,7 +55,8 @@ def test_lora_learns_the_task_and_merges_into_plain_linear_layers(
 def test_lora_settings_peft_cannot_apply_are_refused_before_any_work(
         tmp_path: Path, tiny_csv: Path) -> None:
     folder = build_tiny_model(tmp_path / "distilbert", "distilbert")
-    task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv))))
+    task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv)),
+                                max_length=32))
     with pytest.raises(InputError) as error:  # peft has no default targets for DistilBERT
         check_finetune(task, FinetuneConfig(method="lora"))
     assert error.value.where == "finetune.lora.target_modules"
