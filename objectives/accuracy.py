@@ -1,7 +1,10 @@
 """Accuracy of a model file on a split, in the target's runtime with the target's threads.
 
 The same function scores a trial and re-scores an exported model, so both agree exactly on the
-same data and runtime. ``torch_accuracy`` scores a torch model during training (early stopping).
+same data and runtime. It runs the model at the target's batch size, as the device will: dynamic
+INT8 computes activation scales per batch, so the same text scored among 31 others can be given
+another label than alone. ``torch_accuracy`` scores a torch model during training (early
+stopping), a cheap look in batches of ``TRAINING_LOOK_BATCH``.
 """
 
 from __future__ import annotations
@@ -14,16 +17,16 @@ import torch
 from edgetune.objectives.runtimes import for_target
 from edgetune.objectives.target import TargetConfig
 
-EVAL_BATCH = 32
+TRAINING_LOOK_BATCH = 32
 
 
 def predict(model: Path, inputs: dict[str, np.ndarray], target: TargetConfig) -> np.ndarray:
-    """Logits for every row of ``inputs``."""
+    """Logits for every row of ``inputs``, run ``target.batch_size`` rows at a time."""
     session = for_target(target).open(model, target)
-    rows = len(next(iter(inputs.values())))
+    rows, size = len(next(iter(inputs.values()))), target.batch_size
     return np.concatenate([
-        session({name: value[start : start + EVAL_BATCH] for name, value in inputs.items()})
-        for start in range(0, rows, EVAL_BATCH)
+        session({name: value[start : start + size] for name, value in inputs.items()})
+        for start in range(0, rows, size)
     ])
 
 
@@ -41,9 +44,9 @@ def torch_accuracy(model: torch.nn.Module, inputs: dict[str, np.ndarray],
     rows = len(labels)
     correct = 0
     with torch.no_grad():
-        for start in range(0, rows, EVAL_BATCH):
-            batch = {name: torch.from_numpy(value[start : start + EVAL_BATCH])
+        for start in range(0, rows, TRAINING_LOOK_BATCH):
+            batch = {name: torch.from_numpy(value[start : start + TRAINING_LOOK_BATCH])
                      for name, value in inputs.items()}
             predicted = model(**batch).logits.argmax(dim=1).numpy()
-            correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())
+            correct += int((predicted == labels[start : start + TRAINING_LOOK_BATCH]).sum())
     return correct / rows
