@@ -19,7 +19,7 @@ beats on every objective.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ class ConfirmedRow:
     latency_ms: float
     ratio: float
     spread: float  # of the confirmed ratio over rounds
+    interval: tuple[float, float] | None  # the 95% confidence interval of the confirmed ratio
     search_latency_ms: float  # what the trial measured
     on_front: bool
     moved_off_front: bool
@@ -154,6 +155,16 @@ def reference(study: optuna.Study) -> TrialRecord | None:
     return next((record for record in complete(study) if record.is_reference), None)
 
 
+def reference_row(study: optuna.Study) -> FrontRow | None:
+    """The FP32 reference as a row of the front's table: every other row's yardstick, with its
+    test accuracy where a confirmation computed it, and a ratio of 1 by definition."""
+    fp32 = reference(study)
+    if fp32 is None:
+        return None
+    tested = (confirmation(study) or {}).get("reference_test_accuracy")
+    return replace(fp32.row(), ratio=1.0, test_accuracy=tested)
+
+
 def confirmation(study: optuna.Study) -> dict[str, Any] | None:
     """The last confirmation's record (date, rounds, machine, trials), if any."""
     return study.user_attrs.get(CONFIRMATION)
@@ -202,6 +213,7 @@ def _confirmed_row(record: TrialRecord) -> ConfirmedRow:
         latency_ms=figures.latency_ms,
         ratio=figures.ratio,
         spread=figures.spread,
+        interval=figures.ratio_interval,
         search_latency_ms=record.search_latency_ms,
         on_front=figures.on_front,
         moved_off_front=figures.moved_off_front,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetune.search import front as fronts
+from edgetune.search.record import FrontRow
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -20,6 +21,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
     Notes about the front (machines, a stale confirmation) go to stderr with the study's counts.
     """
     rows = fronts.front(study)
+    fp32 = fronts.reference_row(study)
     machines = fronts.machines(rows)
     record = fronts.confirmation(study)
     confirmed = fronts.confirmed_rows(study)
@@ -28,6 +30,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
         click.echo(json.dumps({
             "study": study.study_name, **(extra or {}),
             "machines": machines,
+            "reference": fp32.as_dict() if fp32 else None,
             "front": [row.as_dict() for row in rows],
             "confirmation": {**record, "current": current} if record else None,
             "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
@@ -48,29 +51,39 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
         for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
                        "size MB"):
             table.add_column(column, justify="left" if column == "recipe" else "right")
-        for row in rows:
-            if row.machine == machine:
-                test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
-                table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
-                              f"{row.latency_ms:.2f}{' ✓' if row.confirmed else ''}",
-                              f"{row.ratio:.2f}", f"{row.size_mb:.1f}")
+        shown = [row for row in rows if row.machine == machine]
+        if fp32 is not None and fp32.machine == machine and fp32.trial not in {
+                row.trial for row in shown}:
+            table.add_row(*_cells(fp32), style="dim", end_section=True)
+        for row in shown:
+            table.add_row(*_cells(row))
         console.print(table)
     if record is not None:
         _confirmed(console, record, confirmed, current)
+
+
+def _cells(row: FrontRow) -> list[str]:
+    test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
+    return [str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
+            f"{row.latency_ms:.2f}{' ✓' if row.confirmed else ''}", f"{row.ratio:.2f}",
+            f"{row.size_mb:.1f}"]
 
 
 def _confirmed(console: Console, record: dict[str, Any],
                      rows: list[fronts.ConfirmedRow], current: bool) -> None:
     table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
                         f"{record['date']}, on {record['machine']}")
+    table.caption = ("× FP32: the median of the per-round ratios to the FP32 reference, measured "
+                     "beside it; 95% interval: where that median lies (docs/measurement.md)")
     for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
-                   "ratio spread"):
+                   "95% interval"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for row in rows:
         if row.on_front:
             test = f"{row.test_accuracy:.2%}" if row.test_accuracy is not None else ""
+            interval = "{:.2f}–{:.2f}".format(*row.interval) if row.interval else ""
             table.add_row(str(row.trial), row.recipe, f"{row.accuracy:.2%}", test,
-                          f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", f"{row.spread:.1%}")
+                          f"{row.latency_ms:.2f}", f"{row.ratio:.2f}", interval)
     console.print(table)
     for row in rows:
         if row.moved_off_front:
