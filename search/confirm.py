@@ -102,7 +102,8 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         }
     notes: list[tuple[FrozenTrial, dict[str, Any]]] = [
         (t.trial, {CONFIRMED: figures[t.number].model_copy(update={
-            "test_accuracy": test_accuracy.get(t.number),
+            # the reference's is computed for every confirmation, but shown only on the front
+            "test_accuracy": test_accuracy.get(t.number) if t.number in on_front else None,
             "on_front": t.number in on_front,
             "moved_off_front": t.number in was_on_front and t.number not in on_front,
         }).model_dump(mode="json")})
