@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from edgetune.objectives.machine import machine_key
 from edgetune.search.constraints import Constraints
+from edgetune.search.front import reference_latencies
+from edgetune.search.record import ANCHOR_QUANTILE, Anchor
 from edgetune.search.study import Location
 
 VERSIONED = ("edgetune", "optuna", "onnxruntime", "onnx", "torch", "transformers", "nncf", "plotly")
@@ -49,6 +51,8 @@ class Context:
     first_trial: str = ""
     last_trial: str = ""
     confirmation: dict[str, Any] = field(default_factory=dict)
+    reference_latency: dict[str, Anchor] = field(default_factory=dict)  # machine -> anchor
+    anchor_quantile: float = ANCHOR_QUANTILE
 
 
 def context(study: optuna.Study, location: Location, trials: pd.DataFrame) -> Context:
@@ -70,6 +74,7 @@ def context(study: optuna.Study, location: Location, trials: pd.DataFrame) -> Co
         first_trial=_format(trials["started"].dropna().min()),
         last_trial=_format(trials["completed"].dropna().max()),
         confirmation=dict(study.user_attrs.get("confirmation") or {}),
+        reference_latency=reference_latencies(study),
     )
 
 

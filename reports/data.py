@@ -15,7 +15,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from edgetune.search.front import front_of, search_front
-from edgetune.search.record import REFERENCE, Confirmed, TrialRecord
+from edgetune.search.record import REFERENCE, TrialRecord, records
 
 COMPLETE = "complete"
 NAN = float("nan")
@@ -28,8 +28,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     # Optuna's retry callback records, on the retry, the trials it retries (last: the one before).
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
                   if t.system_attrs.get("retry_history")}
-    rows = [_trial_row(TrialRecord.of(trial), *(trial.number in front for front in fronts))
-            | {"retried_as": retried_as.get(trial.number)} for trial in trials]
+    rows = [_trial_row(record, *(record.number in front for front in fronts))
+            | {"retried_as": retried_as.get(record.number)} for record in records(study)]
     frame = pd.DataFrame(rows, columns=list(_trial_row_columns()))
     return frame.set_index("trial", drop=False)
 
@@ -81,7 +81,7 @@ def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> di
     failure = record.failure or {"stage": pruned.get("stage", ""),
                                  "error": pruned.get("reason", "")}
     complete = trial.state == TrialState.COMPLETE and trial.values
-    low_ms, high_ms = _spread_bounds(confirmed)
+    low_ms, high_ms = _spread_bounds(record)
     return {
         "trial": trial.number,
         "state": trial.state.name.lower(),
@@ -97,7 +97,7 @@ def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> di
         "zipped_mb": measured.zipped_mb if measured else NAN,
         "on_search_front": on_search_front,
         "on_front": on_front,  # the front shown: the confirmed one where trials were confirmed
-        "confirmed_latency_ms": confirmed.latency_ms if confirmed else NAN,
+        "confirmed_latency_ms": record.latency_ms if confirmed else NAN,
         "confirmed_low_ms": low_ms,
         "confirmed_high_ms": high_ms,
         "confirmed_ratio": confirmed.ratio if confirmed else NAN,
@@ -119,18 +119,19 @@ def _or_nan(value: float | None) -> float:
     return NAN if value is None else value
 
 
-def _spread_bounds(confirmed: Confirmed | None) -> tuple[float, float]:
+def _spread_bounds(record: TrialRecord) -> tuple[float, float]:
     """The confirmed latency's range over its rounds, on the drift-corrected scale.
 
     The round medians are raw milliseconds; the confirmed figure is drift-corrected. Their
     relative spread is what survives the correction, so the bounds scale the figure by the
     fastest and slowest round medians relative to the median of round medians.
     """
+    confirmed = record.confirmed
     if confirmed is None:
         return NAN, NAN
     rounds = confirmed.latency.get("round_medians_ms") or []
     median = confirmed.latency.get("median_ms")
-    latency = confirmed.latency_ms
+    latency = record.latency_ms
     if not rounds or not median or not math.isfinite(latency):
         return NAN, NAN
     return latency * min(rounds) / median, latency * max(rounds) / median

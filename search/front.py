@@ -30,9 +30,11 @@ from optuna.trial import TrialState
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.target import TargetConfig
 from edgetune.search.record import (
+    Anchor,
     Confirmed,
     FrontRow,
     TrialRecord,
+    anchors,
     records,
 )
 from edgetune.search.study import DIRECTIONS
@@ -155,6 +157,11 @@ def reference(study: optuna.Study) -> TrialRecord | None:
     return next((record for record in complete(study) if record.is_reference), None)
 
 
+def reference_latencies(study: optuna.Study) -> dict[str, Anchor]:
+    """What milliseconds are anchored on, machine by machine (``record.anchors``)."""
+    return anchors(study.get_trials(deepcopy=False))
+
+
 def reference_row(study: optuna.Study) -> FrontRow | None:
     """The FP32 reference as a row of the front's table: every other row's yardstick, with its
     test accuracy where a confirmation computed it, and a ratio of 1 by definition."""
@@ -210,7 +217,7 @@ def _confirmed_row(record: TrialRecord) -> ConfirmedRow:
         recipe=record.recipe_short,
         accuracy=record.accuracy,
         test_accuracy=figures.test_accuracy,
-        latency_ms=figures.latency_ms,
+        latency_ms=record.latency_ms,
         ratio=figures.ratio,
         spread=figures.spread,
         interval=figures.ratio_interval,

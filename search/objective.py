@@ -28,7 +28,7 @@ from optuna.artifacts import upload_artifact
 from edgetune.objectives.accuracy import accuracy, torch_accuracy
 from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.candidate import build, evaluate, training_phases
-from edgetune.objectives.machine import machine_record
+from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
@@ -50,6 +50,7 @@ from edgetune.search.record import (
     STAGE_SECONDS,
     WORKER,
     Measured,
+    anchors,
 )
 from edgetune.search.repeats import earlier_trial, prune_as_duplicate
 from edgetune.search.study import REFERENCE_LATENCY
@@ -164,8 +165,12 @@ class Objective:
                                    **candidate.notes)
         latency_ms = measured.latency_ms
         trial.set_user_attr(MEASUREMENT, measured.as_dict())
+        # The budget is judged on the milliseconds the study shows (``record.anchors``).
+        here = machine_key(machine_record(self.bench.target))
+        anchor = anchors(trial.study.get_trials(deepcopy=False),
+                         also=(here, measurement.reference_latency.median_ms))[here]
         constraints.set_constraints(trial, self.search.constraints.violations(
-            measurement.accuracy, latency_ms, measurement.size_mb, self.floor))
+            measurement.accuracy, measured.ratio * anchor.ms, measurement.size_mb, self.floor))
         if self.floor is not None and REFERENCE_ACCURACY not in trial.study.user_attrs:
             trial.study.set_user_attr(REFERENCE_ACCURACY, self.reference_accuracy)
         if self.artifacts is not None:

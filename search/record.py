@@ -17,20 +17,31 @@ below are the stored format, unchanged since edgetune 0.1, so studies of any ver
 Which figures a trial shows is decided here, once: a confirmed trial's confirmed latency, ratio,
 machine and constraints replace its search figures (``TrialRecord.latency_ms`` and its
 neighbours); its validation accuracy is the search's, always.
+
+Milliseconds are shown as the ratio to the FP32 reference times the reference's latency on the
+same machine, taken as a low quantile (``ANCHOR_QUANTILE``) of every time the reference was
+measured there (beside each trial and in each confirmation): load only ever slows a run, so the
+fastest measurements are the quiet machine's, and a study started while the machine was busy is
+not shown at that moment's speed for ever (``anchors``). The latency budget
+(``search.constraints.max_latency_ms``) is judged on those milliseconds. A trial's stored
+``latency_ms`` value is the ratio on the study's own fixed scale (times the reference latency
+first measured), so that every value the sampler compares is on one scale.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from edgetune.objectives.latency import Latency, ratio
 from edgetune.objectives.machine import machine_key
-from edgetune.search.constraints import is_feasible
+from edgetune.search.constraints import LATENCY, is_feasible
 
 ROLE = "role"
 REFERENCE = "reference"  # the role of the FP32 reference trial
@@ -49,6 +60,9 @@ DUPLICATE_OF = "duplicate_of"
 EARLY_STOPPING = "early_stopping"
 UNKNOWN_MACHINE = "unknown machine"
 NAN = float("nan")
+# The reference measurements' quantile taken as the quiet machine's: low, not the minimum, so
+# that one lucky measurement does not set every figure.
+ANCHOR_QUANTILE = 0.1
 
 
 class Figures(BaseModel):
@@ -121,13 +135,19 @@ class TrialRecord:
     trial: FrozenTrial
     measured: Measured | None
     confirmed: Confirmed | None
+    # The study's reference latency on each machine (``anchors``) and the latency budget: given
+    # by ``records``; without them milliseconds are the stored ones.
+    anchors: Mapping[str, Anchor] = field(default_factory=dict)
+    budget_ms: float | None = None
 
     @classmethod
-    def of(cls, trial: FrozenTrial) -> TrialRecord:
+    def of(cls, trial: FrozenTrial, anchors: Mapping[str, Anchor] | None = None,
+           budget_ms: float | None = None) -> TrialRecord:
         attrs = trial.user_attrs
         measured, confirmed = attrs.get(MEASUREMENT), attrs.get(CONFIRMED)
         return cls(trial, Measured.model_validate(measured) if measured else None,
-                   Confirmed.model_validate(confirmed) if confirmed else None)
+                   Confirmed.model_validate(confirmed) if confirmed else None, anchors or {},
+                   budget_ms)
 
     def with_confirmation(self, confirmed: Confirmed | None) -> TrialRecord:
         """This trial as it shows with ``confirmed`` figures (None: its search figures)."""
@@ -190,12 +210,23 @@ class TrialRecord:
 
     @property
     def search_latency_ms(self) -> float:
-        return float(self.trial.values[1]) if self.trial.values else NAN
+        """The trial's own latency, in its machine's milliseconds."""
+        stored = float(self.trial.values[1]) if self.trial.values else NAN
+        return self._in_ms(self.measured, self.search_machine, stored)
 
     @property
     def latency_ms(self) -> float:
         """The latency shown: the confirmed one where the trial was confirmed."""
-        return self.confirmed.latency_ms if self.confirmed else self.search_latency_ms
+        if self.confirmed is None:
+            return self.search_latency_ms
+        return self._in_ms(self.confirmed, self.machine, self.confirmed.latency_ms)
+
+    def _in_ms(self, figures: Figures | None, machine: dict[str, Any] | None,
+               stored: float) -> float:
+        anchor = self.anchors.get(machine_key(machine)) if machine else None
+        if figures is None or anchor is None or not np.isfinite(figures.ratio):
+            return stored
+        return figures.ratio * anchor.ms
 
     @property
     def figures(self) -> Figures | None:
@@ -220,11 +251,16 @@ class TrialRecord:
 
     @property
     def feasible(self) -> bool:
-        """Whether the trial meets every constraint: checked against the confirmed latency where
-        the confirmation stored constraint values."""
-        if self.confirmed is None or self.confirmed.constraints is None:
+        """Whether the trial meets every constraint: the confirmation's values where it stored
+        them, and the latency budget judged on the milliseconds shown."""
+        stored = (self.confirmed.constraints if self.confirmed and self.confirmed.constraints
+                  is not None else None)
+        if stored is None and self.budget_ms is None:
             return is_feasible(self.trial)
-        return all(value <= 0 for value in self.confirmed.constraints.values())
+        values = dict(self.trial.constraints if stored is None else stored)
+        if self.budget_ms is not None and LATENCY in values:
+            values[LATENCY] = (self.latency_ms - self.budget_ms) / self.budget_ms
+        return all(value <= 0 for value in values.values())
 
     def row(self) -> FrontRow:
         return FrontRow(
@@ -253,8 +289,51 @@ class FrontRow:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """The FP32 reference's latency on one machine, as milliseconds are shown there."""
+
+    ms: float
+    measurements: int  # the reference's measurements it was taken from
+    confirmed: bool  # whether a confirmation's measurement is among them
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def anchors(trials: Sequence[FrozenTrial], also: tuple[str, float] | None = None,
+            ) -> dict[str, Anchor]:
+    """The reference's latency on each machine (by ``machine_key``): ``ANCHOR_QUANTILE`` of the
+    latencies it had beside each complete trial and in each confirmation measured there, and
+    ``also`` (machine key, milliseconds: a trial's own before it completes)."""
+    measured: dict[str, list[float]] = {also[0]: [also[1]]} if also else {}
+    confirmations: dict[str, set[float]] = {}
+    for trial in trials:
+        record = TrialRecord.of(trial)
+        if trial.state == TrialState.COMPLETE and record.measured and record.search_machine:
+            median = record.measured.reference_latency.get("median_ms")
+            if median:
+                measured.setdefault(machine_key(record.search_machine), []).append(median)
+        if record.confirmed and record.confirmed.machine:
+            median = record.confirmed.reference_latency.get("median_ms")
+            if median:  # every trial of one confirmation holds the same measurement
+                confirmations.setdefault(machine_key(record.confirmed.machine), set()).add(median)
+    found = {}
+    for machine in measured.keys() | confirmations.keys():
+        times = measured.get(machine, []) + sorted(confirmations.get(machine, ()))
+        found[machine] = Anchor(float(np.quantile(times, ANCHOR_QUANTILE)), len(times),
+                                machine in confirmations)
+    return found
+
+
 def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None,
             ) -> list[TrialRecord]:
-    """The study's trials as records, in trial order."""
-    return [TrialRecord.of(t) for t in study.get_trials(deepcopy=False, states=states)]
+    """The study's trials as records, in trial order, with their milliseconds anchored and the
+    latency budget of the study's config."""
+    everything = study.get_trials(deepcopy=False)
+    found = anchors(everything)
+    budget = (((study.user_attrs.get("config") or {}).get("search") or {}).get(
+        "constraints") or {}).get("max_latency_ms")
+    return [TrialRecord.of(t, found, budget) for t in everything
+            if states is None or t.state in states]
 

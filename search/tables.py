@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetune.search import front as fronts
-from edgetune.search.record import FrontRow
+from edgetune.search.record import ANCHOR_QUANTILE, Anchor, FrontRow
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
@@ -31,6 +31,8 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
             "study": study.study_name, **(extra or {}),
             "machines": machines,
             "reference": fp32.as_dict() if fp32 else None,
+            "reference_latency": {machine: anchor.as_dict() for machine, anchor in
+                                  fronts.reference_latencies(study).items()},
             "front": [row.as_dict() for row in rows],
             "confirmation": {**record, "current": current} if record else None,
             "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
@@ -58,8 +60,18 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
         for row in shown:
             table.add_row(*_cells(row))
         console.print(table)
+        anchor = fronts.reference_latencies(study).get(machine)
+        if anchor is not None:
+            console.print(_milliseconds(anchor), highlight=False)
     if record is not None:
         _confirmed(console, record, confirmed, current)
+
+
+def _milliseconds(anchor: Anchor) -> str:
+    where = "beside the trials" + (" and in the confirmation" if anchor.confirmed else "")
+    return (f"latency ms: × FP32 times {anchor.ms:.2f} ms, the FP32 reference's latency here: the "
+            f"{ANCHOR_QUANTILE:.0%} quantile of its {anchor.measurements} measurements "
+            f"{where} (a busy machine only slows it)")
 
 
 def _cells(row: FrontRow) -> list[str]:

@@ -60,11 +60,14 @@ def latency_stats(median_ms: float, rounds: list[float] | None = None) -> dict[s
 
 def trial(accuracy: float, latency_ms: float, recipe: Recipe = Recipe(), role: str = "",
           size_mb: float = 20.0, zipped_mb: float = 18.0,
-          system_attrs: dict[str, Any] | None = None, **attrs: Any) -> FrozenTrial:
-    """A complete trial as the objective records it (plus any extra user attrs)."""
-    measured = Measured(accuracy=accuracy, latency_ms=latency_ms, ratio=latency_ms / REFERENCE_MS,
-                        latency=latency_stats(latency_ms),
-                        reference_latency=latency_stats(REFERENCE_MS), size_mb=size_mb,
+          system_attrs: dict[str, Any] | None = None, reference_ms: float = REFERENCE_MS,
+          **attrs: Any) -> FrozenTrial:
+    """A complete trial as the objective records it (plus any extra user attrs): ``latency_ms``
+    on the study's scale, the FP32 reference measured beside it at ``reference_ms``."""
+    ratio = latency_ms / REFERENCE_MS
+    measured = Measured(accuracy=accuracy, latency_ms=latency_ms, ratio=ratio,
+                        latency=latency_stats(ratio * reference_ms),
+                        reference_latency=latency_stats(reference_ms), size_mb=size_mb,
                         zipped_mb=zipped_mb)
     user_attrs = {
         RECIPE: recipe.model_dump(mode="json"), RECIPE_SHORT: recipe.short(),

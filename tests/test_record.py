@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from edgetune.search.cli import cli
 from edgetune.search.constraints import Constraints
 from edgetune.search.pick import pick
-from edgetune.search.record import Confirmed, Measured, TrialRecord
+from edgetune.search.record import Confirmed, Measured, TrialRecord, anchors, records
 
-from studies import REFERENCE_MS, trial
+from studies import REFERENCE_MS, study_of, trial
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,11 +43,36 @@ def holds(shown: object, before: object) -> bool:
     return shown == before
 
 
+def without_milliseconds(shown: object) -> object:
+    if isinstance(shown, dict):
+        return {k: without_milliseconds(v) for k, v in shown.items() if "latency_ms" not in k}
+    return [without_milliseconds(v) for v in shown] if isinstance(shown, list) else shown
+
+
 def test_a_study_written_by_edgetune_0_1_shows_the_same_status(legacy_run: Path) -> None:
+    """The same front, figures and confirmation; milliseconds are anchored as they are now."""
     result = CliRunner().invoke(cli, ["status", "--run-dir", str(legacy_run), "--json"])
     assert result.exit_code == 0, result.output
-    assert holds(json.loads(result.stdout),
-                 json.loads((DATA / "study-0.1.0.status.json").read_text()))
+    shown = json.loads(result.stdout)
+    before = json.loads((DATA / "study-0.1.0.status.json").read_text())
+    assert holds(shown, without_milliseconds(before))
+    (anchor,) = shown["reference_latency"].values()
+    for row in shown["front"] + shown["confirmed_front"]:
+        assert row["latency_ms"] == pytest.approx(row["ratio"] * anchor["ms"])
+
+
+def test_a_study_started_under_load_shows_the_quiet_machines_milliseconds() -> None:
+    """The first trials measured FP32 at 3.6x its quiet latency: that moment's speed must not
+    set every figure, nor the latency budget."""
+    busy, quiet = 72.85, 20.3
+    references = [busy, busy, busy] + [quiet * (1 + i / 100) for i in range(9)]
+    study = study_of([trial(0.9, 5.0, reference_ms=ms) for ms in references],
+                     config={"study": "s", "search": {"constraints": {"max_latency_ms": 12.0}}})
+    (anchor,) = anchors(study.trials).values()
+    assert anchor.ms == pytest.approx(quiet, rel=0.02) and anchor.measurements == 12
+    shown = records(study)[0]
+    assert shown.latency_ms == pytest.approx(0.5 * anchor.ms)  # a ratio of 0.5, in quiet ms
+    assert shown.feasible  # about 10 ms, within the 12 ms budget (not 36 ms)
 
 
 def test_a_study_written_by_edgetune_0_1_picks_and_reports(legacy_run: Path) -> None:
