@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import signal
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.text import Text
 
 from edgetune.objectives.architectures import encoder_layers
 from edgetune.objectives.finetune import check_finetune
@@ -37,6 +37,7 @@ from edgetune.search.config import StudyConfig
 from edgetune.search.confirm import confirm
 from edgetune.search.failures import Interrupted
 from edgetune.search.front import is_current, reference
+from edgetune.search.library_log import LOG_FILE, library_output_to
 from edgetune.search.lock import StudyLock
 from edgetune.search.models import base_is_cached, workbench
 from edgetune.search.objective import Objective
@@ -83,9 +84,11 @@ def run(config: StudyConfig, location: Location, config_dir: Path, console: Cons
         trials: int | None = None, timeout: float | None = None) -> optuna.Study:
     """Run trials until the study holds its budget of finished trials (or ``timeout`` passes).
 
-    Libraries print progress of their own (NNCF's bars, ONNX Runtime's calibrators) on stdout;
-    it goes to stderr so that stdout carries only edgetune's result (``--json`` reads it).
-    With ``measure.isolate`` this process, which trains, keeps off the measurement cores.
+    stdout carries only edgetune's result (``--json`` reads it): while the study runs, library
+    output goes to ``<run-dir>/edgetune.log`` (``edgetune.search.library_log``), and before, while
+    the input is checked, to stderr. ``console`` must hold its own stream (``Console(file=...)``),
+    since ``sys.stderr`` is the log file meanwhile. With ``measure.isolate`` this process, which
+    trains, keeps off the measurement cores.
 
     Raises:
         InputError: bad input, found before anything is written.
@@ -111,13 +114,11 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     check_space(model_config, config.space.pruning)
     check_finetune(task, config.finetune)
 
-    # Failures are reported by the progress display and stored on the trial: not as tracebacks.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-
-    _mkdir(location.run_dir)
-    return _study(config, location, config_dir, console, task, model_config,
-                  trials or config.search.trials, timeout or config.search.timeout)
+    log_file = _mkdir(location.run_dir) / LOG_FILE
+    console.print(Text(f"library logs: {log_file}"), soft_wrap=True)
+    with library_output_to(log_file):
+        return _study(config, location, config_dir, console, task, model_config,
+                      trials or config.search.trials, timeout or config.search.timeout)
 
 
 def _study(config: StudyConfig, location: Location, config_dir: Path, console: Console,
