@@ -34,7 +34,8 @@ for _name, _value in {
     "DO_NOT_TRACK": "1",
     # Quiet libraries: progress and load reports belong to edgetune's own progress display.
     "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' bars too
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' (its map over a ClassLabel column)
 }.items():
     os.environ.setdefault(_name, _value)
 

@@ -9,7 +9,7 @@ the same base does not fine-tune again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -79,16 +79,21 @@ def check_finetune(task: Task, config: FinetuneConfig) -> None:
         ) from error
 
 
-def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
-    """The task-fine-tuned checkpoint folder, built once and then read from the cache."""
-    key = {
+def base_key(task: Task, config: FinetuneConfig) -> dict[str, Any]:
+    """What determines the fine-tuned base: its key in the cache (kind ``base``)."""
+    return {
         "stage": "finetune",
         "model": file_hash(task.model_path),
         "data": task.dataset.fingerprint,
         "max_length": task.config.max_length,
         "settings": config.model_dump(),
     }
-    return cache.get_or_build("base", key, lambda folder: _fine_tune(task, config, folder))
+
+
+def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
+    """The task-fine-tuned checkpoint folder, built once and then read from the cache."""
+    return cache.get_or_build("base", base_key(task, config),
+                              lambda folder: _fine_tune(task, config, folder))
 
 
 def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:

@@ -105,7 +105,7 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     overrides = {"study": study_name} if study_name else {}
     config = load_config(config_file, overrides)
     location = Location.resolve(config.study, run_dir, storage or config.storage)
-    console = Console(stderr=True)
+    console = Console(file=sys.stderr)  # this stream: sys.stderr is the log file while trials run
     try:
         study = run_study(config, location, config_file.parent, console, trials, timeout)
     except Stopped as stop:  # Ctrl-C: the trial is failed as interrupted; show what we have

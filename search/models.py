@@ -19,7 +19,7 @@ from edgetune.errors import InputError
 from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import build
-from edgetune.objectives.finetune import fine_tuned_base
+from edgetune.objectives.finetune import base_key, fine_tuned_base
 from edgetune.objectives.predictor import MODEL_FILE
 from edgetune.objectives.task import Task, load_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
@@ -139,9 +139,19 @@ class Models:
                                      f"{why}")
 
 
+def study_cache(config: StudyConfig) -> Cache:
+    return Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+
+
+def base_is_cached(config: StudyConfig, task: Task) -> bool:
+    """Whether the study's fine-tuned base is built already (this machine's cache, or a shared
+    one): ``workbench`` then reads it instead of fine-tuning."""
+    return study_cache(config).path("base", base_key(task, config.finetune)).is_dir()
+
+
 def workbench(config: StudyConfig, task: Task) -> Workbench:
     """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
-    cache = Cache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    cache = study_cache(config)
     base = fine_tuned_base(task, config.finetune, cache)
     return Workbench(task=task, base=base, cache=cache, target=config.target,
                      measure=config.measure, batch_size=config.finetune.batch_size,

@@ -13,33 +13,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
+from rich.text import Text
 
 from edgetune.objectives.architectures import encoder_layers
 from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_space
-from edgetune.objectives.task import load_task
+from edgetune.objectives.task import Task, load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.confirm import confirm
 from edgetune.search.failures import Interrupted
 from edgetune.search.front import is_current, reference
+from edgetune.search.library_log import LOG_FILE, library_output_to
 from edgetune.search.lock import StudyLock
-from edgetune.search.models import workbench
+from edgetune.search.models import base_is_cached, workbench
 from edgetune.search.objective import Objective
-from edgetune.search.progress import TrialProgress
+from edgetune.search.progress import TrialProgress, phase
 from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, is_repeat, repeats_in_a_row
 from edgetune.search.study import (
     CONFIG_DIR,
@@ -82,9 +84,11 @@ def run(config: StudyConfig, location: Location, config_dir: Path, console: Cons
         trials: int | None = None, timeout: float | None = None) -> optuna.Study:
     """Run trials until the study holds its budget of finished trials (or ``timeout`` passes).
 
-    Libraries print progress of their own (NNCF's bars, ONNX Runtime's calibrators) on stdout;
-    it goes to stderr so that stdout carries only edgetune's result (``--json`` reads it).
-    With ``measure.isolate`` this process, which trains, keeps off the measurement cores.
+    stdout carries only edgetune's result (``--json`` reads it): while the study runs, library
+    output goes to ``<run-dir>/edgetune.log`` (``edgetune.search.library_log``), and before, while
+    the input is checked, to stderr. ``console`` must hold its own stream (``Console(file=...)``),
+    since ``sys.stderr`` is the log file meanwhile. With ``measure.isolate`` this process, which
+    trains, keeps off the measurement cores.
 
     Raises:
         InputError: bad input, found before anything is written.
@@ -103,19 +107,24 @@ def _training_apart(config: StudyConfig) -> contextlib.AbstractContextManager[No
 
 def _run(config: StudyConfig, location: Location, config_dir: Path, console: Console,
          trials: int | None, timeout: float | None) -> optuna.Study:
-    budget = trials or config.search.trials
-    timeout = timeout or config.search.timeout
     if sqlite_file(location.storage) is None:
         make_storage(location.storage)  # fail on an unreachable database before anything else
     task = load_task(config.task, config_dir)
     model_config = json.loads((task.model_path / "config.json").read_text())
     check_space(model_config, config.space.pruning)
     check_finetune(task, config.finetune)
-    # Failures are reported by the progress display and stored on the trial: not as tracebacks.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("nncf").setLevel(logging.ERROR)
 
-    _mkdir(location.run_dir)
+    log_file = _mkdir(location.run_dir) / LOG_FILE
+    console.print(Text(f"library logs: {log_file}"), soft_wrap=True)
+    with library_output_to(log_file):
+        return _study(config, location, config_dir, console, task, model_config,
+                      trials or config.search.trials, timeout or config.search.timeout)
+
+
+def _study(config: StudyConfig, location: Location, config_dir: Path, console: Console,
+           task: Task, model_config: dict[str, Any], budget: int,
+           timeout: float | None) -> optuna.Study:
+    """Open the study, fine-tune the base, run the trials, confirm the front."""
     storage = make_storage(location.storage, config.search.retries)
     retry = Retry(max_retry=config.search.retries) if config.search.retries else None
     lock = StudyLock(location.storage, location.study)
@@ -126,7 +135,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
         study.set_user_attr("data", task.dataset.summary()
                             | {"split_seed": config.task.data.splits.seed})
         study.set_user_attr(CONFIG_DIR, str(config_dir.resolve()))  # the config's relative paths
-        with console.status("fine-tuning the base model (cached after the first time)"):
+        with phase(console, _base_phase(config, task)):
             bench = workbench(config, task)
         keep = config.artifacts.keep
         store = None if keep == "none" else open_store(config.artifacts, location.artifacts,
@@ -137,7 +146,8 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
         # Confirmation reads the models near the front: before ``keep: front`` removes them.
         if (config.confirm.after_run and reference(study) is not None
                 and not is_current(study, config.confirm.margin, config.target)):
-            with console.status("confirming the front: measuring it again, together"):
+            with phase(console, "confirming the front: measuring it and the trials within "
+                                f"{config.confirm.margin:.0%} of it again, together"):
                 confirm(study, location, task, config, config_dir)
             study = load_study(location)  # Optuna caches finished trials: read the confirmation
         if store is not None and keep == "front":
@@ -153,6 +163,17 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     finally:
         lock.close()
     return study
+
+
+def _base_phase(config: StudyConfig, task: Task) -> str:
+    """What the run does before its first trial: in a new study, its first minutes."""
+    if base_is_cached(config, task):
+        return "fine-tuned base model found in the cache: not fine-tuned again"
+    settings = config.finetune
+    if settings.method == "none":
+        return "preparing the base model (finetune: none), cached after this first run"
+    how = " with LoRA" if settings.method == "lora" else ""
+    return f"fine-tuning the base model{how}, {settings.steps} steps (cached after this first run)"
 
 
 def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective: Objective,
