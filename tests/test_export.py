@@ -327,3 +327,57 @@ def test_json_prints_the_metrics_with_the_paired_ratio(run_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     remeasured = json.loads(result.stdout)["remeasured"]
     assert isinstance(remeasured["ratio"], float) and remeasured["ratio_spread"] >= 0
+
+
+def measured_with(run_dir: Path, folder: Path, measure: dict[str, object],
+                  confirm: dict[str, object]) -> Path:
+    """A copy of the study whose stored config measures with these ``measure`` and ``confirm``
+    settings (what an export re-measures with)."""
+    copy = copy_run(run_dir, folder, with_artifacts=True)
+    study = study_at(copy)
+    config = study.user_attrs["config"]
+    study.set_user_attr("config", config | {"measure": config["measure"] | measure,
+                                            "confirm": config["confirm"] | confirm})
+    return copy
+
+
+def test_a_latency_that_cannot_reach_precision_is_marked_unreliable_everywhere(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = measured_with(run_dir, tmp_path, measure={"rounds": 2, "max_rounds": 2,
+                                                     "precision": 1e-9},
+                         confirm={"rounds": 3, "max_rounds": 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.1, 3.0, 2.9))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    code, output = export(copy, "--trial", str(PRUNED_TRIAL), "--out", str(tmp_path / "out"))
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    verdict = metrics["remeasured"]["reliability"]
+    assert verdict["reliable"] is False
+    assert verdict["rounds"] == verdict["max_rounds"] == 6, "twice the confirmation's 3 rounds"
+    low, high = metrics["remeasured"]["ratio_interval"]
+    assert verdict["reason"] == (f"the machine was busy: load 3.1 on 2 cores; the ratio's 95% "
+                                 f"interval {low:.2f}–{high:.2f} is wider than ±1e-07% after "
+                                 "6 rounds")
+    assert metrics["checks"]["remeasured_reliable"] is False
+    assert metrics["checks"]["remeasured_unreliable_because"] == verdict["reason"]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "| re-measured at export (**unreliable**, see below) |" in readme
+    note = (f"The latency re-measured at export is unreliable: {verdict['reason']}. Trust the "
+            "trial's confirmed figure")
+    assert note in readme
+    assert note in " ".join(output.split())
+
+
+def test_a_precise_latency_is_marked_reliable(run_dir: Path, tmp_path: Path) -> None:
+    copy = measured_with(run_dir, tmp_path, measure={"rounds": 2, "max_rounds": 2,
+                                                     "precision": 10.0},
+                         confirm={"rounds": 3, "max_rounds": 3})
+    code, output = export(copy, "--trial", str(PRUNED_TRIAL), "--out", str(tmp_path / "out"))
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    verdict = metrics["remeasured"]["reliability"]
+    assert verdict["reliable"] is True and verdict["reason"] is None
+    assert verdict["rounds"] == 2, "precise at the least rounds: no more are measured"
+    assert metrics["checks"]["remeasured_reliable"] is True
+    assert "unreliable" not in (tmp_path / "out" / "README.md").read_text()
+    assert "unreliable" not in output
