@@ -11,6 +11,7 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.search.config import StudyConfig
+from edgetune.search.record import Figures
 
 EXAMPLE_TEXTS = '["Shares rose sharply after the company reported record profits."]'
 
@@ -92,13 +93,20 @@ def trial_latency(metrics: dict[str, Any]) -> tuple[float, float, bool]:
 
 
 def unreliable_note(metrics: dict[str, Any]) -> str | None:
-    """Why the latency re-measured at export is unreliable and what to trust instead; None when
-    the protocol reached its precision."""
+    """Why the latency re-measured at export is unreliable and what to trust instead (the trial's
+    figure, unless it is no more precise); None when the protocol reached its precision."""
     verdict = metrics["remeasured"]["reliability"]
     if verdict["reliable"]:
         return None
     ms, ratio, confirmed = trial_latency(metrics)
-    figure = f"{'confirmed ' if confirmed else ''}figure ({ms:.2f} ms, {ratio:.2f}× FP32)"
-    return (f"The latency re-measured at export is unreliable: {verdict['reason']}. Trust the "
-            f"trial's {figure}, or measure again on a quiet machine (export again, or "
-            "`edgetune bench`).")
+    trial = metrics["trial_figures"]
+    figures = Figures.model_validate(trial.get("confirmed") or trial["measurement"])
+    kind = "confirmed figure" if confirmed else "figure"
+    again = "measure again on a quiet machine (export again, or `edgetune bench`)"
+    interval = figures.ratio_interval
+    if interval is not None and figures.half_width > verdict["precision"]:
+        advice = (f"The trial's {kind} ({ratio:.2f}× FP32, 95% interval {interval[0]:.2f}–"
+                  f"{interval[1]:.2f}) is not precise either: {again}.")
+    else:
+        advice = f"Trust the trial's {kind} ({ms:.2f} ms, {ratio:.2f}× FP32), or {again}."
+    return f"The latency re-measured at export is unreliable: {verdict['reason']}. {advice}"

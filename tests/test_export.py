@@ -25,6 +25,7 @@ from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import front_of
+from edgetune.search.readme import unreliable_note
 
 from helpers import run_study, tiny_config
 
@@ -362,10 +363,28 @@ def test_a_latency_that_cannot_reach_precision_is_marked_unreliable_everywhere(
     assert metrics["checks"]["remeasured_unreliable_because"] == verdict["reason"]
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "| re-measured at export (**unreliable**, see below) |" in readme
-    note = (f"The latency re-measured at export is unreliable: {verdict['reason']}. Trust the "
-            "trial's confirmed figure")
+    note = f"The latency re-measured at export is unreliable: {verdict['reason']}."
     assert note in readme
     assert note in " ".join(output.split())
+
+
+@pytest.mark.parametrize(("interval", "advice"), [
+    ((0.335, 0.345), "Trust the trial's confirmed figure (1.20 ms, 0.34× FP32), or measure again "
+                     "on a quiet machine"),
+    ((0.29, 0.43), "The trial's confirmed figure (0.34× FP32, 95% interval 0.29–0.43) is not "
+                   "precise either: measure again on a quiet machine"),
+])
+def test_an_unreliable_figure_points_to_the_trials_only_when_that_one_is_precise(
+        interval: tuple[float, float], advice: str) -> None:
+    metrics = {
+        "remeasured": {"reliability": {"reliable": False, "reason": "why", "precision": 0.02}},
+        "trial_figures": {"latency_ms": 1.3, "measurement": {"ratio": 0.36},
+                          "confirmed": {"latency_ms": 1.2, "ratio": 0.34,
+                                        "ratio_interval": interval}},
+    }
+    assert unreliable_note(metrics) == (
+        f"The latency re-measured at export is unreliable: why. {advice} (export again, or "
+        "`edgetune bench`).")
 
 
 def test_a_precise_latency_is_marked_reliable(run_dir: Path, tmp_path: Path) -> None:
