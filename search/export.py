@@ -5,7 +5,7 @@ Runtime's mobile format and the operator list of a reduced build); the tokenizer
 texts at the study's ``max_length``); ``labels.json`` (label names in output order);
 ``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: validation
 and test accuracy, latency interleaved with the FP32 reference, and whether that latency is
-reliable: ``objectives.reliability``); and a README, which marks an unreliable figure beside it.
+reliable: ``search/reliability.py``); and a README, which marks an unreliable figure beside it.
 
 The model comes from the artifact store, else it is rebuilt from the trial's recipe: building is
 deterministic from the recipe, the study's config and its seeds. Everything is written to a hidden
@@ -30,9 +30,8 @@ from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import measure_model
 from edgetune.objectives.latency import MeasureConfig
-from edgetune.objectives.machine import machine_record
+from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
-from edgetune.objectives.reliability import Load, judge
 from edgetune.objectives.runtimes import for_target
 from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
@@ -40,6 +39,7 @@ from edgetune.search.front import reference
 from edgetune.search.models import Models, Source
 from edgetune.search.readme import readme
 from edgetune.search.record import Figures, TrialRecord
+from edgetune.search.reliability import Load, judge
 from edgetune.search.study import REFERENCE_LATENCY
 
 METRICS_FILE = "metrics.json"
@@ -126,11 +126,13 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
 def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
              reference_model: Path, task: Task, ort_file: Path) -> dict[str, Any]:
     config = source.config
+    machine = machine_record(config.target)
     protocol = extended_protocol(config)
     load_before = Load.now()
     measured = measure_model(model, reference_model, task, config.target, protocol)
     verdict = judge(measured.ratio, len(measured.latency.round_medians_ms), protocol,
-                    Load.since(load_before))
+                    Load.since(load_before), measured.reference_latency.median_ms,
+                    _trial_reference_ms(trial, machine))
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
     here = Figures.beside(measured.latency, measured.reference_latency,
                           float(source.study.user_attrs.get(REFERENCE_LATENCY, float("nan"))))
@@ -152,7 +154,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
         },
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_record(config.target),
+            "machine": machine,
             "target": config.target.model_dump(),
             "validation_accuracy": measured.accuracy,
             "test_accuracy": test_accuracy,
@@ -172,6 +174,14 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "remeasured_unreliable_because": verdict.reason,
         },
     }
+
+
+def _trial_reference_ms(trial: TrialRecord, machine: dict[str, Any]) -> float | None:
+    """The FP32 reference's latency beside the trial's figure, if measured on this kind of
+    machine: how fast the reference runs here when the machine is as it was then."""
+    if trial.figures is None or trial.machine_key != machine_key(machine):
+        return None
+    return trial.figures.reference_latency.get("median_ms")
 
 
 def extended_protocol(config: StudyConfig) -> MeasureConfig:
