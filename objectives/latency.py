@@ -88,6 +88,12 @@ class Ratio:
     spread: float  # (max - min) of the per-round ratios, relative to their median
     interval: tuple[float, float]  # 95% confidence interval of the median
 
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width relative to the ratio: what ``precision`` bounds."""
+        low, high = self.interval
+        return (high - low) / 2 / self.value
+
 
 def ratio(latency: Latency, reference: Latency) -> Ratio:
     """``latency`` relative to ``reference``, both from one ``measure`` call.
@@ -163,9 +169,7 @@ def precise_enough(latencies: dict[str, Latency], reference: str, precision: flo
     for name, latency in latencies.items():
         if name == reference:
             continue
-        relative = ratio(latency, latencies[reference])
-        low, high = relative.interval
-        if (high - low) / 2 > precision * relative.value:
+        if ratio(latency, latencies[reference]).half_width > precision:
             return False
     return True
 

@@ -349,6 +349,8 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
 
 
 def _export_summary(metrics: dict[str, Any], out: Path) -> str:
+    from edgetune.search.readme import unreliable_note
+
     here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
     origin = ("from the artifact store" if metrics["model_source"] == "artifact"
               else "rebuilt from its recipe")
@@ -356,12 +358,14 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     rounds_of = ("confirmed" if checks.get("trial_ratio_range_from") == "confirmation"
                  else "trial's")
     within = (f", {rounds_of} rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+    note = unreliable_note(metrics)
     return (
         f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
         f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
         f", test {here['test_accuracy']:.2%}\n"
         f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
         f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
+        + (f"\n  {note}" if note else "")
     )
 
 

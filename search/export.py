@@ -4,7 +4,8 @@ The folder holds ``model.onnx``; ``model.ort`` and ``model.required_operators.co
 Runtime's mobile format and the operator list of a reduced build); the tokenizer's files (cutting
 texts at the study's ``max_length``); ``labels.json`` (label names in output order);
 ``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: validation
-and test accuracy, latency interleaved with the FP32 reference); and a README.
+and test accuracy, latency interleaved with the FP32 reference, and whether that latency is
+reliable: ``search/reliability.py``); and a README, which marks an unreliable figure beside it.
 
 The model comes from the artifact store, else it is rebuilt from the trial's recipe: building is
 deterministic from the recipe, the study's config and its seeds. Everything is written to a hidden
@@ -28,18 +29,25 @@ from optuna.trial import TrialState
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import measure_model
-from edgetune.objectives.machine import machine_record
+from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
 from edgetune.objectives.runtimes import for_target
 from edgetune.objectives.task import Task
+from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference
 from edgetune.search.models import Models, Source
 from edgetune.search.readme import readme
 from edgetune.search.record import Figures, TrialRecord
+from edgetune.search.reliability import Load, judge
 from edgetune.search.study import REFERENCE_LATENCY
 
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
+# An export may measure beyond the study's round limits, up to this many times the larger of
+# them: a figure shipped with the model is worth a few more seconds, and twice the rounds narrow
+# the ratio's interval by about 30% (its width shrinks as one over the root of the rounds).
+EXTENDED_ROUNDS = 2
 
 
 def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any]:
@@ -118,7 +126,13 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
 def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
              reference_model: Path, task: Task, ort_file: Path) -> dict[str, Any]:
     config = source.config
-    measured = measure_model(model, reference_model, task, config.target, config.measure)
+    machine = machine_record(config.target)
+    protocol = extended_protocol(config)
+    load_before = Load.now()
+    measured = measure_model(model, reference_model, task, config.target, protocol)
+    verdict = judge(measured.ratio, len(measured.latency.round_medians_ms), protocol,
+                    Load.since(load_before), measured.reference_latency.median_ms,
+                    _trial_reference_ms(trial, machine))
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
     here = Figures.beside(measured.latency, measured.reference_latency,
                           float(source.study.user_attrs.get(REFERENCE_LATENCY, float("nan"))))
@@ -140,7 +154,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
         },
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_record(config.target),
+            "machine": machine,
             "target": config.target.model_dump(),
             "validation_accuracy": measured.accuracy,
             "test_accuracy": test_accuracy,
@@ -148,6 +162,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "size_mb": measured.size_mb,
             "zipped_mb": measured.zipped_mb,
             "ort_size_mb": ort_file.stat().st_size / 1e6,
+            "reliability": verdict.as_dict(),
         },
         "checks": {
             "validation_accuracy_equals_trial": measured.accuracy == trial.accuracy,
@@ -155,8 +170,25 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "trial_ratio_range_from": "confirmation" if trial.confirmed else "search",
             "ratio_within_trial_range": ratio_range is not None
             and ratio_range[0] <= here.ratio <= ratio_range[1],
+            "remeasured_reliable": verdict.reliable,
+            "remeasured_unreliable_because": verdict.reason,
         },
     }
+
+
+def _trial_reference_ms(trial: TrialRecord, machine: dict[str, Any]) -> float | None:
+    """The FP32 reference's latency beside the trial's figure, if measured on this kind of
+    machine: how fast the reference runs here when the machine is as it was then."""
+    if trial.figures is None or trial.machine_key != machine_key(machine):
+        return None
+    return trial.figures.reference_latency.get("median_ms")
+
+
+def extended_protocol(config: StudyConfig) -> MeasureConfig:
+    """The study's ``measure`` protocol, allowed ``EXTENDED_ROUNDS`` times the most rounds of
+    a trial or a confirmation: it still stops as soon as the ratio is precise."""
+    most = EXTENDED_ROUNDS * max(config.measure.max_rounds, config.confirm.max_rounds)
+    return config.measure.model_copy(update={"max_rounds": most})
 
 
 def _check_target(out: Path, force: bool) -> None:

@@ -1,6 +1,8 @@
 """The README of an exported folder: what the model is, how it measured, and how to run it.
 
-Its Python snippets run as written from inside the folder (a test extracts and runs them).
+Its Python snippets run as written from inside the folder (a test extracts and runs them). A
+latency re-measured at export that the protocol could not vouch for is marked beside the figure,
+with why and which figure to trust instead (``unreliable_note``, which the CLI prints too).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.search.config import StudyConfig
+from edgetune.search.record import Figures
 
 EXAMPLE_TEXTS = '["Shares rose sharply after the company reported record profits."]'
 
@@ -18,10 +21,11 @@ def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig,
     trial = metrics["trial_figures"]
     here = metrics["remeasured"]
     target = config.target
-    confirmed = trial.get("confirmed") or {}
-    search_ms = confirmed.get("latency_ms", trial["latency_ms"])
-    search_ratio = confirmed.get("ratio", trial["measurement"].get("ratio", float("nan")))
+    search_ms, search_ratio, confirmed = trial_latency(metrics)
     search_row = f"search (trial {metrics['trial']}{', confirmed' if confirmed else ''})"
+    note = unreliable_note(metrics)
+    here_row = "re-measured at export" + (" (**unreliable**, see below)" if note else "")
+    note_block = f"\n**{note}**\n" if note else ""
     return f"""# {metrics['study']}, trial {metrics['trial']}: {metrics['recipe']}
 
 Exported by edgetune {__version__} on {here['date'][:10]} from study `{metrics['study']}`,
@@ -30,9 +34,9 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | | validation accuracy | test accuracy | latency | × FP32 |
 |---|---|---|---|---|
 | {search_row} | {trial['accuracy']:.2%} | | {search_ms:.2f} ms | {search_ratio:.2f} |
-| re-measured at export | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
+| {here_row} | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
 | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
-
+{note_block}
 Latency: ONNX Runtime CPU, batch {target.batch_size}, {target.sequence_length} tokens,
 {target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
 measured beside it. `metrics.json` holds every figure; `recipe.json` how the model was built.
@@ -77,3 +81,32 @@ logits = session.run(None, inputs)[0]
 print([labels[i] for i in logits.argmax(axis=1)])
 ```
 """
+
+
+def trial_latency(metrics: dict[str, Any]) -> tuple[float, float, bool]:
+    """The trial's latency in ms, its ratio to FP32, and whether a confirmation measured them."""
+    trial = metrics["trial_figures"]
+    confirmed = trial.get("confirmed") or {}
+    return (confirmed.get("latency_ms", trial["latency_ms"]),
+            confirmed.get("ratio", trial["measurement"].get("ratio", float("nan"))),
+            bool(confirmed))
+
+
+def unreliable_note(metrics: dict[str, Any]) -> str | None:
+    """Why the latency re-measured at export is unreliable and what to trust instead (the trial's
+    figure, unless it is no more precise); None when the protocol reached its precision."""
+    verdict = metrics["remeasured"]["reliability"]
+    if verdict["reliable"]:
+        return None
+    ms, ratio, confirmed = trial_latency(metrics)
+    trial = metrics["trial_figures"]
+    figures = Figures.model_validate(trial.get("confirmed") or trial["measurement"])
+    kind = "confirmed figure" if confirmed else "figure"
+    again = "measure again on a quiet machine (export again, or `edgetune bench`)"
+    interval = figures.ratio_interval
+    if interval is not None and figures.half_width > verdict["precision"]:
+        advice = (f"The trial's {kind} ({ratio:.2f}× FP32, 95% interval {interval[0]:.2f}–"
+                  f"{interval[1]:.2f}) is not precise either: {again}.")
+    else:
+        advice = f"Trust the trial's {kind} ({ms:.2f} ms, {ratio:.2f}× FP32), or {again}."
+    return f"The latency re-measured at export is unreliable: {verdict['reason']}. {advice}"

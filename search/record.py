@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
-from edgetune.objectives.latency import Latency, ratio
+from edgetune.objectives.latency import Latency, Ratio, ratio
 from edgetune.objectives.machine import machine_key
 from edgetune.search.constraints import LATENCY, is_feasible
 
@@ -93,6 +93,13 @@ class Figures(BaseModel):
         """Of the ratio over rounds (of the model's own rounds in records that lack it)."""
         return self.ratio_spread if self.ratio_spread is not None else self.latency.get(
             "spread", NAN)
+
+    @property
+    def half_width(self) -> float:
+        """Of the ratio's 95% interval, relative to the ratio (NaN in records that lack it)."""
+        if self.ratio_interval is None:
+            return NAN
+        return Ratio(self.ratio, self.spread, self.ratio_interval).half_width
 
     def round_ratios(self) -> list[float] | None:
         """The per-round ratios the figure is the median of (each round ran both models back to

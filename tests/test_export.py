@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -20,11 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 import edgetune
+from edgetune.objectives.latency import MeasureConfig, Ratio
 from edgetune.objectives.task import load_task
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import front_of
+from edgetune.search.readme import unreliable_note
+from edgetune.search.reliability import Load, judge
 
 from helpers import run_study, tiny_config
 
@@ -327,3 +331,124 @@ def test_json_prints_the_metrics_with_the_paired_ratio(run_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     remeasured = json.loads(result.stdout)["remeasured"]
     assert isinstance(remeasured["ratio"], float) and remeasured["ratio_spread"] >= 0
+
+
+def measured_with(run_dir: Path, folder: Path, measure: dict[str, object],
+                  confirm: dict[str, object], trial_reference_ms: float) -> Path:
+    """A copy of the study whose stored config measures with these ``measure`` and ``confirm``
+    settings (what an export re-measures with), and whose pruned trial's confirmed figure says
+    the FP32 reference took ``trial_reference_ms`` beside it."""
+    copy = copy_run(run_dir, folder, with_artifacts=True)
+    study = study_at(copy)
+    config = study.user_attrs["config"]
+    study.set_user_attr("config", config | {"measure": config["measure"] | measure,
+                                            "confirm": config["confirm"] | confirm})
+    confirmed = study.trials[PRUNED_TRIAL].user_attrs["confirmed"]
+    confirmed["reference_latency"]["median_ms"] = trial_reference_ms
+    # A finished trial's attrs are read-only through Optuna: edit the database itself.
+    with sqlite3.connect(copy / "study.db") as db:
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND "
+                   "key = 'confirmed'", (json.dumps(confirmed),
+                                         study.trials[PRUNED_TRIAL]._trial_id))
+    return copy
+
+
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load average of an idle 2-core machine, whatever this one is doing."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+
+def remeasured(copy: Path, out: Path) -> tuple[dict[str, Any], str]:
+    """The metrics of the pruned trial's export from ``copy`` to ``out``, and what it printed."""
+    code, output = export(copy, "--trial", str(PRUNED_TRIAL), "--out", str(out))
+    assert code == 0, output
+    return json.loads((out / "metrics.json").read_text()), output
+
+
+def test_a_latency_that_cannot_reach_precision_is_marked_unreliable_everywhere(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = measured_with(run_dir, tmp_path, measure={"rounds": 2, "max_rounds": 2,
+                                                     "precision": 1e-9},
+                         confirm={"rounds": 3, "max_rounds": 3}, trial_reference_ms=1e9)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.1, 3.0, 2.9))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    metrics, output = remeasured(copy, tmp_path / "out")
+    verdict = metrics["remeasured"]["reliability"]
+    assert verdict["reliable"] is False
+    assert verdict["rounds"] == verdict["max_rounds"] == 6, "twice the confirmation's 3 rounds"
+    low, high = metrics["remeasured"]["ratio_interval"]
+    assert verdict["reason"] == (f"the machine was busy: load 3.1 on 2 cores; the ratio's 95% "
+                                 f"interval {low:.2f}–{high:.2f} is wider than ±1e-07% after "
+                                 "6 rounds")
+    assert metrics["checks"]["remeasured_reliable"] is False
+    assert metrics["checks"]["remeasured_unreliable_because"] == verdict["reason"]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "| re-measured at export (**unreliable**, see below) |" in readme
+    note = f"The latency re-measured at export is unreliable: {verdict['reason']}."
+    assert note in readme
+    assert note in " ".join(output.split())
+
+
+def test_a_reference_slower_than_beside_the_trials_figure_marks_it_unreliable(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However precise: load slows models unequally, and the interval does not show it."""
+    quiet_machine(monkeypatch)
+    copy = measured_with(run_dir, tmp_path, measure={"rounds": 2, "max_rounds": 2,
+                                                     "precision": 10.0},
+                         confirm={"rounds": 3, "max_rounds": 3}, trial_reference_ms=1e-6)
+    metrics, output = remeasured(copy, tmp_path / "out")
+    verdict = metrics["remeasured"]["reliability"]
+    assert verdict["reliable"] is False and verdict["reference_slowdown"] > 1.5
+    assert verdict["reason"].startswith("the FP32 reference ran ")
+    assert "slower than beside the trial's figure" in verdict["reason"]
+    assert f"unreliable: {verdict['reason']}." in " ".join(output.split())
+
+
+def test_a_precise_latency_on_a_quiet_machine_is_marked_reliable(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet_machine(monkeypatch)
+    copy = measured_with(run_dir, tmp_path, measure={"rounds": 2, "max_rounds": 2,
+                                                     "precision": 10.0},
+                         confirm={"rounds": 3, "max_rounds": 3}, trial_reference_ms=1e9)
+    metrics, output = remeasured(copy, tmp_path / "out")
+    verdict = metrics["remeasured"]["reliability"]
+    assert verdict["reliable"] is True and verdict["reason"] is None
+    assert verdict["rounds"] == 2, "precise at the least rounds: no more are measured"
+    assert metrics["checks"]["remeasured_reliable"] is True
+    assert "unreliable" not in (tmp_path / "out" / "README.md").read_text()
+    assert "unreliable" not in output
+
+
+def test_the_verdict_needs_precision_an_unslowed_reference_and_a_quiet_machine() -> None:
+    protocol = MeasureConfig(rounds=8, max_rounds=16, precision=0.02)
+    precise, noisy = Ratio(0.5, 0.02, (0.495, 0.505)), Ratio(0.5, 1.4, (0.2, 0.9))
+    quiet, busy = Load(before=0.4, after=2.0, cores=2), Load(before=1.8, after=3.1, cores=2)
+    assert judge(precise, 8, protocol, quiet, 7.0, 7.2).reliable
+    assert judge(precise, 8, protocol, quiet, 16.8, None).reliable  # no figure of this machine
+    assert judge(noisy, 16, protocol, quiet, 7.0, 7.2).reason == (
+        "the ratio's 95% interval 0.20–0.90 is wider than ±2% after 16 rounds")
+    assert judge(precise, 8, protocol, quiet, 16.8, 7.3).reason == (
+        "the FP32 reference ran 2.3× slower than beside the trial's figure (16.80 ms against "
+        "7.30 ms)")
+    assert judge(precise, 8, protocol, busy, 7.0, 7.2).reason == (
+        "the machine was busy: load 3.1 on 2 cores")
+
+
+@pytest.mark.parametrize(("interval", "advice"), [
+    ((0.335, 0.345), "Trust the trial's confirmed figure (1.20 ms, 0.34× FP32), or measure again "
+                     "on a quiet machine"),
+    ((0.29, 0.43), "The trial's confirmed figure (0.34× FP32, 95% interval 0.29–0.43) is not "
+                   "precise either: measure again on a quiet machine"),
+])
+def test_an_unreliable_figure_points_to_the_trials_only_when_that_one_is_precise(
+        interval: tuple[float, float], advice: str) -> None:
+    metrics = {
+        "remeasured": {"reliability": {"reliable": False, "reason": "why", "precision": 0.02}},
+        "trial_figures": {"latency_ms": 1.3, "measurement": {"ratio": 0.36},
+                          "confirmed": {"latency_ms": 1.2, "ratio": 0.34,
+                                        "ratio_interval": interval}},
+    }
+    assert unreliable_note(metrics) == (
+        f"The latency re-measured at export is unreliable: why. {advice} (export again, or "
+        "`edgetune bench`).")
