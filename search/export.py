@@ -35,12 +35,11 @@ from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
 from edgetune.objectives.runtimes import for_target
 from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
-from edgetune.search.front import reference
+from edgetune.search.front import reference, reference_latencies
 from edgetune.search.models import Models, Source
 from edgetune.search.readme import readme
-from edgetune.search.record import Figures, TrialRecord
+from edgetune.search.record import Figures, TrialRecord, records
 from edgetune.search.reliability import Load, judge
-from edgetune.search.study import REFERENCE_LATENCY
 
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.json"
@@ -104,7 +103,7 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
     if number not in trials:
         known = f"its trials are 0 to {max(trials)}" if trials else "it has no trials"
         raise InputError("--trial", f"study {study.study_name!r} has no trial {number} ({known})")
-    trial = TrialRecord.of(trials[number])
+    trial = next(record for record in records(study) if record.number == number)
     if trial.state == TrialState.COMPLETE:
         return trial
     why = {
@@ -134,8 +133,10 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
                     Load.since(load_before), measured.reference_latency.median_ms,
                     _trial_reference_ms(trial, machine))
     test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
+    # In this machine's milliseconds as the study shows them, else as the reference ran now.
+    anchor = reference_latencies(source.study).get(machine_key(machine))
     here = Figures.beside(measured.latency, measured.reference_latency,
-                          float(source.study.user_attrs.get(REFERENCE_LATENCY, float("nan"))))
+                          anchor.ms if anchor else measured.reference_latency.median_ms)
     # The range of the per-round ratios the trial's figure was measured with: the confirmation's
     # where there is one (more rounds, over a longer stretch of the machine's load).
     ratios = trial.figures.round_ratios() if trial.figures else None
@@ -148,6 +149,8 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
         "trial_figures": {
             "accuracy": trial.accuracy,
             "latency_ms": trial.search_latency_ms,
+            "shown_latency_ms": trial.latency_ms,  # confirmed where it was, as status shows it
+            "shown_ratio": trial.ratio,
             "measurement": trial.measured.as_dict() if trial.measured else {},
             "machine": trial.search_machine,
             "confirmed": trial.confirmed.as_dict() if trial.confirmed else None,

@@ -86,10 +86,7 @@ print([labels[i] for i in logits.argmax(axis=1)])
 def trial_latency(metrics: dict[str, Any]) -> tuple[float, float, bool]:
     """The trial's latency in ms, its ratio to FP32, and whether a confirmation measured them."""
     trial = metrics["trial_figures"]
-    confirmed = trial.get("confirmed") or {}
-    return (confirmed.get("latency_ms", trial["latency_ms"]),
-            confirmed.get("ratio", trial["measurement"].get("ratio", float("nan"))),
-            bool(confirmed))
+    return trial["shown_latency_ms"], trial["shown_ratio"], bool(trial.get("confirmed"))
 
 
 def unreliable_note(metrics: dict[str, Any]) -> str | None:

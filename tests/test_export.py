@@ -446,6 +446,7 @@ def test_an_unreliable_figure_points_to_the_trials_only_when_that_one_is_precise
     metrics = {
         "remeasured": {"reliability": {"reliable": False, "reason": "why", "precision": 0.02}},
         "trial_figures": {"latency_ms": 1.3, "measurement": {"ratio": 0.36},
+                          "shown_latency_ms": 1.2, "shown_ratio": 0.34,
                           "confirmed": {"latency_ms": 1.2, "ratio": 0.34,
                                         "ratio_interval": interval}},
     }
