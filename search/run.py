@@ -30,7 +30,7 @@ from edgetune.objectives.architectures import encoder_layers
 from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_space
-from edgetune.objectives.task import Task, load_task
+from edgetune.objectives.task import Task, checkpoint_folder, load_task
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
@@ -47,10 +47,10 @@ from edgetune.search.study import (
     CONFIG_DIR,
     Location,
     Retry,
+    check_same_config,
     load_study,
     make_storage,
     open_study,
-    sqlite_file,
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -107,11 +107,11 @@ def _training_apart(config: StudyConfig) -> contextlib.AbstractContextManager[No
 
 def _run(config: StudyConfig, location: Location, config_dir: Path, console: Console,
          trials: int | None, timeout: float | None) -> optuna.Study:
-    if sqlite_file(location.storage) is None:
-        make_storage(location.storage)  # fail on an unreachable database before anything else
+    check_same_config(config, location)  # and fail on an unreachable database, before all else
+    model_path = checkpoint_folder(config.task.model, config_dir, config.task.trust_remote_code)
+    model_config = json.loads((model_path / "config.json").read_text())
+    check_space(model_config, config.space.pruning)  # the space first: it needs no model loaded
     task = load_task(config.task, config_dir)
-    model_config = json.loads((task.model_path / "config.json").read_text())
-    check_space(model_config, config.space.pruning)
     check_finetune(task, config.finetune)
 
     log_file = _mkdir(location.run_dir) / LOG_FILE

@@ -187,13 +187,33 @@ def open_study(config: StudyConfig, name: str, storage: optuna.storages.BaseStor
             if stored is None:
                 _set_up(study, config, layers)
                 return study
+    _refuse_another_config(config, name, stored)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config, budget))
+
+
+def check_same_config(config: StudyConfig, location: Location) -> None:
+    """Refuse, before anything is written, to resume a study that has another config.
+
+    A SQLite file that does not exist yet holds no study: it is not created here.
+
+    Raises:
+        InputError: the study exists with a different config.
+    """
+    file = sqlite_file(location.storage)
+    if file is not None and not file.exists():
+        return
+    stored = _stored_fingerprint(location.study, make_storage(location.storage))
+    if stored is not None:
+        _refuse_another_config(config, location.study, stored)
+
+
+def _refuse_another_config(config: StudyConfig, name: str, stored: str) -> None:
     if stored != config.fingerprint():
         raise InputError(
             "study",
             f"a study named {name!r} already exists in this storage with a different config; "
             "a study's config is fixed: give this one a new study name",
         )
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(config, budget))
 
 
 def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str | None:
