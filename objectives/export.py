@@ -18,6 +18,8 @@ import torch
 from onnxruntime.transformers.onnx_model import OnnxModel
 from transformers import PreTrainedModel
 
+from edgetune.objectives.traceable import Logits, example_inputs
+
 OPSET = 17
 OUTPUT = "logits"
 # Part of every cached export's key: raise it when the exported graph changes, so that exports
@@ -29,17 +31,14 @@ def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
                 sequence_length: int = 16) -> Path:
     """Write ``model`` to ``path`` as one ONNX file with dynamic batch and sequence axes."""
     model = model.eval()
-    example = {name: torch.ones((1, sequence_length), dtype=torch.long) for name in input_names}
-    if "token_type_ids" in example:
-        example["token_type_ids"] = torch.zeros_like(example["token_type_ids"])
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     dynamic_axes[OUTPUT] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            _KeywordInputs(model, input_names),
-            tuple(example[name] for name in input_names),
+            Logits(model, input_names),
+            example_inputs(input_names, 1, sequence_length),
             str(path),
             input_names=input_names,
             output_names=[OUTPUT],
@@ -86,15 +85,3 @@ def write_head_counts(model_proto: onnx.ModelProto) -> int:
         concat.input[2] = count.name
         written += 1
     return written
-
-
-class _KeywordInputs(torch.nn.Module):
-    """Feeds positional export inputs to the model by name and returns only the logits."""
-
-    def __init__(self, model: PreTrainedModel, input_names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.input_names, inputs))).logits
