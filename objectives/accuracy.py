@@ -1,4 +1,4 @@
-"""Accuracy of a model file on a split, in the target's runtime with the target's threads.
+"""Accuracy of a model file on a split, in its runtime (by its suffix) with the target's threads.
 
 The same function scores a trial and re-scores an exported model, so both agree exactly on the
 same data and runtime. It runs the model at the target's batch size, as the device will: dynamic
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.runtimes import runtime_of
 from edgetune.objectives.target import TargetConfig
 
 TRAINING_LOOK_BATCH = 32
@@ -22,7 +22,7 @@ TRAINING_LOOK_BATCH = 32
 
 def predict(model: Path, inputs: dict[str, np.ndarray], target: TargetConfig) -> np.ndarray:
     """Logits for every row of ``inputs``, run ``target.batch_size`` rows at a time."""
-    session = for_target(target).open(model, target)
+    session = runtime_of(model).open(model, target)
     rows, size = len(next(iter(inputs.values()))), target.batch_size
     return np.concatenate([
         session({name: value[start : start + size] for name, value in inputs.items()})

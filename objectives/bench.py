@@ -19,7 +19,7 @@ import onnx
 from edgetune.errors import InputError
 from edgetune.objectives.latency import MeasureConfig, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_record
-from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.runtimes import NotInstalled, runtime_of
 from edgetune.objectives.runtimes.base import InputSpec, Session
 from edgetune.objectives.target import TargetConfig
 
@@ -28,10 +28,14 @@ FALLBACK_VOCABULARY = 100  # ids below this exist in any real vocabulary
 
 
 def open_model(path: Path, where: str, target: TargetConfig) -> Session:
-    """``path`` opened in the target's runtime, or an ``InputError`` saying why it cannot be."""
+    """``path`` opened in its runtime (by its suffix), or an ``InputError`` saying why it cannot
+    be."""
     if not path.is_file():
         raise InputError(where, f"no such file: {path}")
-    runtime = for_target(target)
+    try:
+        runtime = runtime_of(path)
+    except (ValueError, NotInstalled) as error:
+        raise InputError(where, str(error)) from error
     try:
         return runtime.open(path, target)
     except Exception as error:  # a runtime raises its own types for every kind of bad file

@@ -1,14 +1,15 @@
 """What a candidate is built from and built in: the study's workbench, the candidate's file and
 timings, and the state its knobs' build steps pass from stage to stage.
 
-The stages run in a fixed order (``spaces.knob.STAGES``, with the ONNX export after the torch
-stages) so that every combination the space allows builds:
+The stages run in a fixed order (``spaces.knob.STAGES``, with the compilation for the recipe's
+runtime after the torch stages) so that every combination the space allows builds:
 
-    fine-tuned base ─► prune + recover ─► QAT ─► export ─► fuse ─► quantize
+    fine-tuned base ─► prune + recover ─► QAT ─► compile ─► fuse ─► quantize
 
 Each knob of the recipe runs its step of each stage it declares; a step works on ``Build``: the
-current checkpoint before the export, the current ONNX graph after it. Pruned + recovered models,
-QAT-trained models and exports are cached, so quantization variants of one pruned model reuse it.
+current checkpoint before the compilation, the current model file (``.onnx``, ``.tflite``, ...)
+after it. Pruned + recovered models, QAT-trained models and compilations are cached, so
+quantization variants of one pruned model reuse it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from transformers import PreTrainedModel
 
 from edgetune.objectives.cache import Cache
 from edgetune.objectives.checkpoint import load_classifier
-from edgetune.objectives.export import EXPORT_FORMAT, export_onnx
+from edgetune.objectives.export import EXPORT_FORMAT
 from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.runtimes import DEFAULT, RUNTIMES, compiler
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback, train_logits
@@ -73,18 +75,27 @@ class Workbench:
         return self._teacher_logits
 
     def reference(self) -> Path:
-        """The FP32 ONNX export of the fine-tuned base: the yardstick of every trial."""
-        return self.export(self.base) / "model.onnx"
+        """The FP32 fine-tuned base compiled for the target's runtime: every trial's yardstick."""
+        return self.compile(self.base, self.target.runtime)
+
+    def compile(self, checkpoint: Path, runtime: str) -> Path:
+        """The cached FP32 compilation of a checkpoint folder for ``runtime``: its model file."""
+        info = RUNTIMES[runtime]
+        key: dict[str, object] = {"stage": "export", "checkpoint": checkpoint.name,
+                                  "inputs": self.input_names, "format": EXPORT_FORMAT}
+        if runtime != DEFAULT:  # compiled for the target's shapes (ONNX keeps them open)
+            key |= {"runtime": runtime, "batch_size": self.target.batch_size,
+                    "sequence_length": self.target.sequence_length}
+        model_file = f"model{info.suffix}"
+        folder = self.cache.get_or_build(
+            "onnx" if runtime == DEFAULT else runtime, key,
+            lambda folder: compiler(runtime)(self.load(checkpoint), self.input_names,
+                                             folder / model_file, self.target))
+        return folder / model_file
 
     def export(self, checkpoint: Path) -> Path:
         """The cached FP32 ONNX export of a checkpoint folder (a folder holding model.onnx)."""
-        key = {"stage": "export", "checkpoint": checkpoint.name, "inputs": self.input_names,
-               "format": EXPORT_FORMAT}
-        return self.cache.get_or_build(
-            "onnx", key,
-            lambda folder: export_onnx(self.load(checkpoint), self.input_names,
-                                       folder / "model.onnx"),
-        )
+        return self.compile(checkpoint, DEFAULT).parent
 
 
 @dataclass
@@ -103,7 +114,7 @@ class Build:
     bench: Workbench
     candidate: Candidate
     checkpoint: Path  # the torch checkpoint the torch stages work on (the base to start)
-    onnx: Path | None = None  # the ONNX graph the graph stages work on, once exported
+    model: Path | None = None  # the compiled model the later stages work on, once compiled
     done: bool = False  # a step wrote the candidate's final file: no later stage runs
     callback: StepCallback | None = None  # told the model every ``callback_every`` steps
     callback_every: int = 0

@@ -23,6 +23,7 @@ from edgetune.objectives.latency import (
     measure,
     ratio,
 )
+from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback
@@ -54,18 +55,29 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
     state = Build(recipe=recipe, bench=bench, candidate=candidate, checkpoint=bench.base,
                   callback=callback, callback_every=callback_every)
     knobs = recipe.knobs()
+    compiles = not any(knob.compiles for knob in knobs)
     for name in STAGES:
         for knob in knobs:
             if name in knob.steps and not state.done:
                 with stage(candidate, name):
                     knob.steps[name](state)
-        if name == TORCH_STAGES[-1] and not state.done:
+        if name == TORCH_STAGES[-1] and compiles and not state.done:
             with stage(candidate, "export"):
-                state.onnx = bench.export(state.checkpoint) / "model.onnx"
-    if not state.done and state.onnx != candidate.path:
-        assert state.onnx is not None
-        shutil.copyfile(state.onnx, candidate.path)
+                state.model = bench.compile(state.checkpoint, runtime_name(recipe, bench))
+    if not state.done and state.model != candidate.path:
+        assert state.model is not None
+        shutil.copyfile(state.model, candidate.path)
     return candidate
+
+
+def runtime_name(recipe: Recipe, bench: Workbench) -> str:
+    """The runtime ``recipe`` is compiled for: its own, or the study's."""
+    return recipe.runtime or bench.target.runtime
+
+
+def model_file(recipe: Recipe, bench: Workbench) -> str:
+    """The file name of ``recipe``'s model: ``model`` with its runtime's suffix."""
+    return f"model{RUNTIMES[runtime_name(recipe, bench)].suffix}"
 
 
 def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") -> Measurement:

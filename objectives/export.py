@@ -18,6 +18,7 @@ import torch
 from onnxruntime.transformers.onnx_model import OnnxModel
 from transformers import PreTrainedModel
 
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.traceable import Logits, example_inputs
 
 OPSET = 17
@@ -50,6 +51,13 @@ def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
     if write_head_counts(model_proto):
         onnx.save(model_proto, str(path))
     return path
+
+
+def compile_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
+                 target: TargetConfig) -> Path:
+    """ONNX Runtime's compile step (``objectives.runtimes.RUNTIMES``): the ONNX export, whose
+    batch and sequence axes stay open whatever the target's shapes."""
+    return export_onnx(model, input_names, path)
 
 
 def write_head_counts(model_proto: onnx.ModelProto) -> int:

@@ -24,7 +24,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 
 from edgetune.objectives.build import Build
 from edgetune.spaces.graph import GraphRecipe, GraphSpace, fusion_mode
-from edgetune.spaces.knob import Knob
+from edgetune.spaces.knob import ONNX_RUNTIME_ONLY, Knob
 
 FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert",
                       "distilbert": "bert", "electra": "bert"}
@@ -85,13 +85,13 @@ def explicit_head_counts(model: onnx.ModelProto) -> int:
 
 def fused(build: Build) -> None:
     """The ``fuse`` stage: the current FP32 graph fused as the recipe's quantization allows."""
-    assert build.onnx is not None
+    assert build.model is not None
     target = build.workdir / "fused.onnx"
     attention = fusion_mode(build.recipe.quantization) == "full"
-    build.candidate.notes["fused_ops"] = fuse(build.onnx, target, build.bench.model_type,
+    build.candidate.notes["fused_ops"] = fuse(build.model, target, build.bench.model_type,
                                               attention)
-    build.onnx = target
+    build.model = target
 
 
 FUSION = Knob(slot="graph", name="fusion", recipe=GraphRecipe, space=GraphSpace,
-              steps={"fuse": fused})
+              steps={"fuse": fused}, runtimes=ONNX_RUNTIME_ONLY)

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from edgetune.objectives.isolation import available_cores, run_pinned
-from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.runtimes import runtime_of
 from edgetune.objectives.target import TargetConfig
 from edgetune.spaces.base import Strict
 
@@ -177,10 +177,9 @@ def precise_enough(latencies: dict[str, Latency], reference: str, precision: flo
 def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
                   target: TargetConfig, config: MeasureConfig,
                   reference: str | None = None) -> dict[str, Latency]:
-    runtime = for_target(target)
     runners = {}
     for name, path in models.items():
-        session = runtime.open(path, target)
+        session = runtime_of(path).open(path, target)
         runners[name] = (session, [session.bind(batch) for batch in inputs])
         for i in range(config.warmup):
             session.run(runners[name][1][i % len(inputs)])

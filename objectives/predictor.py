@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.runtimes import RUNTIMES, runtime_of
 from edgetune.objectives.target import TargetConfig
 
 LABELS_FILE = "labels.json"
-MODEL_FILE = "model.onnx"
 
 
 class Predictor:
     """An exported model with its tokenizer: texts in, a label and its probability out.
 
-    ``model_file`` may name ``model.ort`` instead; ``threads`` defaults to every core.
+    ``model_file`` defaults to the folder's ``model.onnx``, ``model.tflite`` or ``model.pte``, and
+    may name ``model.ort`` instead; ``threads`` defaults to every core.
     """
 
-    def __init__(self, folder: str | Path, model_file: str = MODEL_FILE,
+    def __init__(self, folder: str | Path, model_file: str | None = None,
                  threads: int | None = None) -> None:
         from transformers import AutoTokenizer
 
@@ -37,7 +37,8 @@ class Predictor:
         self.labels: list[str] = json.loads((self.folder / LABELS_FILE).read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         target = TargetConfig(threads=threads or os.cpu_count() or 1)
-        self.session = for_target(target).open(self.folder / model_file, target)
+        model = self.folder / (model_file or _model_file(self.folder))
+        self.session = runtime_of(model).open(model, target)
 
     def __call__(self, texts: str | Sequence[str]) -> list[dict[str, object]]:
         """One ``{"label", "score"}`` per text (a single string counts as one text)."""
@@ -51,6 +52,14 @@ class Predictor:
         best = probabilities.argmax(axis=1)
         return [{"label": self.labels[i], "score": float(p[i])}
                 for i, p in zip(best, probabilities)]
+
+
+def _model_file(folder: Path) -> str:
+    """The name of the model an export folder holds, in any runtime's format."""
+    for info in RUNTIMES.values():
+        if (folder / f"model{info.suffix}").is_file():
+            return f"model{info.suffix}"
+    raise FileNotFoundError(f"{folder} holds no model file (model.onnx, model.tflite, ...)")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

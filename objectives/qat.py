@@ -36,7 +36,7 @@ from edgetune.objectives.export import export_onnx
 from edgetune.objectives.quantization import post_training, quantize_dynamic_int8
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback, TrainSettings, train
-from edgetune.spaces.knob import Phases, QuantizationScheme
+from edgetune.spaces.knob import ONNX_RUNTIME_ONLY, Phases, QuantizationScheme
 from edgetune.spaces.qat import QatRecipe, QatSpace
 from edgetune.spaces.quantization import DynamicQuantization
 from edgetune.spaces.recipe import Recipe
@@ -55,7 +55,7 @@ def trained(build: Build) -> None:
                               build.callback_every)
     if recipe.export == "qdq":
         shutil.copyfile(result / QDQ_FILE, build.candidate.path)
-        build.onnx, build.done = build.candidate.path, True
+        build.model, build.done = build.candidate.path, True
     else:
         build.checkpoint = result
 
@@ -220,4 +220,5 @@ QAT = QuantizationScheme(
     # the qdq export writes its own Q/DQ graph from torch: there is no FP32 graph to fuse
     fusion=lambda recipe: "none" if recipe.export == "qdq" else "full",
     colour="#2ca02c", symbol="diamond",
+    runtimes=ONNX_RUNTIME_ONLY,
 )

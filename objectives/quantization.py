@@ -30,7 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgetune.objectives.build import Build
 from edgetune.spaces.base import Strict
-from edgetune.spaces.knob import QuantizationScheme, Step
+from edgetune.spaces.knob import ONNX_RUNTIME_ONLY, QuantizationScheme, Step
 from edgetune.spaces.quantization import (
     DynamicQuantization,
     DynamicSpace,
@@ -216,9 +216,9 @@ def post_training(quantize: Quantize) -> Step:
     calibration)`` writes the current graph, quantized, as the candidate's file."""
 
     def step(build: Build) -> None:
-        assert build.onnx is not None
-        quantize(build.onnx, build.candidate.path, build.recipe.quantization, build.calibration)
-        build.onnx = build.candidate.path
+        assert build.model is not None
+        quantize(build.model, build.candidate.path, build.recipe.quantization, build.calibration)
+        build.model = build.candidate.path
 
     return step
 
@@ -229,6 +229,7 @@ DYNAMIC = QuantizationScheme(
     steps={"quantize": post_training(
         lambda source, target, recipe, _: quantize_dynamic_int8(source, target, recipe))},
     colour="#1f77b4", symbol="triangle-up",
+    runtimes=ONNX_RUNTIME_ONLY,
 )
 STATIC = QuantizationScheme(
     name="static", recipe=StaticQuantization, space=StaticSpace,
@@ -237,10 +238,12 @@ STATIC = QuantizationScheme(
     # its Q/K/V projections in FP32 (measured slower, benchmarks/RESULTS.md).
     fusion=lambda recipe: "without_attention",
     colour="#ff7f0e", symbol="square",
+    runtimes=ONNX_RUNTIME_ONLY,
 )
 NNCF = QuantizationScheme(
     name="nncf", recipe=NncfQuantization, space=NncfSpace,
     steps={"quantize": post_training(quantize_nncf)},
     fusion=lambda recipe: "none",  # NNCF's graph analysis fails on the fused contrib ops
     colour="#8c564b", symbol="x",
+    runtimes=ONNX_RUNTIME_ONLY,
 )

@@ -7,12 +7,17 @@ from typing import Literal
 from pydantic import Field
 
 from edgetune.spaces.base import Strict
+from edgetune.spaces.knob import DEFAULT_RUNTIME
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 
 
 class TargetConfig(Strict):
-    """The device a candidate is timed and scored for (not searched)."""
+    """The device a candidate is timed and scored for (not searched), and the runtime every
+    candidate is compiled for and run in (``objectives.runtimes.RUNTIMES``)."""
+
+    runtime: str = Field(default=DEFAULT_RUNTIME,
+                         description="onnxruntime, litert or executorch")
 
     threads: int = Field(default=2, ge=1, description="intra-op threads: the device's cores")
     batch_size: int = Field(default=1, ge=1)

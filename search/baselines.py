@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from edgetune.search.record import BASELINE, ROLE
+from edgetune.spaces.knob import DEFAULT_RUNTIME
 from edgetune.spaces.space import SearchSpace
 
 Params = dict[str, Any]
@@ -61,13 +62,14 @@ def half_the_layers(space: SearchSpace, layers: int) -> Params:
     }
 
 
-def misfit(space: SearchSpace, params: Params) -> str | None:
-    """Why ``params`` is not one point of ``space`` (a missing, unknown or out-of-range value)."""
+def misfit(space: SearchSpace, params: Params, runtime: str = DEFAULT_RUNTIME) -> str | None:
+    """Why ``params`` is not one point of ``space`` in a study for ``runtime`` (a missing, unknown
+    or out-of-range value)."""
     trial = optuna.trial.FixedTrial(params)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # FixedTrial only warns about out-of-range values
-            space.sample(trial)
+            space.sample(trial, runtime)
     except (ValueError, UserWarning) as error:
         return str(error).split(". Please")[0]
     unused = sorted(set(params) - set(trial.params))
@@ -76,20 +78,23 @@ def misfit(space: SearchSpace, params: Params) -> str | None:
     return None
 
 
-def reference_params(space: SearchSpace) -> Params:
-    """The FP32 reference as parameters of ``space``, or none if the space cannot express it."""
-    return REFERENCE if misfit(space, REFERENCE) is None else {}
+def reference_params(space: SearchSpace, runtime: str = DEFAULT_RUNTIME) -> Params:
+    """The FP32 reference as parameters of ``space`` in a study for ``runtime`` (its runtime
+    named where the space searches several), or none if the space cannot express it."""
+    params = REFERENCE | ({"runtime": runtime} if space.searches_runtimes(runtime) else {})
+    return params if misfit(space, params, runtime) is None else {}
 
 
 def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params],
-            layers: int | None = None) -> None:
-    """Queue the built-in baselines that fit ``space`` (layer halving only for a model of
-    ``layers`` encoder layers), then the user's own recipes."""
+            layers: int | None = None, runtime: str = DEFAULT_RUNTIME) -> None:
+    """Queue the built-in baselines that fit ``space`` in a study for ``runtime`` (layer halving
+    only for a model of ``layers`` encoder layers), then the user's own recipes."""
     builtin = dict(BASELINES)
     if layers is not None and layers >= 2:
         builtin[HALF_THE_LAYERS] = half_the_layers(space, layers)
     for name, params in builtin.items():
-        if misfit(space, params) is None:
+        params = params | ({"runtime": runtime} if space.searches_runtimes(runtime) else {})
+        if misfit(space, params, runtime) is None:
             study.enqueue_trial(params, user_attrs={ROLE: "baseline", BASELINE: name})
     for params in extra:
         study.enqueue_trial(params, user_attrs={ROLE: "enqueued"})

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig, RoundLimits
+from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
 from edgetune.search.artifacts import ArtifactsConfig
@@ -25,6 +26,9 @@ from edgetune.search.baselines import misfit
 from edgetune.search.constraints import Constraints
 from edgetune.search.study import OBJECTIVES
 from edgetune.spaces.base import Strict
+from edgetune.spaces.knob import DEFAULT_RUNTIME
+from edgetune.spaces.quantization import QuantizationSpace
+from edgetune.spaces.registry import is_builtin, knob, knobs
 from edgetune.spaces.space import SearchSpace
 
 Sampler = Literal["tpe", "nsga2", "gp", "random"]
@@ -91,10 +95,67 @@ class StudyConfig(Strict):
     artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str | None = None
 
+    @property
+    def runtimes(self) -> list[str]:
+        """The runtimes the study compiles for: the target's, then any other the space searches."""
+        return list(dict.fromkeys([self.target.runtime, *(self.space.runtime or [])]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schemes_of_the_runtimes(cls, data: Any) -> Any:
+        """Unless the config lists them, the schemes searched are the default ones that run on
+        the study's runtimes, plus edgetune's own schemes for its other runtimes."""
+        if not isinstance(data, dict):
+            return data
+        runtimes = [_raw(data, "target", "runtime") or DEFAULT_RUNTIME,
+                    *(_raw(data, "space", "runtime") or [])]
+        space = data.get("space") or {}
+        quantization = space.get("quantization") if isinstance(space, dict) else None
+        if runtimes == [DEFAULT_RUNTIME] or not isinstance(quantization or {}, dict) or (
+                "schemes" in (quantization or {})):
+            return data
+        defaults = QuantizationSpace.model_fields["schemes"].default
+        schemes = [name for name, scheme in knobs("quantization").items()
+                   if any(scheme.runs_on(r) for r in runtimes)
+                   and (name in defaults or (is_builtin("quantization", name)
+                                             and not scheme.runs_on(DEFAULT_RUNTIME)))]
+        return {**data, "space": {**space, "quantization": {**(quantization or {}),
+                                                             "schemes": schemes}}}
+
+    @model_validator(mode="after")
+    def _runtimes_installed_and_schemes_runnable(self) -> StudyConfig:
+        named = [("target.runtime", self.target.runtime),
+                 *((f"space.runtime.{i}", name) for i, name in enumerate(self.space.runtime or []))]
+        for where, name in named:
+            if name not in RUNTIMES:
+                raise InputError(where, f"unknown runtime {name!r} (expected one of: "
+                                        f"{', '.join(RUNTIMES)})")
+            if (why := missing(name)) is not None:
+                raise InputError(where, why)
+        quantization = self.space.quantization
+        for i, name in enumerate(quantization.schemes):
+            scheme = knob("quantization", name)
+            if not any(scheme.runs_on(runtime) for runtime in self.runtimes):
+                runs_on = ", ".join(RUNTIMES[r].title for r in sorted(scheme.runtimes or ()))
+                raise InputError(f"space.quantization.schemes.{i}",
+                                 f"{name!r} runs on {runs_on} only, not on "
+                                 f"{_titles(self.runtimes)}; schemes for "
+                                 f"{_titles(self.runtimes)}: {', '.join(self._schemes_for())}")
+        for runtime in self.runtimes:
+            if not quantization.runnable(runtime):
+                raise InputError("space.quantization.schemes",
+                                 f"none of them runs on {RUNTIMES[runtime].title}: add one of "
+                                 f"{', '.join(self._schemes_for())}")
+        return self
+
+    def _schemes_for(self) -> list[str]:
+        return [name for name, scheme in knobs("quantization").items()
+                if any(scheme.runs_on(runtime) for runtime in self.runtimes)]
+
     @model_validator(mode="after")
     def _enqueued_recipes_fit_the_space(self) -> StudyConfig:
         for i, params in enumerate(self.search.enqueue):
-            problem = misfit(self.space, params)
+            problem = misfit(self.space, params, self.target.runtime)
             if problem:
                 # InputError, not ValueError: pydantic would report it at the config's root
                 raise InputError(f"search.enqueue.{i}", f"not a recipe of this space: {problem}")
@@ -111,7 +172,22 @@ class StudyConfig(Strict):
                                                       "search": {"trials", "timeout", "retries"},
                                                       "measure": {"isolate", "cores"},
                                                       "confirm": True})
+        # Unset runtimes (ONNX Runtime alone) keep the fingerprints of the earlier studies.
+        if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
+            del fixed["target"]["runtime"]
+        if fixed["space"]["runtime"] is None:
+            del fixed["space"]["runtime"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _raw(data: dict[str, Any], section: str, field: str) -> Any:
+    """``data[section][field]`` of a config not validated yet (a mapping or a model)."""
+    value = data.get(section)
+    return value.get(field) if isinstance(value, dict) else getattr(value, field, None)
+
+
+def _titles(runtimes: list[str]) -> str:
+    return " or ".join(RUNTIMES[name].title for name in runtimes)
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyConfig:

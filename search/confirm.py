@@ -75,7 +75,8 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
     with tempfile.TemporaryDirectory(prefix="edgetune-confirm-") as folder:
         models = Models(source, Path(folder), task)
         measured = {t.number: t for t in [yardstick, *chosen]}  # the reference is always measured
-        files = {n: models.model(t, Path(folder) / f"trial-{n}.onnx") for n, t in measured.items()}
+        files = {n: models.model(t, Path(folder) / f"trial-{n}{models.suffix(t)}")
+                 for n, t in measured.items()}
         inputs = latency_inputs(task.encoded("validation"), settings.target,
                                 settings.measure.inputs)
         protocol = settings.measure.model_copy(update={

@@ -31,8 +31,8 @@ from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import measure_model
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_key, machine_record
-from edgetune.objectives.predictor import LABELS_FILE, MODEL_FILE
-from edgetune.objectives.runtimes import for_target
+from edgetune.objectives.predictor import LABELS_FILE
+from edgetune.objectives.runtimes import runtime_of
 from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference, reference_latencies
@@ -76,24 +76,24 @@ def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any
 def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder: Path,
                   scratch: Path) -> dict[str, Any]:
     models = Models(source, scratch)
-    model = folder / MODEL_FILE
+    model = folder / f"model{models.suffix(trial)}"
     fetched = models.fetch(trial, model)
     task = models.load_task(trial, fetched)
     if not fetched:
         models.rebuild(trial, model)
-    reference_model = scratch / "reference.onnx"
+    reference_model = scratch / f"reference{models.suffix(fp32)}"
     if not models.fetch(fp32, reference_model):
         models.rebuild(fp32, reference_model)
-    ort_file, operators = for_target(source.config.target).deploy_files(model)
+    deploy_files = runtime_of(model).deploy_files(model)
     task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
     task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     _write_json(folder / LABELS_FILE, task.label_names)
     _write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
-                       reference_model, task, ort_file)
+                       reference_model, task, deploy_files)
     _write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
-        readme(metrics, task.label_names, source.config, operators.name))
+        readme(metrics, task.label_names, source.config, model, deploy_files))
     return metrics
 
 
@@ -123,7 +123,7 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
 
 
 def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
-             reference_model: Path, task: Task, ort_file: Path) -> dict[str, Any]:
+             reference_model: Path, task: Task, deploy_files: list[Path]) -> dict[str, Any]:
     config = source.config
     machine = machine_record(config.target)
     protocol = extended_protocol(config)
@@ -141,6 +141,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
     # where there is one (more rounds, over a longer stretch of the machine's load).
     ratios = trial.figures.round_ratios() if trial.figures else None
     ratio_range = [min(ratios), max(ratios)] if ratios else None
+    sizes = {path.name: path.stat().st_size / 1e6 for path in deploy_files}
     return {
         "study": source.study.study_name,
         "trial": trial.number,
@@ -164,7 +165,8 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             **here.as_dict(),
             "size_mb": measured.size_mb,
             "zipped_mb": measured.zipped_mb,
-            "ort_size_mb": ort_file.stat().st_size / 1e6,
+            "deploy_files_mb": sizes,
+            **({"ort_size_mb": sizes["model.ort"]} if "model.ort" in sizes else {}),
             "reliability": verdict.as_dict(),
         },
         "checks": {

@@ -20,7 +20,7 @@ from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.candidate import build
 from edgetune.objectives.finetune import base_key, fine_tuned_base
-from edgetune.objectives.predictor import MODEL_FILE
+from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.objectives.task import Task, load_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
 from edgetune.search.config import StudyConfig
@@ -96,6 +96,11 @@ class Models:
         self.task = task
         self._bench: Workbench | None = None
 
+    def suffix(self, trial: TrialRecord) -> str:
+        """The suffix of ``trial``'s model file: its runtime's (``.onnx``, ``.tflite``, ...)."""
+        runtime = trial.recipe.get("runtime") or self.source.config.target.runtime
+        return RUNTIMES[runtime].suffix
+
     def model(self, trial: TrialRecord, target: Path) -> Path:
         """``trial``'s model at ``target``: fetched, else rebuilt (the task must be loaded)."""
         if not self.fetch(trial, target):
@@ -126,7 +131,7 @@ class Models:
                                            f"({str(error).splitlines()[0]})") from error
         if self._bench is None:
             self._bench = workbench(self.source.config, self.task)
-        candidate = Candidate(path=self.scratch / f"trial-{trial.number}" / MODEL_FILE)
+        candidate = Candidate(path=self.scratch / f"trial-{trial.number}" / target.name)
         try:
             build(recipe, self._bench, candidate)
         except StageError as error:

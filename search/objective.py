@@ -27,7 +27,7 @@ from optuna.artifacts import upload_artifact
 
 from edgetune.objectives.accuracy import accuracy, torch_accuracy
 from edgetune.objectives.build import Candidate, StageError, Workbench
-from edgetune.objectives.candidate import build, evaluate, training_phases
+from edgetune.objectives.candidate import build, evaluate, model_file, training_phases
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
@@ -83,9 +83,10 @@ class Objective:
     def recipe(self, trial: optuna.Trial) -> Recipe:
         """The trial's recipe; the FP32 reference is sampled too, from its enqueued parameters,
         unless the space cannot express it."""
-        if trial.user_attrs.get(ROLE) == REFERENCE and not reference_params(self.space):
+        runtime = self.bench.target.runtime
+        if trial.user_attrs.get(ROLE) == REFERENCE and not reference_params(self.space, runtime):
             return Recipe()
-        return self.space.sample(trial)
+        return self.space.sample(trial, runtime)
 
     @functools.cached_property
     def reference_accuracy(self) -> float:
@@ -137,7 +138,7 @@ class Objective:
         if (original := earlier_trial(trial)) is not None:
             prune_as_duplicate(trial, original)
         workdir = self.run_dir / "work" / f"trial-{trial.number}"
-        candidate = Candidate(path=workdir / "model.onnx", on_stage=stages.enter)
+        candidate = Candidate(path=workdir / model_file(recipe, self.bench), on_stage=stages.enter)
         stopper = self.early_stopping(recipe)
         try:
             build(recipe, self.bench, candidate, stopper, 1 if stopper else 0)

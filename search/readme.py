@@ -7,17 +7,20 @@ with why and which figure to trust instead (``unreliable_note``, which the CLI p
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgetune import __version__
+from edgetune.objectives.runtimes import runtime_of
 from edgetune.search.config import StudyConfig
 from edgetune.search.record import Figures
 
 EXAMPLE_TEXTS = '["Shares rose sharply after the company reported record profits."]'
 
 
-def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig,
-           operators_file: str) -> str:
+def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, model: Path,
+           deploy_files: list[Path]) -> str:
+    runtime = runtime_of(model)
     trial = metrics["trial_figures"]
     here = metrics["remeasured"]
     target = config.target
@@ -37,18 +40,13 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | {here_row} | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
 | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 {note_block}
-Latency: ONNX Runtime CPU, batch {target.batch_size}, {target.sequence_length} tokens,
+Latency: {runtime.title} CPU, batch {target.batch_size}, {target.sequence_length} tokens,
 {target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
 measured beside it. `metrics.json` holds every figure; `recipe.json` how the model was built.
 
 ## Files
 
-- `model.onnx`: the model. Inputs are the tokenizer's outputs as int64; the output `logits` has
-  one column per label, in the order of `labels.json`.
-- `model.ort`: the same model in ONNX Runtime's ORT format, for the mobile packages
-  (onnxruntime-android, onnxruntime-objc) and minimal builds.
-- `{operators_file}`: the operators it needs, for a reduced ONNX Runtime build:
-  `./build.sh --minimal_build --include_ops_by_config {operators_file}`.
+{runtime.files_section(model, deploy_files)}
 - Tokenizer files: `AutoTokenizer.from_pretrained(folder)`; texts are cut at
   {config.task.max_length} tokens.
 
@@ -63,23 +61,7 @@ predict = edgetune.load(".")
 print(predict({EXAMPLE_TEXTS}))
 ```
 
-With only ONNX Runtime and transformers:
-
-```python
-import json
-
-import numpy as np
-import onnxruntime as ort
-from transformers import AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained(".")
-labels = json.load(open("labels.json"))
-session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-batch = tokenizer({EXAMPLE_TEXTS}, truncation=True, padding=True, return_tensors="np")
-inputs = {{i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}}
-logits = session.run(None, inputs)[0]
-print([labels[i] for i in logits.argmax(axis=1)])
-```
+{runtime.usage(model, EXAMPLE_TEXTS)}
 """
 
 

@@ -228,8 +228,10 @@ def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str 
 def _set_up(study: optuna.Study, config: StudyConfig, layers: int | None) -> None:
     study.set_metric_names(list(config.search.objectives))
     if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
-        study.enqueue_trial(baselines.reference_params(config.space), user_attrs={ROLE: REFERENCE})
-        baselines.enqueue(study, config.space, config.search.enqueue, layers)
+        runtime = config.target.runtime
+        study.enqueue_trial(baselines.reference_params(config.space, runtime),
+                            user_attrs={ROLE: REFERENCE})
+        baselines.enqueue(study, config.space, config.search.enqueue, layers, runtime)
     study.set_user_attr("config", json.loads(config.model_dump_json()))
     study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
 

@@ -12,8 +12,8 @@ import optuna
 from pydantic import Field
 
 from edgetune.spaces.base import Strict, suggest_choice
-from edgetune.spaces.knob import FusionMode
-from edgetune.spaces.registry import knob_of
+from edgetune.spaces.knob import DEFAULT_RUNTIME, FusionMode
+from edgetune.spaces.registry import knob, knob_of
 
 
 class GraphRecipe(Strict):
@@ -32,7 +32,8 @@ def fusion_mode(quantization: Strict) -> FusionMode:
 class GraphSpace(Strict):
     fusion: list[bool] = Field(default=[True, False], min_length=1)
 
-    def sample(self, trial: optuna.Trial, quantization: Strict) -> GraphRecipe:
-        if fusion_mode(quantization) == "none":
+    def sample(self, trial: optuna.Trial, quantization: Strict,
+               runtime: str = DEFAULT_RUNTIME) -> GraphRecipe:
+        if fusion_mode(quantization) == "none" or not knob("graph", "fusion").runs_on(runtime):
             return GraphRecipe()
         return GraphRecipe(fusion=suggest_choice(trial, "graph.fusion", self.fusion))

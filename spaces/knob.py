@@ -7,9 +7,9 @@ the fusions) and declares, beside each other:
   ``scheme``, is the knob's ``name``), and ``space``: its config section
   (``space.<slot>.<name>``), whose ``sample(trial)`` returns a recipe; no space samples
   ``recipe()`` as it is;
-- ``steps``: its build step for each stage it runs in (``STAGES``, in build order; export to ONNX
-  runs between ``qat`` and ``fuse``), each called with the candidate being built
-  (``edgetune.objectives.build.Build``);
+- ``steps``: its build step for each stage it runs in (``STAGES``, in build order; compilation
+  for the recipe's runtime runs between ``qat`` and ``fuse``), each called with the candidate
+  being built (``edgetune.objectives.build.Build``), and the ``runtimes`` it can build for;
 - what it composes with: ``PruningMethod.recovers`` (a method whose model is then recovered by
   fine-tuning), ``QuantizationScheme.fusion`` (how a scheme takes ONNX Runtime's graph fusions),
   and ``training`` (the training loops it will run, for early stopping);
@@ -34,6 +34,8 @@ TORCH_STAGES: tuple[Stage, ...] = ("prune_recover", "qat")  # the stages before 
 FusionMode = Literal["full", "without_attention", "none"]
 Step = Callable[[Any], None]  # called with the ``objectives.build.Build`` of a candidate
 Phases = list[tuple[str, int]]  # (training phase, steps)
+DEFAULT_RUNTIME = "onnxruntime"  # a target's runtime unless it names another
+ONNX_RUNTIME_ONLY = frozenset({DEFAULT_RUNTIME})  # knobs built with ONNX Runtime's own tools
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +50,19 @@ class Knob:
     colour: str = "#7f7f7f"
     symbol: str = "circle"
     label: str | None = None  # the legend's name where the knob's own would mislead
+    # The runtimes (``objectives.runtimes.RUNTIMES`` names) whose models it can build: None for
+    # every runtime (the torch stages); the search samples it only for these.
+    runtimes: frozenset[str] | None = None
+    # Its ``quantize`` step compiles the torch checkpoint itself (PT2E quantization happens before
+    # lowering): the recipe's runtime then compiles no FP32 model first.
+    compiles: bool = False
 
     @property
     def legend(self) -> str:
         return self.label or self.name
+
+    def runs_on(self, runtime: str) -> bool:
+        return self.runtimes is None or runtime in self.runtimes
 
 
 def _unchanged(model: Any, recipe: Strict, task: Any) -> Any:

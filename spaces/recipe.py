@@ -22,6 +22,7 @@ class Recipe(Strict):
     recovery: RecoveryRecipe = Field(default_factory=lambda: RecoveryRecipe(steps=0))
     quantization: QuantizationRecipe = Field(default_factory=NoQuantization)
     graph: GraphRecipe = Field(default_factory=GraphRecipe)
+    runtime: str | None = None  # compiled for this runtime; None: the study's (``target.runtime``)
 
     @model_validator(mode="after")
     def _buildable(self) -> Recipe:
@@ -37,7 +38,7 @@ class Recipe(Strict):
 
     @property
     def is_reference(self) -> bool:
-        """The FP32 reference: nothing pruned, quantized or fused."""
+        """The FP32 reference: nothing pruned, quantized or fused, in the study's runtime."""
         return self == Recipe()
 
     def short(self) -> str:
@@ -46,5 +47,5 @@ class Recipe(Strict):
         if self.is_reference:
             return "fp32 reference"
         prune = "+".join(p for p in (self.pruning.short(), self.recovery.short()) if p)
-        parts = [prune, self.graph.short(), self.quantization.short()]
+        parts = [self.runtime or "", prune, self.graph.short(), self.quantization.short()]
         return " · ".join(p for p in parts if p)

@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from edgetune.spaces.base import Strict, suggest_choice
-from edgetune.spaces.knob import Knob, Slot
+from edgetune.spaces.knob import DEFAULT_RUNTIME, Knob, Slot
 
 ENTRY_POINTS = "edgetune.knobs"
 # The field of a slot's recipe that names its knob (the graph slot's one knob is switched on by
@@ -69,6 +69,12 @@ def knob(slot: Slot, name: str) -> Knob:
 def knob_of(recipe: Strict, slot: Slot) -> Knob:
     """The knob a recipe of ``slot`` was sampled by."""
     return knob(slot, getattr(recipe, KEYS[slot]))
+
+
+def is_builtin(slot: Slot, name: str) -> bool:
+    """Whether knob ``name`` is edgetune's own (an entry point of the edgetune package)."""
+    knobs(slot)
+    return (slot, name) in _edgetunes_own
 
 
 def register(new: Knob) -> Knob:
@@ -177,8 +183,17 @@ class SlotSpace(Strict):
         """The settings of knob ``name`` (None for a knob without a space)."""
         return (self.__pydantic_extra__ or {}).get(name)
 
-    def sample(self, trial: optuna.Trial) -> Strict:
-        name = suggest_choice(trial, f"{self.slot}.{KEYS[self.slot]}", getattr(self, self.choice))
+    def runnable(self, runtime: str) -> list[str]:
+        """The chosen knobs that can build for ``runtime``."""
+        return [name for name in getattr(self, self.choice)
+                if knob(self.slot, name).runs_on(runtime)]
+
+    def sample(self, trial: optuna.Trial, runtime: str = DEFAULT_RUNTIME,
+               parameter: str | None = None) -> Strict:
+        """A recipe of one of the chosen knobs that can build for ``runtime``, the knob sampled as
+        ``parameter`` (by default ``<slot>.<method or scheme>``)."""
+        name = suggest_choice(trial, parameter or f"{self.slot}.{KEYS[self.slot]}",
+                              self.runnable(runtime))
         section = self.section(name)
         if section is None:
             return knob(self.slot, name).recipe()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 from pydantic import Field
 
-from edgetune.spaces.base import Strict
+from edgetune.spaces.base import Strict, suggest_choice
 from edgetune.spaces.graph import GraphSpace
+from edgetune.spaces.knob import DEFAULT_RUNTIME
 from edgetune.spaces.pruning import PruningSpace
 from edgetune.spaces.quantization import QuantizationSpace
 from edgetune.spaces.recipe import Recipe
@@ -31,12 +32,33 @@ class SearchSpace(Strict):
     recovery: RecoverySpace = RecoverySpace()
     quantization: QuantizationSpace = Field(default_factory=QuantizationSpace)
     graph: GraphSpace = GraphSpace()
+    runtime: list[str] | None = Field(
+        default=None, min_length=1,
+        description="the runtimes searched (objectives.runtimes.RUNTIMES names); unset: the "
+                    "target's alone")
 
-    def sample(self, trial: optuna.Trial) -> Recipe:
+    def searches_runtimes(self, target_runtime: str) -> bool:
+        """Whether the runtime is a searched knob here: ``runtime`` names another than the
+        target's."""
+        return self.runtime is not None and self.runtime != [target_runtime]
+
+    def sample(self, trial: optuna.Trial, target_runtime: str = DEFAULT_RUNTIME) -> Recipe:
+        """A recipe for ``target_runtime``, the study's, or for one of ``runtime`` where the space
+        searches several.
+
+        The quantization scheme is sampled among those that run on the recipe's runtime: in the
+        target's as ``quantization.scheme``, in another as ``quantization.scheme.<runtime>``
+        (Optuna fixes the choices of a parameter name).
+        """
+        runtime = target_runtime
+        if self.searches_runtimes(target_runtime):
+            runtime = suggest_choice(trial, "runtime", self.runtime)  # type: ignore[arg-type]
         pruning = self.pruning.sample(trial)
         # Recovery only means something after pruning: never sample it for an unpruned model.
         recovers = knob_of(pruning, "pruning").recovers
         recovery = self.recovery.sample(trial) if recovers else RecoveryRecipe(steps=0)
-        quantization = self.quantization.sample(trial)
-        graph = self.graph.sample(trial, quantization)
-        return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph)
+        scheme = None if runtime == target_runtime else f"quantization.scheme.{runtime}"
+        quantization = self.quantization.sample(trial, runtime, scheme)
+        graph = self.graph.sample(trial, quantization, runtime)
+        return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph,
+                      runtime=None if runtime == target_runtime else runtime)

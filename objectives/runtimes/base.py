@@ -2,8 +2,9 @@
 
 A runtime opens a model file with the target's settings (``Runtime.open``) as a ``Session`` that
 runs batches of named arrays; latency (``objectives.latency``), accuracy (``objectives.accuracy``),
-``edgetune bench``, the predictor and export all go through it, so a new runtime is one new
-module implementing these two classes plus one line in ``objectives.runtimes`` (docs/runtimes.md).
+``edgetune bench``, the predictor and export all go through it. What edgetune knows of a runtime
+without loading it (its names, file suffix, the extra that installs it, where its two sides
+live) is its ``RuntimeInfo``, one line of ``objectives.runtimes.RUNTIMES`` (docs/runtimes.md).
 
 Example:
     >>> from edgetune.objectives.runtimes import for_target
@@ -59,13 +60,42 @@ class Session(ABC):
         return self.run(self.bind(batch))
 
 
-class Runtime(ABC):
-    """An inference runtime: opens models, names its version, writes the files to deploy."""
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """A runtime as edgetune knows it before loading it."""
 
-    name: str  # the key of its version in a machine record, e.g. "onnxruntime"
+    name: str  # its key in configs and machine records, e.g. "onnxruntime"
     title: str  # its name for people, e.g. "ONNX Runtime"
     label: str  # how a machine key names it, e.g. "ORT"
     model_kind: str  # what it loads, for messages, e.g. "an ONNX model"
+    suffix: str  # its model files' suffix, e.g. ".onnx": a file's suffix names its runtime
+    session: str  # "module:Class" of its ``Runtime``: the run side, no torch
+    compiler: str  # "module:function" compiling a torch checkpoint to its format: the build side
+    extra: str | None = None  # the pip extra that installs it (None: installed with edgetune)
+    packages: tuple[str, ...] = ()  # what that extra installs, by import name
+    other_suffixes: tuple[str, ...] = ()  # of other files it runs (ONNX Runtime's ``.ort``)
+
+    def runs(self, model: Path) -> bool:
+        return model.suffix in (self.suffix, *self.other_suffixes)
+
+
+class Runtime(ABC):
+    """An inference runtime: opens models, names its version, writes the files to deploy."""
+
+    def __init__(self, info: RuntimeInfo) -> None:
+        self.info = info
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def title(self) -> str:
+        return self.info.title
+
+    @property
+    def model_kind(self) -> str:
+        return self.info.model_kind
 
     @abstractmethod
     def open(self, model: Path, target: TargetConfig) -> Session:
@@ -78,6 +108,16 @@ class Runtime(ABC):
     @abstractmethod
     def version(self) -> str:
         """The runtime's version: latencies of different versions are never compared."""
+
+    def files_section(self, model: Path, deploy_files: list[Path]) -> str:
+        """The export README's list of ``model`` and ``deploy_files`` (Markdown items)."""
+        return (f"- `{model.name}`: the model. Its inputs are the tokenizer's outputs; its output, "
+                "the logits, has\n  one column per label, in the order of `labels.json`.")
+
+    @abstractmethod
+    def usage(self, model: Path, texts: str) -> str:
+        """The export README's code running ``model`` on ``texts`` (a Python list literal) with
+        this runtime and transformers alone, from the export folder (a test runs it)."""
 
     @abstractmethod
     def deploy_files(self, model: Path) -> list[Path]:

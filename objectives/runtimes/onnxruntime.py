@@ -59,11 +59,6 @@ class OrtSession(Session):
 
 
 class OnnxRuntime(Runtime):
-    name = "onnxruntime"
-    title = "ONNX Runtime"
-    label = "ORT"
-    model_kind = "an ONNX model"
-
     def open(self, model: Path, target: TargetConfig) -> OrtSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = target.threads
@@ -80,6 +75,36 @@ class OnnxRuntime(Runtime):
 
     def version(self) -> str:
         return ort.__version__
+
+    def files_section(self, model: Path, deploy_files: list[Path]) -> str:
+        ort_file, operators = deploy_files
+        return "\n".join([
+            f"- `{model.name}`: the model. Inputs are the tokenizer's outputs as int64; the "
+            "output `logits` has\n  one column per label, in the order of `labels.json`.",
+            f"- `{ort_file.name}`: the same model in ONNX Runtime's ORT format, for the mobile "
+            "packages\n  (onnxruntime-android, onnxruntime-objc) and minimal builds.",
+            f"- `{operators.name}`: the operators it needs, for a reduced ONNX Runtime build:\n"
+            f"  `./build.sh --minimal_build --include_ops_by_config {operators.name}`.",
+        ])
+
+    def usage(self, model: Path, texts: str) -> str:
+        return f"""With only ONNX Runtime and transformers:
+
+```python
+import json
+
+import numpy as np
+import onnxruntime as ort
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(".")
+labels = json.load(open("labels.json"))
+session = ort.InferenceSession("{model.name}", providers=["CPUExecutionProvider"])
+batch = tokenizer({texts}, truncation=True, padding=True, return_tensors="np")
+inputs = {{i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}}
+logits = session.run(None, inputs)[0]
+print([labels[i] for i in logits.argmax(axis=1)])
+```"""
 
     def deploy_files(self, model: Path) -> list[Path]:
         """``model.ort`` and ``model.required_operators.config`` beside ``model``."""
