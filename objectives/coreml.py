@@ -96,11 +96,15 @@ def check_coreml(path: Path, input_names: list[str], batch_size: int, sequence_l
     counted, not checked).
 
     Raises:
-        ValueError: naming each thing that does not match.
+        ValueError: ``path`` is not a Core ML package, or naming each thing that does not
+            match.
     """
     ct = _coremltools()
-    with _quiet():
-        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    try:
+        with _quiet():
+            spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    except (OSError, RuntimeError) as error:  # no folder; no manifest or spec in it
+        raise ValueError(f"{path}: not a Core ML package ({error})") from error
     shape = [batch_size, sequence_length]
     inputs = {feature.name: _feature(feature) for feature in spec.description.input}
     outputs = {feature.name: _feature(feature) for feature in spec.description.output}
@@ -242,7 +246,8 @@ def _coremltools() -> Any:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """coremltools' progress bars, warnings and log notes held back; written out if the block
-    fails, so that nothing of an error is lost."""
+    fails, so that nothing of an error is lost. The process's stdout and stderr are redirected
+    while it runs: output of other threads is held too."""
     held = io.StringIO()
     logger = logging.getLogger("coremltools")
     level = logger.level

@@ -147,6 +147,13 @@ def test_check_raises_naming_what_does_not_match(
                      int8_weights=False)
 
 
+def test_check_refuses_a_folder_that_is_not_a_package(tmp_path: Path) -> None:
+    (tmp_path / "empty.mlpackage").mkdir()
+    for path in (tmp_path / "empty.mlpackage", tmp_path / "missing.mlpackage"):
+        with pytest.raises(ValueError, match="not a Core ML package"):
+            check_coreml(path, NAMES["bert"], BATCH, SEQUENCE, LABELS)
+
+
 def test_recipes_core_ml_expresses_map_to_fp32_or_int8_weights() -> None:
     assert coreml_supports(NoQuantization()) is None
     assert coreml_int8_weights(NoQuantization()) is False
