@@ -45,9 +45,10 @@ for _logger in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_logger).setLevel(logging.ERROR)
 
 
-def load(folder: str | Path, model_file: str = "model.onnx",
+def load(folder: str | Path, model_file: str | None = None,
          threads: int | None = None) -> Predictor:
-    """The model ``edgetune export`` wrote to ``folder``, ready to label texts.
+    """The model ``edgetune export`` wrote to ``folder``, ready to label texts: its
+    ``model.onnx``, ``model.tflite`` or ``model.pte`` unless ``model_file`` names another.
 
     ``predictor(["text", ...])`` returns one ``{"label", "score"}`` per text. Imported on first
     use, so ``import edgetune`` stays cheap.

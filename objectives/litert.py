@@ -1,6 +1,6 @@
 """LiteRT build steps: a torch classifier converted to a FP32 ``.tflite`` file by litert-torch,
 and that file quantized to INT8 weights by the LiteRT Quantizer (``objectives.runtimes.litert``
-runs them).
+runs them); the knobs of LiteRT's schemes (``spaces.litert``).
 
 Conversion traces ``Logits`` with the additive mask built in-graph: both masks give the torch
 model's logits, and the additive one converts to a smaller graph (no GATHER_ND, SELECT_V2,
@@ -38,19 +38,20 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel
 
-from edgetune.objectives.runtimes.litert import CHATTER, native_stderr_quiet
+from edgetune.objectives.build import Build
+from edgetune.objectives.native_output import CHATTER, native_stderr_quiet
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.traceable import Logits, example_inputs
-
-# Importing litert-torch loads TensorFlow's and torchao's native libraries, which log their setup
-# (and torchao its CUDA kernels, absent on a CPU build) to stderr.
-with native_stderr_quiet((*CHATTER, "WARNING: All log messages before absl", "torchao/_C",
-                          "is an Enum subclass")):
-    import litert_torch
-    from litert_quantizer import quantizer, recipe
+from edgetune.spaces.knob import QuantizationScheme, Step
+from edgetune.spaces.litert import LITERT_ONLY, LiteRtDynamic, LiteRtWeightOnly
 
 QuantizationMode = Literal["dynamic", "weight_only"]
-RECIPES = {"dynamic": recipe.dynamic_wi8_afp32, "weight_only": recipe.weight_only_wi8_afp32}
+RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight_only": "weight_only_wi8_afp32"}
 PROGRESS = "LITERT_TORCH_SHOW_PROGRESS"  # what litert_torch.config.show_progress reads
+# Importing litert-torch loads TensorFlow's and torchao's native libraries, which log their setup
+# (and torchao its CUDA kernels, absent on a CPU build) to stderr.
+IMPORT_CHATTER = (*CHATTER, "WARNING: All log messages before absl", "torchao/_C",
+                  "is an Enum subclass")
 
 
 class KeywordLogits(torch.nn.Module):
@@ -81,6 +82,10 @@ def compile_litert(model: PreTrainedModel, input_names: list[str], path: Path, b
                    sequence_length: int) -> Path:
     """Write ``model`` to ``path`` as a FP32 LiteRT file taking ``batch_size`` rows of
     ``sequence_length`` tokens, its inputs named ``input_names``."""
+    # The converter is the `litert` extra's, and takes 17 s to import: imported when used.
+    with native_stderr_quiet(IMPORT_CHATTER):
+        import litert_torch
+
     model = model.eval()
     inputs = dict(zip(input_names, example_inputs(input_names, batch_size, sequence_length)))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +99,11 @@ def compile_litert(model: PreTrainedModel, input_names: list[str], path: Path, b
 def quantize_litert(fp32: Path, path: Path, mode: QuantizationMode) -> Path:
     """Write ``fp32`` (a FP32 LiteRT file) to ``path`` with INT8 weights: ``dynamic`` quantizes
     activations at run time, ``weight_only`` dequantizes the weights to compute in FP32."""
+    with native_stderr_quiet(IMPORT_CHATTER):  # the `litert` extra's, imported when used
+        from litert_quantizer import quantizer, recipe
+
     qt = quantizer.Quantizer(str(fp32))
-    qt.load_quantization_recipe(RECIPES[mode]())
+    qt.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # export_model warns when it overwrites
     with _quiet_python_output():
@@ -138,3 +146,31 @@ def _quiet_python_output() -> Iterator[None]:
     except BaseException:
         sys.stderr.write(captured.getvalue())
         raise
+
+
+def compile_tflite(model: PreTrainedModel, input_names: list[str], path: Path,
+                   target: TargetConfig) -> Path:
+    """LiteRT's compile step (``objectives.runtimes.RUNTIMES``): FP32 at the target's shapes."""
+    return compile_litert(model, input_names, path, target.batch_size, target.sequence_length)
+
+
+def quantized(mode: QuantizationMode) -> Step:
+    """The build step of a LiteRT scheme: the compiled FP32 file quantized in ``mode``."""
+
+    def step(build: Build) -> None:
+        assert build.model is not None
+        quantize_litert(build.model, build.candidate.path, mode)
+        build.model = build.candidate.path
+
+    return step
+
+
+DYNAMIC = QuantizationScheme(
+    name="litert-dynamic", recipe=LiteRtDynamic, steps={"quantize": quantized("dynamic")},
+    runtimes=LITERT_ONLY, colour="#17becf", symbol="triangle-down",
+)
+WEIGHT_ONLY = QuantizationScheme(
+    name="litert-weight-only", recipe=LiteRtWeightOnly,
+    steps={"quantize": quantized("weight_only")},
+    runtimes=LITERT_ONLY, colour="#bcbd22", symbol="triangle-left",
+)

@@ -7,29 +7,35 @@ import platform
 
 import edgetune
 from edgetune.cpu import cpu_model
-from edgetune.objectives.runtimes import RUNTIMES, for_target
+from edgetune.objectives.runtimes import RUNTIMES, for_target, runtime
 from edgetune.objectives.target import TargetConfig
 
 LEGACY_RUNTIME = "onnxruntime"  # records written before the runtime was named measured in it
 
 
-def machine_record(target: TargetConfig) -> dict[str, object]:
+def machine_record(target: TargetConfig, candidate_runtime: str | None = None) -> dict[str, object]:
     """CPU model, core count, threads, and the versions that shape a latency figure: the runtime
-    is named (``runtime``) and its version stored under its name (``onnxruntime: 1.20.1``)."""
-    runtime = for_target(target)
+    of the FP32 reference is named (``runtime``) and its version stored under its name
+    (``onnxruntime: 1.20.1``); a candidate compiled for another runtime (``space.runtime``) names
+    that one too (``candidate_runtime``), with its version."""
+    runtimes = [for_target(target)]
+    if candidate_runtime not in (None, target.runtime):
+        runtimes.append(runtime(candidate_runtime))
     return {
         "host": platform.node(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": target.threads,
-        "runtime": runtime.name,
-        runtime.name: runtime.version(),
+        "runtime": target.runtime,
+        **({"candidate_runtime": candidate_runtime} if len(runtimes) > 1 else {}),
+        **{each.name: each.version() for each in runtimes},
         "edgetune": edgetune.__version__,
     }
 
 
 def machine_key(record: dict[str, object]) -> str:
-    """What must match for two latencies to share one front: CPU, cores, threads, runtime."""
+    """What must match for two latencies to share one front: CPU, cores, threads, and the runtime
+    of the FP32 reference they are ratios to."""
     name = str(record.get("runtime", LEGACY_RUNTIME))
     label = RUNTIMES[name].label if name in RUNTIMES else name
     return (f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · "

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.paths import resolve_path
+from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.search.front import front_of, reference, search_front
 from edgetune.spaces.base import Strict
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
 S3_SCHEME = "s3://"
-MODEL_SUFFIX = ".onnx"
+MODEL_SUFFIXES = tuple(info.suffix for info in RUNTIMES.values())  # .onnx, .tflite, .pte
 
 
 class ArtifactsConfig(Strict):
@@ -93,7 +94,7 @@ def model_artifact(study: optuna.Study, trial: FrozenTrial) -> ArtifactMeta | No
             ``../x`` would read or remove a file outside the store.
     """
     metas = [meta for meta in get_all_artifact_meta(trial, storage=study._storage)
-             if meta.filename.endswith(MODEL_SUFFIX)]
+             if meta.filename.endswith(MODEL_SUFFIXES)]
     if not metas:
         return None
     meta = metas[-1]

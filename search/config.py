@@ -115,10 +115,11 @@ class StudyConfig(Strict):
                 "schemes" in (quantization or {})):
             return data
         defaults = QuantizationSpace.model_fields["schemes"].default
-        schemes = [name for name, scheme in knobs("quantization").items()
-                   if any(scheme.runs_on(r) for r in runtimes)
-                   and (name in defaults or (is_builtin("quantization", name)
-                                             and not scheme.runs_on(DEFAULT_RUNTIME)))]
+        runnable = {name: scheme for name, scheme in knobs("quantization").items()
+                    if any(scheme.runs_on(r) for r in runtimes)}
+        schemes = [name for name in defaults if name in runnable] + [
+            name for name, scheme in runnable.items()
+            if is_builtin("quantization", name) and not scheme.runs_on(DEFAULT_RUNTIME)]
         return {**data, "space": {**space, "quantization": {**(quantization or {}),
                                                              "schemes": schemes}}}
 
@@ -149,8 +150,11 @@ class StudyConfig(Strict):
         return self
 
     def _schemes_for(self) -> list[str]:
-        return [name for name, scheme in knobs("quantization").items()
-                if any(scheme.runs_on(runtime) for runtime in self.runtimes)]
+        defaults = QuantizationSpace.model_fields["schemes"].default
+        runnable = [name for name, scheme in knobs("quantization").items()
+                    if any(scheme.runs_on(runtime) for runtime in self.runtimes)]
+        return sorted(runnable, key=lambda name: (name not in defaults,
+                                                  defaults.index(name) if name in defaults else 0))
 
     @model_validator(mode="after")
     def _enqueued_recipes_fit_the_space(self) -> StudyConfig:

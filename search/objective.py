@@ -134,7 +134,7 @@ class Objective:
         recipe = self.recipe(trial)
         trial.set_user_attr(RECIPE, recipe.model_dump(mode="json"))
         trial.set_user_attr(RECIPE_SHORT, recipe.short())
-        trial.set_user_attr(MACHINE, machine_record(self.bench.target))
+        trial.set_user_attr(MACHINE, machine_record(self.bench.target, recipe.runtime))
         if (original := earlier_trial(trial)) is not None:
             prune_as_duplicate(trial, original)
         workdir = self.run_dir / "work" / f"trial-{trial.number}"

@@ -15,7 +15,9 @@ from transformers import PreTrainedModel
 
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.litert import compile_litert, quantize_litert
-from edgetune.objectives.runtimes.litert import LiteRt, LiteRtSession, native_stderr_quiet
+from edgetune.objectives.native_output import native_stderr_quiet
+from edgetune.objectives.runtimes import runtime
+from edgetune.objectives.runtimes.litert import LiteRtSession
 from edgetune.objectives.target import TargetConfig
 
 from conftest import build_tiny_model
@@ -51,7 +53,7 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreTrainedModel, Pat
 
 def test_fp32_conversion_gives_the_torch_logits(bert: tuple[PreTrainedModel, Path]) -> None:
     model, path = bert
-    session = LiteRt().open(path, TARGET)
+    session = runtime("litert").open(path, TARGET)
     batch = token_batch(BATCH, SEQUENCE, [16, 9, 4, 12])
     expected = torch_logits(model, batch, NAMES["bert"])
     np.testing.assert_allclose(session(batch), expected, rtol=1e-4, atol=1e-6)
@@ -67,7 +69,7 @@ def test_distilbert_converts_without_token_type_ids_and_quietly(
     model = load_classifier(build_tiny_model(tmp_path / "model", "distilbert"))
     capfd.readouterr()
     path = compile_litert(model, NAMES["distilbert"], tmp_path / "fp32.tflite", BATCH, SEQUENCE)
-    session = LiteRt().open(path, TARGET)
+    session = runtime("litert").open(path, TARGET)
     assert capfd.readouterr() == ("", "")  # no progress, notes or native log lines
     assert [spec.name for spec in session.inputs] == NAMES["distilbert"]
     batch = token_batch(BATCH, SEQUENCE, [16, 3, 10, 7], seed=1)
@@ -77,7 +79,7 @@ def test_distilbert_converts_without_token_type_ids_and_quietly(
 
 def test_inputs_are_named_as_the_tokenizer_names_them_and_typed_as_converted(
         bert: tuple[PreTrainedModel, Path]) -> None:
-    inputs = LiteRt().open(bert[1], TARGET).inputs
+    inputs = runtime("litert").open(bert[1], TARGET).inputs
     assert [(spec.name, spec.shape) for spec in inputs] == [
         (name, (BATCH, SEQUENCE)) for name in NAMES["bert"]]
     assert {(spec.dtype, spec.type_name) for spec in inputs} == {(np.int32, "int32")}
@@ -100,7 +102,7 @@ def test_quantized_modes_are_smaller_int8_files_close_to_fp32(
     path = quantize_litert(fp32, tmp_path / f"{mode}.tflite", mode)  # type: ignore[arg-type]
     assert capfd.readouterr() == ("", "")  # no progress bars or size report
     assert path.stat().st_size < 0.85 * fp32.stat().st_size
-    reference, session = LiteRt().open(fp32, TARGET), LiteRt().open(path, TARGET)
+    reference, session = runtime("litert").open(fp32, TARGET), runtime("litert").open(path, TARGET)
     assert int8_tensors(reference) == 0 and int8_tensors(session) > 0
     # weight_only computes in FP32 from dequantized weights; dynamic runs INT8 kernels on them.
     assert ("DEQUANTIZE" in op_names(session)) == (mode == "weight_only")
@@ -117,7 +119,7 @@ def test_a_session_fits_any_batch_to_the_models_shape(bert: tuple[PreTrainedMode
     """Rows are padded up to the model's batch (or run in several calls), the sequence padded or
     cut to its length; one row of logits comes back per row given."""
     model, path = bert
-    session = LiteRt().open(path, TARGET)
+    session = runtime("litert").open(path, TARGET)
     names = NAMES["bert"]
     # Fewer rows, padded to a longer max_length than the model's: only padding is cut.
     long = token_batch(3, 24, [16, 5, 11])
@@ -140,19 +142,19 @@ def test_a_session_fits_any_batch_to_the_models_shape(bert: tuple[PreTrainedMode
 
 
 def test_sessions_run_on_xnnpack(bert: tuple[PreTrainedModel, Path]) -> None:
-    assert "DELEGATE" in op_names(LiteRt().open(bert[1], TARGET))
+    assert "DELEGATE" in op_names(runtime("litert").open(bert[1], TARGET))
 
 
 def test_opening_a_file_that_is_not_a_litert_model_raises(tmp_path: Path) -> None:
     (tmp_path / "model.tflite").write_bytes(b"not a flatbuffer, some text " * 40)
     with pytest.raises(ValueError):
-        LiteRt().open(tmp_path / "model.tflite", TARGET)
+        runtime("litert").open(tmp_path / "model.tflite", TARGET)
     with pytest.raises(ValueError):
-        LiteRt().open(tmp_path / "missing.tflite", TARGET)
+        runtime("litert").open(tmp_path / "missing.tflite", TARGET)
 
 
 def test_version_is_the_installed_ai_edge_litert() -> None:
-    assert LiteRt().version() == importlib.metadata.version("ai-edge-litert")
+    assert runtime("litert").version() == importlib.metadata.version("ai-edge-litert")
 
 
 def test_native_chatter_is_dropped_but_other_lines_and_failures_are_shown(

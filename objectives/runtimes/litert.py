@@ -33,46 +33,15 @@ back anything else, all of it when loading fails.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert import __version__ as LITERT_VERSION
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from edgetune.objectives.native_output import native_stderr_quiet
 from edgetune.objectives.runtimes.base import Batch, InputSpec, Runtime, Session
 from edgetune.objectives.target import TargetConfig
-
-# The prefixes of the lines the native libraries write that only narrate.
-CHATTER = ("INFO: ", "I0000 ")
-
-
-@contextlib.contextmanager
-def native_stderr_quiet(chatter: tuple[str, ...] = CHATTER) -> Iterator[None]:
-    """Capture what native code writes to stderr (fd 2) in the block; write back the lines that
-    do not start with one of ``chatter``'s prefixes, and every line if the block raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        failed = True
-        try:
-            yield
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line in lines if failed or not line.startswith(chatter)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 class LiteRtSession(Session):
@@ -133,12 +102,6 @@ class LiteRtSession(Session):
 
 
 class LiteRt(Runtime):
-    name = "litert"
-    title = "LiteRT"
-    label = "LiteRT"
-    model_kind = "a LiteRT model (.tflite)"
-    suffix = ".tflite"
-
     def open(self, model: Path, target: TargetConfig) -> LiteRtSession:
         with native_stderr_quiet():
             interpreter = Interpreter(model_path=str(model), num_threads=target.threads,
@@ -151,6 +114,39 @@ class LiteRt(Runtime):
 
     def deploy_files(self, model: Path) -> list[Path]:
         return []  # the .tflite file is all the LiteRT interpreter needs
+
+    def files_section(self, model: Path, deploy_files: list[Path]) -> str:
+        session = self.open(model, TargetConfig(threads=1))
+        names = ", ".join(f"`{spec.name}`" for spec in session.inputs)
+        return (f"- `{model.name}`: the model for LiteRT (the LiteRT interpreter on Android, iOS, "
+                "Linux and\n  microcontrollers; XNNPACK on CPUs). Its inputs, by its signature's "
+                f"names: {names}, int32,\n  {session.batch_size} row(s) of "
+                f"{session.sequence_length} tokens; its output, the logits, has one column per "
+                "label, in\n  the order of `labels.json`.")
+
+    def usage(self, model: Path, texts: str) -> str:
+        session = self.open(model, TargetConfig(threads=1))
+        return f"""With only ai-edge-litert and transformers (the model takes \
+{session.batch_size} row(s) of {session.sequence_length} tokens):
+
+```python
+import json
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(".")
+labels = json.load(open("labels.json"))
+runner = Interpreter(model_path="{model.name}").get_signature_runner()
+texts = {texts}
+rows = texts + [""] * ({session.batch_size} - len(texts))  # the model's batch, filled up
+batch = tokenizer(rows, truncation=True, padding="max_length",
+                  max_length={session.sequence_length}, return_tensors="np")
+inputs = {{name: batch[name].astype(np.int32) for name in runner.get_input_details()}}
+logits = next(iter(runner(**inputs).values()))[: len(texts)]
+print([labels[i] for i in logits.argmax(axis=1)])
+```"""
 
 
 def _shape(signature: np.ndarray) -> tuple[int | None, ...]:
