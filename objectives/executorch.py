@@ -13,9 +13,10 @@ Full-integer static INT8 is not offered: it gave ~52% argmax agreement with FP32
 
 Shapes: the batch and sequence axes are dynamic up to ``batch_size`` and ``sequence_length``
 (an axis of size 1 is static). Measured on all-MiniLM-L6-v2 at 1 x 128 tokens, 2 threads, a
-dynamic program ran as fast as a static one, FP32 and INT8 alike; dynamic, a short last batch
-runs only its own rows and short texts only their own tokens. The input names and axes are
-stored in the program (``runtimes.executorch.INPUTS_METHOD``).
+dynamic program ran as fast as a static one, FP32 and INT8 alike, and compiled in ~25 s against
+~15 s; dynamic, accuracy's short last batch runs only its own rows and shorter texts only their
+own tokens, with nothing padded in. The input names and axes are stored in the program
+(``runtimes.executorch.INPUTS_METHOD``).
 """
 
 from __future__ import annotations
