@@ -8,15 +8,16 @@ that breaks PT2E calibration; the logits are the same, issue 21), then
 first (torchao's ``prepare_pt2e``/``convert_pt2e``) with the XNNPACK quantizer's dynamic
 per-channel config: weights INT8 per output channel, activations quantized per batch at run
 time, like ONNX Runtime's dynamic quantization. Every linear layer is delegated to XNNPACK, in
-FP32 and INT8 (``delegation``); embeddings and layer norms run in ExecuTorch's portable kernels.
-Full-integer static INT8 is not offered: it gave ~52% argmax agreement with FP32 (issue 21).
+FP32 and INT8 (``compile_program`` counts them); embeddings and layer norms run in ExecuTorch's
+portable kernels. Full-integer static INT8 is not offered: it gave ~52% argmax agreement with
+FP32 (issue 21).
 
 Shapes: the batch and sequence axes are dynamic up to ``batch_size`` and ``sequence_length``
 (an axis of size 1 is static). Measured on all-MiniLM-L6-v2 at 1 x 128 tokens, 2 threads, a
 dynamic program ran as fast as a static one, FP32 and INT8 alike, and compiled in ~25 s against
-~15 s; dynamic, accuracy's short last batch runs only its own rows and shorter texts only their
-own tokens, with nothing padded in. The input names and axes are stored in the program
-(``runtimes.executorch.INPUTS_METHOD``).
+~15 s; dynamic, accuracy's short last batch runs only its own rows, and a task whose max_length
+is shorter than the program's runs at that length, with nothing padded in. The input names and
+axes are stored in the program (``runtimes.executorch.INPUTS_METHOD``).
 """
 
 from __future__ import annotations
