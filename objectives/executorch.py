@@ -1,5 +1,6 @@
 """Compile a torch classifier to an ExecuTorch program (``.pte``) lowered to XNNPACK, in FP32 or
-with INT8 weights (dynamic, per-channel).
+with INT8 weights (dynamic, per-channel): ExecuTorch's compile step, and the knob of its scheme
+(``spaces.executorch``).
 
 The flow: ``torch.export`` of ``traceable.Logits`` with the padding mask built in-graph as the
 4-D additive mask (transformers' own mask code holds an ``aten.index`` with a non-integer index
@@ -34,8 +35,12 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from edgetune.objectives.build import Build
 from edgetune.objectives.runtimes.executorch import INPUTS_METHOD, describe_inputs
+from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.traceable import Logits, example_inputs
+from edgetune.spaces.executorch import EXECUTORCH_ONLY, ExecuTorchDynamic
+from edgetune.spaces.knob import QuantizationScheme
 
 # Libraries that narrate the compile through ``logging``: torchao (its optional CUDA kernels
 # failing to load on a CPU machine), torch's pytree and export notes.
@@ -139,3 +144,27 @@ def _quiet() -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
+
+
+def compile_pte(model: PreTrainedModel, input_names: list[str], path: Path,
+                target: TargetConfig) -> Path:
+    """ExecuTorch's compile step (``objectives.runtimes.RUNTIMES``): FP32, up to the target's
+    batch and sequence."""
+    return compile_executorch(model, input_names, path, target.batch_size,
+                              target.sequence_length)
+
+
+def quantized(build: Build) -> None:
+    """The build step of ``executorch-dynamic``: the torch checkpoint quantized by PT2E and
+    lowered, as the candidate's file."""
+    target = build.bench.target
+    compile_executorch(build.bench.load(build.checkpoint), build.bench.input_names,
+                       build.candidate.path, target.batch_size, target.sequence_length,
+                       quantize=True)
+    build.model, build.done = build.candidate.path, True
+
+
+DYNAMIC = QuantizationScheme(
+    name="executorch-dynamic", recipe=ExecuTorchDynamic, steps={"quantize": quantized},
+    compiles=True, runtimes=EXECUTORCH_ONLY, colour="#e377c2", symbol="triangle-right",
+)

@@ -33,7 +33,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {info.name: info for info in (
                 f"{_SIDES}.runtimes.litert:LiteRt", f"{_SIDES}.litert:compile_tflite",
                 extra="litert", packages=("ai_edge_litert", "litert_torch", "litert_quantizer")),
     RuntimeInfo("executorch", "ExecuTorch", "ET", "an ExecuTorch program (.pte)", ".pte",
-                f"{_SIDES}.runtimes.executorch:ExecuTorch", f"{_SIDES}.executorch:compile_step",
+                f"{_SIDES}.runtimes.executorch:ExecuTorch", f"{_SIDES}.executorch:compile_pte",
                 extra="executorch", packages=("executorch",)),
 )}
 DEFAULT = DEFAULT_RUNTIME

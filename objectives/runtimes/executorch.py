@@ -79,32 +79,29 @@ class ExecuTorchSession(Session):
                           *SCALAR_TYPES.get(kind, (None, f"ScalarType {kind}")))
                 for name, shape, kind in zip(self._names, self._shapes, self._types, strict=True)]
 
-    def bind(self, batch: Batch) -> tuple[tuple[Any, ...], int]:
-        """The inputs as torch tensors, cut to the program's sequence length, and the rows."""
+    def bind(self, batch: Batch) -> list[tuple[tuple[Any, ...], int]]:
+        """The inputs as torch tensors, cut to the program's sequence length, in chunks of at
+        most the program's batch, each with its rows."""
         rows = len(batch[self._names[0]])
+        most_rows = self._shapes[0][0]
+        return [self._tensors(batch, start, min(start + most_rows, rows))
+                for start in range(0, rows, most_rows)]
+
+    def _tensors(self, batch: Batch, start: int, stop: int) -> tuple[tuple[Any, ...], int]:
         tensors = []
-        for name, (most_rows, longest), kind in zip(self._names, self._shapes, self._types,
-                                                   strict=True):
-            if rows > most_rows:
-                raise ValueError(f"a batch of {rows} rows is more than the {most_rows} this "
-                                 "program was compiled for")
-            value = np.asarray(batch[name])[:, :longest]
+        for name, (_, longest), kind in zip(self._names, self._shapes, self._types, strict=True):
+            value = np.asarray(batch[name])[start:stop, :longest]
             numpy_type = SCALAR_TYPES.get(kind, (np.int64,))[0]
             tensors.append(self._from_numpy(np.ascontiguousarray(value, dtype=numpy_type)))
-        return tuple(tensors), rows
+        return tuple(tensors), stop - start
 
     def run(self, bound: object) -> np.ndarray:
-        tensors, rows = bound  # type: ignore[misc]
-        return self.method.execute(tensors)[0].numpy()[:rows]
+        chunks: list[tuple[tuple[Any, ...], int]] = bound  # type: ignore[assignment]
+        return np.concatenate([self.method.execute(tensors)[0].numpy()[:rows]
+                               for tensors, rows in chunks])
 
 
 class ExecuTorch(Runtime):
-    name = "executorch"
-    title = "ExecuTorch"
-    label = "ET"
-    model_kind = "an ExecuTorch program (.pte)"
-    suffix = ".pte"
-
     def open(self, model: Path, target: TargetConfig) -> ExecuTorchSession:
         """``model``'s ``forward`` loaded on a thread pool of ``target.threads``.
 
@@ -136,6 +133,33 @@ class ExecuTorch(Runtime):
 
     def deploy_files(self, model: Path) -> list[Path]:
         return []  # the input names travel inside the program
+
+    def files_section(self, model: Path, deploy_files: list[Path]) -> str:
+        return (f"- `{model.name}`: the model, an ExecuTorch program lowered to XNNPACK (the "
+                "ExecuTorch runtime on\n  Android, iOS and embedded Linux). Its `forward` takes "
+                "the tokenizer's outputs as int64\n  tensors, in the order its "
+                f"`{INPUTS_METHOD}` method names them; its output, the logits, has one\n"
+                "  column per label, in the order of `labels.json`.")
+
+    def usage(self, model: Path, texts: str) -> str:
+        return f"""With only executorch and transformers:
+
+```python
+import json
+
+import torch
+from executorch.runtime import Runtime
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(".")
+labels = json.load(open("labels.json"))
+program = Runtime.get().load_program("{model.name}")
+names = json.loads(program.load_method("{INPUTS_METHOD}").execute([])[0])["names"]
+forward = program.load_method("forward")
+batch = tokenizer({texts}, truncation=True, return_tensors="pt")
+logits = forward.execute([batch[name].to(torch.int64) for name in names])[0]
+print([labels[i] for i in logits.argmax(dim=1).tolist()])
+```"""
 
 
 def describe_inputs(names: list[str], dynamic: list[bool]) -> str:
