@@ -90,11 +90,17 @@ def existing_study(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
               help="Stop starting trials after this many seconds.")
 @study_options
+@click.option("--runtime", metavar="NAME",
+              help="Compile, time and score every candidate in this runtime (onnxruntime, "
+                   "litert, executorch) instead of target.runtime, searching its default "
+                   "quantization schemes; the study is then named <study>-<NAME> unless "
+                   "--study names it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON on stdout.")
 @click.option("--no-report", is_flag=True, help="Do not write <run-dir>/report.html at the end.")
 @input_errors
 def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: Path | None,
-        storage: str | None, study_name: str | None, as_json: bool, no_report: bool) -> None:
+        storage: str | None, study_name: str | None, runtime: str | None, as_json: bool,
+        no_report: bool) -> None:
     """Run (or resume) the study CONFIG_FILE describes, up to its trial budget, then write its
     HTML report to <run-dir>/report.html."""
     from edgetune.search.config import load_config
@@ -102,8 +108,12 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     from edgetune.search.run import run as run_study
     from edgetune.search.study import Location
 
-    overrides = {"study": study_name} if study_name else {}
+    overrides: dict[str, object] = {"study": study_name} if study_name else {}
+    if runtime is not None:  # the runtime's default schemes: the config's are another's
+        overrides |= {"target.runtime": runtime, "space.quantization.schemes": None}
     config = load_config(config_file, overrides)
+    if runtime is not None and study_name is None:
+        config = config.model_copy(update={"study": f"{config.study}-{runtime}"})
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(file=sys.stderr)  # this stream: sys.stderr is the log file while trials run
     try:

@@ -111,6 +111,10 @@ class StudyConfig(Strict):
                     *(_raw(data, "space", "runtime") or [])]
         space = data.get("space") or {}
         quantization = space.get("quantization") if isinstance(space, dict) else None
+        if isinstance(quantization, dict) and "schemes" in quantization and (
+                quantization["schemes"] is None):  # unset by ``run --runtime``
+            quantization = {k: v for k, v in quantization.items() if k != "schemes"}
+            data = {**data, "space": {**space, "quantization": quantization}}
         if runtimes == [DEFAULT_RUNTIME] or not isinstance(quantization or {}, dict) or (
                 "schemes" in (quantization or {})):
             return data
