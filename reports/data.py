@@ -14,6 +14,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from edgetune.objectives.machine import LEGACY_RUNTIME
 from edgetune.search.front import front_of, search_front
 from edgetune.search.record import REFERENCE, TrialRecord, records
 
@@ -89,6 +90,8 @@ def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> di
         "recipe": record.recipe_short,
         "quantization": (recipe.get("quantization") or {}).get("scheme", ""),
         "pruning": (recipe.get("pruning") or {}).get("method", ""),
+        "runtime": recipe.get("runtime") or (record.search_machine or {}).get("runtime",
+                                                                               LEGACY_RUNTIME),
         "accuracy": record.accuracy if complete else NAN,
         "latency_ms": record.search_latency_ms if complete else NAN,
         "ratio": measured.ratio if measured else NAN,

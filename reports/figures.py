@@ -11,12 +11,14 @@ from __future__ import annotations
 import warnings
 from html import escape
 from itertools import cycle
+from typing import Literal
 
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.reports.analysis import Hypervolume, Importances
 from edgetune.search.constraints import Constraints
 from edgetune.spaces.knob import Slot
@@ -25,7 +27,11 @@ from edgetune.spaces.registry import knobs
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 GREY = "#7f7f7f"
 ALERT = "#d62728"
-VIEWS: dict[Slot, Slot] = {"quantization": "pruning", "pruning": "quantization"}  # colour -> symbol
+View = Slot | Literal["runtime"]  # what the trials' points are coloured by
+# colour -> symbol; "runtime" where a study searched several (``space.runtime``)
+VIEWS: dict[View, Slot] = {"quantization": "pruning",
+                                                 "pruning": "quantization",
+                                                 "runtime": "quantization"}
 # For values no registered knob declares a legend for: a knob this edgetune does not have, or
 # nothing recorded (""). Each knob's own colour, symbol and name come from its declaration.
 SPARE_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#8c564b")
@@ -43,9 +49,11 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
     done = trials[trials["state"] == "complete"]
     ref_accuracy = None if reference is None else float(reference["accuracy"])
     figure = go.Figure()
-    for colour_by in VIEWS:
-        _add_trial_traces(figure, done, colour_by, ref_accuracy,
-                          visible=colour_by == "quantization")
+    # One front over several runtimes is coloured by runtime first.
+    views = list(VIEWS) if done["runtime"].nunique() > 1 else [v for v in VIEWS if v != "runtime"]
+    first = views[-1] if "runtime" in views else views[0]
+    for colour_by in views:
+        _add_trial_traces(figure, done, colour_by, ref_accuracy, visible=colour_by == first)
     _add_front(figure, front, ref_accuracy)
     _add_confirmed(figure, front, ref_accuracy)
     if reference is not None:
@@ -65,11 +73,11 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
     figure.update_layout(
         updatemenus=[{
             "type": "buttons", "direction": "right", "x": 0, "y": 1.13, "xanchor": "left",
-            "showactive": True, "active": 0,
+            "showactive": True, "active": views.index(first),
             "buttons": [{
                 "label": f"colour by {colour_by}", "method": "restyle",
                 "args": [{"visible": [view in (None, colour_by) for view in trace_views]}],
-            } for colour_by in VIEWS],
+            } for colour_by in views],
         }],
     )
     # From zero, distances along the axis read as speed-ups, and labels left of points fit.
@@ -78,7 +86,8 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
                    latency_title, "validation accuracy", y_format=".1%", height=560)
 
 
-def _add_trial_traces(figure: go.Figure, done: pd.DataFrame, colour_by: Slot,
+def _add_trial_traces(figure: go.Figure, done: pd.DataFrame,
+                      colour_by: View,
                       ref_accuracy: float | None, visible: bool) -> None:
     """One trace per colour; each point's symbol by the other attribute, explained in the legend
     by point-less traces."""
@@ -260,8 +269,12 @@ def hypervolume(result: Hypervolume) -> go.Figure:
     return figure
 
 
-def _colours(slot: Slot, values: pd.Series) -> dict[str, str]:
-    known, spare = knobs(slot), cycle(SPARE_COLOURS)
+def _colours(slot: View, values: pd.Series) -> dict[str, str]:
+    spare = cycle(SPARE_COLOURS)
+    if slot == "runtime":
+        return {value: RUNTIMES[value].colour if value in RUNTIMES else next(spare)
+                for value in dict.fromkeys(values)}
+    known = knobs(slot)
     return {value: known[value].colour if value in known else next(spare)
             for value in dict.fromkeys(values)}
 
@@ -271,8 +284,11 @@ def _symbol(slot: Slot, value: str) -> str:
     return known.symbol if known else UNKNOWN_SYMBOL
 
 
-def _name(slot: Slot, value: str) -> str:
-    """A legend's name for a recipe's knob: the knob's own, where it declares one."""
+def _name(slot: View, value: str) -> str:
+    """A legend's name for a recipe's knob: the knob's own, where it declares one; a runtime's
+    title."""
+    if slot == "runtime":
+        return RUNTIMES[value].title if value in RUNTIMES else value
     known = knobs(slot).get(value)
     return known.legend if known else (value or "unknown")
 

@@ -37,15 +37,29 @@ def kind(figure, name: str) -> list:
 def test_each_view_shows_every_complete_trial_once_and_one_view_is_visible(trials) -> None:
     figure = pareto(trials)
     expected = sorted(zip(trials["latency_ms"], trials["accuracy"]))
-    for view in figures.VIEWS:
+    views = {t.meta["view"] for t in kind(figure, "trial")}
+    assert views == {"quantization", "pruning"}  # one runtime: no view by runtime
+    for view in views:
         traces = [t for t in kind(figure, "trial") if t.meta["view"] == view]
         assert sorted(p for t in traces for p in zip(t.x, t.y)) == expected
     assert {t.meta["view"] for t in kind(figure, "trial") if t.visible} == {"quantization"}
 
 
+def test_a_front_over_several_runtimes_is_coloured_by_runtime_first(trials) -> None:
+    trials = trials.assign(runtime=["onnxruntime", "litert", "executorch", "litert"])
+    figure = pareto(trials)
+    shown = [t for t in kind(figure, "trial") if t.visible]
+    assert {t.meta["view"] for t in shown} == {"runtime"}
+    assert {t.name: len(t.x) for t in shown} == {"ONNX Runtime": 1, "LiteRT": 2, "ExecuTorch": 1}
+    assert len({t.marker.color for t in shown}) == 3
+    menu = figure.layout.updatemenus[0]
+    assert menu.buttons[menu.active].label == "colour by runtime"
+
+
 def test_the_buttons_switch_between_colour_by_quantization_and_by_pruning(trials) -> None:
     figure = pareto(trials)
     buttons = figure.layout.updatemenus[0].buttons
+    assert len(buttons) == 2
     for button, view in zip(buttons, figures.VIEWS):
         visible = button.args[0]["visible"]
         shown = [t for t, v in zip(figure.data, visible) if v]

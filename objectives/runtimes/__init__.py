@@ -28,13 +28,14 @@ _SIDES = "edgetune.objectives"
 RUNTIMES: dict[str, RuntimeInfo] = {info.name: info for info in (
     RuntimeInfo("onnxruntime", "ONNX Runtime", "ORT", "an ONNX model", ".onnx",
                 f"{_SIDES}.runtimes.onnxruntime:OnnxRuntime", f"{_SIDES}.export:compile_onnx",
-                other_suffixes=(".ort",)),
+                other_suffixes=(".ort",), colour="#1f77b4"),
     RuntimeInfo("litert", "LiteRT", "LiteRT", "a LiteRT model (.tflite)", ".tflite",
                 f"{_SIDES}.runtimes.litert:LiteRt", f"{_SIDES}.litert:compile_tflite",
-                extra="litert", packages=("ai_edge_litert", "litert_torch", "litert_quantizer")),
+                extra="litert", packages=("ai_edge_litert", "litert_torch", "litert_quantizer"),
+                colour="#ff7f0e"),
     RuntimeInfo("executorch", "ExecuTorch", "ET", "an ExecuTorch program (.pte)", ".pte",
                 f"{_SIDES}.runtimes.executorch:ExecuTorch", f"{_SIDES}.executorch:compile_pte",
-                extra="executorch", packages=("executorch",)),
+                extra="executorch", packages=("executorch",), colour="#2ca02c"),
 )}
 DEFAULT = DEFAULT_RUNTIME
 

@@ -74,6 +74,7 @@ class RuntimeInfo:
     extra: str | None = None  # the pip extra that installs it (None: installed with edgetune)
     packages: tuple[str, ...] = ()  # what that extra installs, by import name
     other_suffixes: tuple[str, ...] = ()  # of other files it runs (ONNX Runtime's ``.ort``)
+    colour: str = "#7f7f7f"  # its points in the report, where a study searches runtimes
 
     def runs(self, model: Path) -> bool:
         return model.suffix in (self.suffix, *self.other_suffixes)
