@@ -27,7 +27,7 @@ from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback
-from edgetune.spaces.knob import STAGES, TORCH_STAGES, Phases
+from edgetune.spaces.knob import STAGES, TORCH_STAGES, Phases, Stage
 from edgetune.spaces.recipe import Recipe
 
 
@@ -54,13 +54,9 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
     candidate.path.parent.mkdir(parents=True, exist_ok=True)
     state = Build(recipe=recipe, bench=bench, candidate=candidate, checkpoint=bench.base,
                   callback=callback, callback_every=callback_every)
-    knobs = recipe.knobs()
-    compiles = not any(knob.compiles for knob in knobs)
+    compiles = not any(knob.compiles for knob in recipe.knobs())
     for name in STAGES:
-        for knob in knobs:
-            if name in knob.steps and not state.done:
-                with stage(candidate, name):
-                    knob.steps[name](state)
+        _run_stage(state, name)
         if name == TORCH_STAGES[-1] and compiles and not state.done:
             with stage(candidate, "export"):
                 state.model = bench.compile(state.checkpoint, runtime_name(recipe, bench))
@@ -68,6 +64,29 @@ def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
         assert state.model is not None
         shutil.copyfile(state.model, candidate.path)
     return candidate
+
+
+def torch_checkpoint(recipe: Recipe, bench: Workbench, candidate: Candidate) -> Path | None:
+    """The checkpoint folder ``recipe``'s torch stages (pruning, recovery, QAT) end with, what a
+    compiler outside the study's runtimes (Core ML) starts from; None where a torch stage writes
+    the final model itself (QAT's Q/DQ export).
+
+    Raises:
+        StageError: a stage failed.
+    """
+    candidate.path.parent.mkdir(parents=True, exist_ok=True)
+    state = Build(recipe=recipe, bench=bench, candidate=candidate, checkpoint=bench.base)
+    for name in TORCH_STAGES:
+        _run_stage(state, name)
+    return None if state.done else state.checkpoint
+
+
+def _run_stage(state: Build, name: Stage) -> None:
+    """Each of the recipe's knobs' steps of stage ``name``, until one writes the final model."""
+    for knob in state.recipe.knobs():
+        if name in knob.steps and not state.done:
+            with stage(state.candidate, name):
+                knob.steps[name](state)
 
 
 def runtime_name(recipe: Recipe, bench: Workbench) -> str:

@@ -316,14 +316,20 @@ def _core_ids(cores: str | None) -> list[int] | None:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The folder to write; it must not exist.")
 @click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
+@click.option("--format", "model_format",
+              type=click.Choice(["onnx", "ort", "tflite", "pte", "coreml"]),
+              help="The model's format [default: the trial's runtime's: onnx (with ort), "
+                   "tflite or pte]; coreml converts the trial's torch model to a Core ML "
+                   "package, checked but not run (Core ML runs on Apple platforms only).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json on stdout.")
 @input_errors
 def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
            study_name: str | None, number: int | None, pick: str | None,
            max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
-           force: bool, as_json: bool) -> None:
-    """Write a trial's model as a folder to deploy: ONNX and ORT (mobile) models, tokenizer,
-    labels, recipe, metrics re-measured on this machine and a README.
+           force: bool, model_format: str | None, as_json: bool) -> None:
+    """Write a trial's model as a folder to deploy: the model in its runtime's formats (ONNX
+    and ORT, LiteRT or ExecuTorch) or as a Core ML package, tokenizer, labels, recipe, metrics
+    re-measured on this machine and a README.
 
     Name the study by its CONFIG_FILE, or by --study (with --storage or --run-dir).
     """
@@ -351,9 +357,20 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
         console.print(f"picked {choice.reason}", highlight=False)
         number = choice.trial
     assert number is not None
-    with console.status(f"exporting trial {number}"), contextlib.redirect_stdout(sys.stderr):
-        metrics = export_trial(source, number, out, force)
-    console.print(_export_summary(metrics, out), highlight=False)
+    if model_format == "coreml":
+        from edgetune.search.export_coreml import export_package
+
+        with console.status(f"exporting trial {number} to Core ML"), \
+                contextlib.redirect_stdout(sys.stderr):
+            metrics = export_package(source, number, out, force)
+        console.print(f"exported trial {number} ({metrics['recipe']}) to {out} as a Core ML "
+                      "package: checked as a spec, not run (Core ML runs on Apple platforms)",
+                      highlight=False)
+    else:
+        with console.status(f"exporting trial {number}"), \
+                contextlib.redirect_stdout(sys.stderr):
+            metrics = export_trial(source, number, out, force, model_format)
+        console.print(_export_summary(metrics, out), highlight=False)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
 

@@ -32,7 +32,7 @@ from edgetune.objectives.candidate import measure_model
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.predictor import LABELS_FILE
-from edgetune.objectives.runtimes import runtime_of
+from edgetune.objectives.runtimes import RUNTIMES, formats, runtime_of
 from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference, reference_latencies
@@ -49,25 +49,35 @@ RECIPE_FILE = "recipe.json"
 EXTENDED_ROUNDS = 2
 
 
-def export(source: Source, number: int, out: Path, force: bool) -> dict[str, Any]:
+def export(source: Source, number: int, out: Path, force: bool,
+           model_format: str | None = None) -> dict[str, Any]:
     """Write trial ``number``'s folder to ``out``; return its metrics.
 
     Raises:
-        InputError: no such trial; it is not complete; ``out`` exists (without ``force``, or
-            it is not an earlier export); the model is gone and cannot be rebuilt here.
+        InputError: no such trial; it is not complete; ``model_format`` is not one of its
+            runtime's; ``out`` exists (without ``force``, or it is not an earlier export); the
+            model is gone and cannot be rebuilt here.
     """
     trial = exportable(source.study, number)
+    runtime = trial.recipe.get("runtime") or source.config.target.runtime
+    if model_format is not None and model_format not in formats(runtime):
+        wanted = next(name for name in RUNTIMES if model_format in formats(name))
+        raise InputError("--format", f"trial {number} was compiled for {RUNTIMES[runtime].title} "
+                                     f"({', '.join(formats(runtime))}, or coreml): a "
+                                     f"{model_format} model is a trial compiled for "
+                                     f"{RUNTIMES[wanted].title} (target.runtime or "
+                                     "space.runtime)")
     fp32 = reference(source.study)
     if fp32 is None:
         raise InputError("--trial", "the study's FP32 reference trial has not completed: there "
                                     "is nothing to measure the model against")
-    _check_target(out, force)
+    check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="edgetune-export-") as scratch:
             metrics = _write_folder(source, trial, fp32, staging, Path(scratch))
-        _move_into_place(staging, out)
+        move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
@@ -87,11 +97,11 @@ def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder:
     deploy_files = runtime_of(model).deploy_files(model)
     task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
     task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
-    _write_json(folder / LABELS_FILE, task.label_names)
-    _write_json(folder / RECIPE_FILE, trial.recipe)
+    write_json(folder / LABELS_FILE, task.label_names)
+    write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
                        reference_model, task, deploy_files)
-    _write_json(folder / METRICS_FILE, metrics)
+    write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
         readme(metrics, task.label_names, source.config, model, deploy_files))
     return metrics
@@ -196,7 +206,7 @@ def extended_protocol(config: StudyConfig) -> MeasureConfig:
     return config.measure.model_copy(update={"max_rounds": most})
 
 
-def _check_target(out: Path, force: bool) -> None:
+def check_target(out: Path, force: bool) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if not force:
@@ -209,7 +219,7 @@ def _check_target(out: Path, force: bool) -> None:
                                   f"{METRICS_FILE}): refusing to replace it, even with --force")
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
+def move_into_place(staging: Path, out: Path) -> None:
     """Rename the complete folder to ``out``, replacing an earlier export only now."""
     if not out.exists():
         os.replace(staging, out)
@@ -220,5 +230,5 @@ def _move_into_place(staging: Path, out: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n")

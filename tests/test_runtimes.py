@@ -218,3 +218,34 @@ def test_an_export_for_another_runtime_runs_as_its_readme_says(
     printed = ran.stdout.strip().splitlines()
     assert re.fullmatch(r"\[\{'label': '(politics|sport|tech)', 'score': 0\.\d+\}\]", printed[0])
     assert re.fullmatch(r"\['(politics|sport|tech)'\]", printed[1])
+
+
+def test_a_trial_exports_as_a_core_ml_package_checked_but_not_run(
+        target_study: tuple[str, Path], tmp_path: Path) -> None:
+    runtime, run_dir = target_study
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    pruned = max(t.number for t in study.trials)  # pruned, recovered, INT8
+    out = tmp_path / "coreml"
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial",
+                                      str(pruned), "--format", "coreml", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The tiny model holds no weight large enough to quantize (coreml.WEIGHT_THRESHOLD).
+    assert metrics["format"] == "coreml" and metrics["coreml"]["fp32_weights"] == 0
+    assert metrics["coreml"]["runs_on"] == "macOS/iOS only: not run here"
+    assert "It was not run here" in (out / "README.md").read_text()
+    assert (out / "model.mlpackage").is_dir() and (out / "labels.json").is_file()
+
+
+def test_a_format_of_another_runtime_is_refused_in_one_line(
+        target_study: tuple[str, Path], tmp_path: Path) -> None:
+    runtime, run_dir = target_study
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial", "0",
+                                      "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    title = RUNTIMES[runtime].title
+    assert result.stderr.startswith(f"edgetune: error: --format: trial 0 was compiled for "
+                                    f"{title}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1

@@ -95,6 +95,13 @@ def runtime_of(model: Path) -> Runtime:
                      f"{', '.join(info.suffix for info in RUNTIMES.values())})")
 
 
+def formats(name: str) -> list[str]:
+    """The model formats runtime ``name`` writes, by suffix: ``onnx`` and ``ort`` for ONNX
+    Runtime (``edgetune export --format``)."""
+    info = RUNTIMES[name]
+    return [suffix.lstrip(".") for suffix in (info.suffix, *info.other_suffixes)]
+
+
 def _load(reference: str) -> Any:
     module, attribute = reference.split(":")
     return getattr(importlib.import_module(module), attribute)
