@@ -1,6 +1,7 @@
 """Start from what is known: trials every study runs first, so its front is never worse than them.
 
-- dynamic INT8, without and with ONNX Runtime's transformer fusions: what a peer tool ships;
+- dynamic INT8, without and with ONNX Runtime's transformer fusions: what a peer tool ships (in
+  a study for LiteRT or ExecuTorch, that runtime's own dynamic INT8, which has no fusions);
 - half the encoder layers, as DistilBERT keeps them (every other one), recovered with
   distillation from the fine-tuned model, then fusion + dynamic INT8: the structured-pruning
   recipe the literature starts from (Sanh et al., 2019; Sajjad et al., 2023), and on the default
@@ -43,12 +44,27 @@ BASELINES: dict[str, Params] = {
     "dynamic INT8": {**DYNAMIC_INT8, "graph.fusion": False},
     "fusion + dynamic INT8": {**DYNAMIC_INT8, "graph.fusion": True},
 }
+# In a study for another runtime, its own dynamic INT8 stands for ONNX Runtime's (it has no
+# graph fusions): what the baselines quantize with.
+DYNAMIC_SCHEMES = {"litert": "litert-dynamic", "executorch": "executorch-dynamic"}
 
 
-def half_the_layers(space: SearchSpace, layers: int) -> Params:
-    """The layer-halving baseline for a model of ``layers`` encoder layers, as ``space``'s
-    parameters (``misfit`` says whether the space can express it)."""
+def baselines(runtime: str = DEFAULT_RUNTIME) -> dict[str, Params]:
+    """The built-in baselines of a study for ``runtime`` but layer halving, by name."""
+    if runtime not in DYNAMIC_SCHEMES:
+        return dict(BASELINES)
+    return {"dynamic INT8": {"pruning.method": "none",
+                             "quantization.scheme": DYNAMIC_SCHEMES[runtime]}}
+
+
+def half_the_layers(space: SearchSpace, layers: int,
+                    runtime: str = DEFAULT_RUNTIME) -> Params:
+    """The layer-halving baseline for a model of ``layers`` encoder layers in a study for
+    ``runtime``, as ``space``'s parameters (``misfit`` says whether the space can express it)."""
     recovery = space.recovery
+    int8 = ({"quantization.scheme": DYNAMIC_SCHEMES[runtime]} if runtime in DYNAMIC_SCHEMES
+            else {**{name: value for name, value in DYNAMIC_INT8.items()
+                     if name != "pruning.method"}, "graph.fusion": True})
     return {
         "pruning.method": "structured", "pruning.heads_kept": 1.0, "pruning.ffn_kept": 1.0,
         "pruning.layers_dropped": layers // 2, "pruning.layer_selection": "even",
@@ -57,8 +73,7 @@ def half_the_layers(space: SearchSpace, layers: int) -> Params:
         "recovery.distillation": True,
         "recovery.temperature": recovery.temperature.nearest(2.0),
         "recovery.alpha": recovery.alpha.nearest(0.5),
-        **{name: value for name, value in DYNAMIC_INT8.items() if name != "pruning.method"},
-        "graph.fusion": True,
+        **int8,
     }
 
 
@@ -89,9 +104,11 @@ def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params],
             layers: int | None = None, runtime: str = DEFAULT_RUNTIME) -> None:
     """Queue the built-in baselines that fit ``space`` in a study for ``runtime`` (layer halving
     only for a model of ``layers`` encoder layers), then the user's own recipes."""
-    builtin = dict(BASELINES)
+    builtin = baselines(runtime)
     if layers is not None and layers >= 2:
-        builtin[HALF_THE_LAYERS] = half_the_layers(space, layers)
+        name = HALF_THE_LAYERS if runtime not in DYNAMIC_SCHEMES else (
+            "half the layers, distilled + dynamic INT8")
+        builtin[name] = half_the_layers(space, layers, runtime)
     for name, params in builtin.items():
         params = params | ({"runtime": runtime} if space.searches_runtimes(runtime) else {})
         if misfit(space, params, runtime) is None:

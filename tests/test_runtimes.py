@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetune.objectives.runtimes import RUNTIMES, runtime_of
-from edgetune.search.baselines import reference_params
+from edgetune.search.baselines import DYNAMIC_SCHEMES, reference_params
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 
@@ -143,26 +143,19 @@ def test_a_model_file_names_its_runtime_by_its_suffix() -> None:
 
 
 
-PRUNED_FOR_THE_TARGET = {"pruning.method": "structured", "pruning.heads_kept": 0.5,
-                         "pruning.ffn_kept": 0.5, "pruning.scope": "layer",
-                         "pruning.layers_dropped": 0,
-                         "recovery.steps": 10,
-                         "recovery.learning_rate": 2e-3, "recovery.distillation": True,
-                         "recovery.temperature": 2.0, "recovery.alpha": 0.5}
-
-
 @pytest.fixture(scope="module", params=["litert", "executorch"])
 def target_study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                  tiny_model: Path, tiny_csv: Path) -> tuple[str, Path]:
-    """A finished tiny study compiled for ``request.param``: the FP32 reference, each of the
-    runtime's schemes, and a pruned, recovered, quantized candidate."""
+    """A finished tiny study compiled for ``request.param``: the FP32 reference, the baselines
+    in the runtime's own dynamic INT8 (one of them half the layers, recovered), and each other
+    scheme of the runtime."""
     runtime = request.param
     schemes = StudyConfig.model_validate(
         tiny_config(tiny_model, tiny_csv, target={"runtime": runtime})
     ).space.quantization.schemes
     enqueued = [{"pruning.method": "none", "quantization.scheme": scheme}
-                for scheme in schemes if scheme != "none"]  # trial 0 is the FP32 reference
-    enqueued.append({**PRUNED_FOR_THE_TARGET, "quantization.scheme": schemes[-1]})
+                for scheme in schemes if scheme not in ("none", DYNAMIC_SCHEMES[runtime])]
+    trials = 3 + len(enqueued)  # the reference, two baselines, the other schemes
     config = tiny_config(tiny_model, tiny_csv,
                          target={"runtime": runtime, "threads": 1, "batch_size": 2,
                                  "sequence_length": 32},
@@ -171,9 +164,16 @@ def target_study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
                                                                               "high": 1}}},
                                 "recovery": {"steps": {"low": 10, "high": 10},
                                              "learning_rate": {"low": 1e-3, "high": 3e-3}}},
-                         search={"trials": len(enqueued) + 1, "enqueue": enqueued})
+                         search={"trials": trials, "enqueue": enqueued})
     folder = tmp_path_factory.mktemp(f"{runtime}-study")
-    return runtime, run_study(folder, config, trials=len(enqueued) + 1)
+    return runtime, run_study(folder, config, trials=trials)
+
+
+def pruned_trial(run_dir: Path) -> int:
+    """The layer-halving baseline: pruned, recovered, quantized."""
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    return next(t.number for t in study.trials
+                if t.user_attrs["recipe"]["pruning"]["method"] == "structured")
 
 
 def test_a_study_for_another_runtime_builds_times_and_scores_its_models(
@@ -200,8 +200,7 @@ def test_a_study_for_another_runtime_builds_times_and_scores_its_models(
 def test_an_export_for_another_runtime_runs_as_its_readme_says(
         target_study: tuple[str, Path], tmp_path: Path) -> None:
     runtime, run_dir = target_study
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
-    pruned = max(t.number for t in study.trials)
+    pruned = pruned_trial(run_dir)
     out = tmp_path / "export"
     result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial",
                                       str(pruned), "--out", str(out), "--json"],
@@ -223,8 +222,7 @@ def test_an_export_for_another_runtime_runs_as_its_readme_says(
 def test_a_trial_exports_as_a_core_ml_package_checked_but_not_run(
         target_study: tuple[str, Path], tmp_path: Path) -> None:
     runtime, run_dir = target_study
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
-    pruned = max(t.number for t in study.trials)  # pruned, recovered, INT8
+    pruned = pruned_trial(run_dir)
     out = tmp_path / "coreml"
     result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial",
                                       str(pruned), "--format", "coreml", "--out", str(out)],
