@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,25 @@ def export(source: Source, number: int, out: Path, force: bool,
     if fp32 is None:
         raise InputError("--trial", "the study's FP32 reference trial has not completed: there "
                                     "is nothing to measure the model against")
-    check_target(out, force)
+    return written_in_place(out, force, lambda folder, scratch: _write_folder(
+        source, trial, fp32, folder, scratch))
+
+
+def written_in_place(out: Path, force: bool,
+                     write: Callable[[Path, Path], dict[str, Any]]) -> dict[str, Any]:
+    """``write(folder, scratch)``'s export, made in a hidden folder beside ``out`` and renamed
+    to ``out`` once complete, so that a failure leaves nothing behind; its metrics.
+
+    Raises:
+        InputError: ``out`` exists (without ``force``, or it is not an earlier export).
+    """
+    _check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="edgetune-export-") as scratch:
-            metrics = _write_folder(source, trial, fp32, staging, Path(scratch))
-        move_into_place(staging, out)
+            metrics = write(staging, Path(scratch))
+        _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
@@ -206,7 +219,7 @@ def extended_protocol(config: StudyConfig) -> MeasureConfig:
     return config.measure.model_copy(update={"max_rounds": most})
 
 
-def check_target(out: Path, force: bool) -> None:
+def _check_target(out: Path, force: bool) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if not force:
@@ -219,7 +232,7 @@ def check_target(out: Path, force: bool) -> None:
                                   f"{METRICS_FILE}): refusing to replace it, even with --force")
 
 
-def move_into_place(staging: Path, out: Path) -> None:
+def _move_into_place(staging: Path, out: Path) -> None:
     """Rename the complete folder to ``out``, replacing an earlier export only now."""
     if not out.exists():
         os.replace(staging, out)

@@ -13,8 +13,6 @@ once complete, as every export is.
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +30,9 @@ from edgetune.objectives.predictor import LABELS_FILE
 from edgetune.search.export import (
     METRICS_FILE,
     RECIPE_FILE,
-    check_target,
     exportable,
-    move_into_place,
     write_json,
+    written_in_place,
 )
 from edgetune.search.models import Models, Source, workbench
 from edgetune.spaces.recipe import Recipe
@@ -59,16 +56,8 @@ def export_package(source: Source, number: int, out: Path, force: bool) -> dict[
     if why is not None:
         raise InputError("--format", f"trial {number} ({trial.recipe_short}) cannot be "
                                      f"expressed in Core ML: {why}")
-    check_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="edgetune-export-") as scratch:
-            metrics = _write_folder(source, trial.number, recipe, staging, Path(scratch))
-        move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return metrics
+    return written_in_place(out, force, lambda folder, scratch: _write_folder(
+        source, trial.number, recipe, folder, scratch))
 
 
 def _write_folder(source: Source, number: int, recipe: Recipe, folder: Path,

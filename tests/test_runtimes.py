@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from edgetune.objectives.runtimes import RUNTIMES, runtime_of
 from edgetune.search.baselines import DYNAMIC_SCHEMES, reference_params
@@ -169,6 +169,11 @@ def target_study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     return runtime, run_study(folder, config, trials=trials)
 
 
+def export(run_dir: Path, trial: int, out: Path, *flags: str) -> Result:
+    return CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial", str(trial),
+                                    "--out", str(out), *flags])
+
+
 def pruned_trial(run_dir: Path) -> int:
     """The layer-halving baseline: pruned, recovered, quantized."""
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
@@ -200,11 +205,8 @@ def test_a_study_for_another_runtime_builds_times_and_scores_its_models(
 def test_an_export_for_another_runtime_runs_as_its_readme_says(
         target_study: tuple[str, Path], tmp_path: Path) -> None:
     runtime, run_dir = target_study
-    pruned = pruned_trial(run_dir)
     out = tmp_path / "export"
-    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial",
-                                      str(pruned), "--out", str(out), "--json"],
-                                catch_exceptions=False)
+    result = export(run_dir, pruned_trial(run_dir), out)
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / f"model{RUNTIMES[runtime].suffix}").is_file()
@@ -222,11 +224,8 @@ def test_an_export_for_another_runtime_runs_as_its_readme_says(
 def test_a_trial_exports_as_a_core_ml_package_checked_but_not_run(
         target_study: tuple[str, Path], tmp_path: Path) -> None:
     runtime, run_dir = target_study
-    pruned = pruned_trial(run_dir)
     out = tmp_path / "coreml"
-    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial",
-                                      str(pruned), "--format", "coreml", "--out", str(out)],
-                                catch_exceptions=False)
+    result = export(run_dir, pruned_trial(run_dir), out, "--format", "coreml")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     # The tiny model holds no weight large enough to quantize (coreml.WEIGHT_THRESHOLD).
@@ -240,8 +239,7 @@ def test_a_format_of_another_runtime_is_refused_in_one_line(
         target_study: tuple[str, Path], tmp_path: Path) -> None:
     runtime, run_dir = target_study
     out = tmp_path / "onnx"
-    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--trial", "0",
-                                      "--format", "onnx", "--out", str(out)])
+    result = export(run_dir, 0, out, "--format", "onnx")
     assert result.exit_code == 2 and not out.exists()
     title = RUNTIMES[runtime].title
     assert result.stderr.startswith(f"edgetune: error: --format: trial 0 was compiled for "
