@@ -245,3 +245,33 @@ def test_a_format_of_another_runtime_is_refused_in_one_line(
     assert result.stderr.startswith(f"edgetune: error: --format: trial 0 was compiled for "
                                     f"{title}"), result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_study_searching_runtimes_times_every_candidate_beside_one_reference(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    raw = tiny_config(tiny_model, tiny_csv, target={"threads": 1, "batch_size": 1,
+                                                    "sequence_length": 32},
+                      space={"pruning": {"methods": ["none"]}},
+                      search={"trials": 5, "enqueue": [
+                          {"runtime": runtime, "pruning.method": "none",
+                           f"quantization.scheme.{runtime}": scheme}
+                          for runtime, scheme in (("litert", "litert-dynamic"),
+                                                  ("executorch", "executorch-dynamic"),
+                                                  ("litert", "none"))]})
+    raw["space"]["runtime"] = ["onnxruntime", "litert", "executorch"]
+    run_dir = run_study(tmp_path, raw, trials=5)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'study.db'}")
+    complete = {t.number: t for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE}
+    runtimes = {t.user_attrs["recipe"].get("runtime") or "onnxruntime" for t in complete.values()}
+    assert {"onnxruntime", "litert", "executorch"} <= runtimes
+    for trial in complete.values():
+        machine = trial.user_attrs["machine"]
+        assert machine["runtime"] == "onnxruntime"  # every ratio is to the ONNX Runtime FP32
+        own = trial.user_attrs["recipe"].get("runtime")
+        assert machine.get("candidate_runtime") == own and (own is None or own in machine)
+    result = CliRunner().invoke(cli, ["status", "--run-dir", str(run_dir), "--json"])
+    status = json.loads(result.stdout)
+    assert len(status["machines"]) == 1  # one front over every runtime
+    report = (run_dir / "report.html").read_text()
+    assert "colour by runtime" in report and "ExecuTorch" in report
