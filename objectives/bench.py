@@ -97,7 +97,10 @@ def _values(arg: InputSpec, target: TargetConfig, vocabulary: int,
 
 
 def _vocabulary(model: Path) -> int | None:
-    """Rows of the embedding table that ``input_ids`` index (a Gather or a fused embedding)."""
+    """Rows of the embedding table that ``input_ids`` index (a Gather or a fused embedding) of an
+    ONNX model; None for another format (its inputs then take ids below the fallback)."""
+    if model.suffix != ".onnx":
+        return None
     graph = onnx.load(str(model), load_external_data=False).graph
     tables = {init.name: list(init.dims) for init in graph.initializer}
     for node in graph.node:
@@ -122,5 +125,8 @@ def bench(model: Path, baseline: Path | None, inputs: list[Batch], target: Targe
         "inputs": input_kind,
         "target": target.model_dump(),
         "measure": config.model_dump(),
-        "machine": machine_record(target),
+        # Ratios are to the baseline: its runtime is the record's, the model's its candidate's.
+        "machine": machine_record(
+            target.model_copy(update={"runtime": runtime_of(baseline or model).name}),
+            runtime_of(model).name),
     }

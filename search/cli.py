@@ -233,7 +233,8 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
-              help="An ONNX model to measure beside MODEL, interleaved; prints the ratio.")
+              help="A model (any runtime's) to measure beside MODEL, interleaved; prints the "
+                   "ratio.")
 @click.option("--threads", type=click.IntRange(min=1), default=TargetConfig().threads,
               show_default=True, help="Intra-op threads: the target device's cores.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=TargetConfig().batch_size,
@@ -262,8 +263,9 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
           sequence_length: int, rounds: int, max_rounds: int | None, runs: int, warmup: int,
           cores: str | None, tokenizer: Path | None, text_file: Path | None,
           as_json: bool) -> None:
-    """Time MODEL (an ONNX file) with the protocol trials use: warm-up, then rounds of runs,
-    interleaved with --baseline; the median of round medians, p90 and spread.
+    """Time MODEL (.onnx, .ort, .tflite or .pte, each in its runtime) with the protocol trials
+    use: warm-up, then rounds of runs, interleaved with --baseline; the median of round medians,
+    p90 and spread.
 
     Without --tokenizer and --text-file, inputs are made from the model's signature.
     """

@@ -5,6 +5,7 @@ libraries' chatter stays off the terminal."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 
@@ -167,3 +168,24 @@ def test_native_chatter_is_dropped_but_other_lines_and_failures_are_shown(
         os.write(2, b"INFO: the detail that explains the failure\n")
         raise RuntimeError("failed")
     assert capfd.readouterr().err == "INFO: the detail that explains the failure\n"
+
+
+def test_bench_times_a_litert_model_beside_an_onnx_one(bert: tuple[PreTrainedModel, Path],
+                                                       tiny_onnx: Path) -> None:
+    """`edgetune bench` opens each file in its own runtime and pairs them by round."""
+    from click.testing import CliRunner
+
+    from edgetune.search.cli import cli
+
+    _, path = bert
+    result = CliRunner().invoke(cli, ["bench", str(path), "--baseline", str(tiny_onnx),
+                                      "--threads", "1", "--batch-size", str(BATCH),
+                                      "--sequence-length", str(SEQUENCE), "--rounds", "3",
+                                      "--max-rounds", "3", "--runs", "2", "--warmup", "1",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.stdout)
+    assert output["ratio"]["value"] > 0
+    assert output["machine"]["runtime"] == "onnxruntime"
+    assert output["machine"]["candidate_runtime"] == "litert"
+    assert output["machine"]["litert"] == importlib.metadata.version("ai-edge-litert")
