@@ -90,11 +90,12 @@ def existing_study(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
               help="Stop starting trials after this many seconds.")
 @study_options
-@click.option("--runtime", metavar="NAME",
+@click.option("--runtime", metavar="NAME[,NAME...]",
               help="Compile, time and score every candidate in this runtime (onnxruntime, "
                    "litert, executorch) instead of target.runtime, searching its default "
-                   "quantization schemes; the study is then named <study>-<NAME> unless "
-                   "--study names it.")
+                   "quantization schemes; several: search them (space.runtime), timed beside "
+                   "the first one's FP32 model. The study is then named <study>-<NAME>[-NAME...] "
+                   "unless --study names it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as JSON on stdout.")
 @click.option("--no-report", is_flag=True, help="Do not write <run-dir>/report.html at the end.")
 @input_errors
@@ -109,11 +110,13 @@ def run(config_file: Path, trials: int | None, timeout: float | None, run_dir: P
     from edgetune.search.study import Location
 
     overrides: dict[str, object] = {"study": study_name} if study_name else {}
-    if runtime is not None:  # the runtime's default schemes: the config's are another's
-        overrides |= {"target.runtime": runtime, "space.quantization.schemes": None}
+    if runtime is not None:  # the runtimes' default schemes: the config's are another's
+        names = runtime.split(",")
+        overrides |= {"target.runtime": names[0], "space.quantization.schemes": None,
+                      **({"space.runtime": names} if len(names) > 1 else {})}
     config = load_config(config_file, overrides)
     if runtime is not None and study_name is None:
-        config = config.model_copy(update={"study": f"{config.study}-{runtime}"})
+        config = config.model_copy(update={"study": f"{config.study}-{runtime.replace(',', '-')}"})
     location = Location.resolve(config.study, run_dir, storage or config.storage)
     console = Console(file=sys.stderr)  # this stream: sys.stderr is the log file while trials run
     try:

@@ -275,3 +275,20 @@ def test_a_study_searching_runtimes_times_every_candidate_beside_one_reference(
     assert len(status["machines"]) == 1  # one front over every runtime
     report = (run_dir / "report.html").read_text()
     assert "colour by runtime" in report and "ExecuTorch" in report
+
+
+def test_run_runtime_runs_the_config_in_another_runtime_under_its_own_name(
+        tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
+    raw = tiny_config(tiny_model, tiny_csv)
+    raw["space"]["quantization"]["schemes"] = ["none", "dynamic"]  # ONNX Runtime's: replaced
+    path = write_config(tmp_path, raw)
+    result = CliRunner().invoke(cli, ["run", str(path), "--runtime", "onnxruntime,litert",
+                                      "--trials", "1", "--run-dir", str(tmp_path / "run"),
+                                      "--no-report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny-onnxruntime-litert",
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    stored = StudyConfig.model_validate(study.user_attrs["config"])
+    assert stored.target.runtime == "onnxruntime" and stored.runtimes == ["onnxruntime", "litert"]
+    assert stored.space.quantization.schemes == ["none", "dynamic", "static", "nncf", "qat",
+                                                 "litert-dynamic", "litert-weight-only"]
