@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from edgetune.objectives import build, graph, quantization
+from edgetune.objectives import export, graph, quantization
 from edgetune.search.baselines import DYNAMIC_INT8
 from edgetune.search.cli import cli
 
@@ -74,7 +74,7 @@ def run_faulty_study(folder: Path, model: Path, data: Path) -> tuple[optuna.Stud
     healthy = CliRunner().invoke(cli, [*args, "--trials", str(FIRST)], catch_exceptions=False)
     assert healthy.exit_code == 0, healthy.output
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(build, "export_onnx", export_unsupported)
+        patch.setattr(export, "export_onnx", export_unsupported)
         patch.setattr(quantization, "quantize_dynamic_int8", quantize_to_garbage)
         patch.setattr(graph, "fuse", out_of_memory)
         faulty = CliRunner().invoke(

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from rich.console import Console
 from tqdm import tqdm
 
-from edgetune.objectives import build
+from edgetune.objectives import export
 from edgetune.search.cli import cli
 from edgetune.search.library_log import LOG_FILE, library_output_to
 from edgetune.search.progress import TrialProgress, phase
@@ -62,7 +62,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_csv: P
     ))
     args = ["run", str(config), "--trials", "2", "--run-dir", str(folder / "run"), "--no-report"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(build, "export_onnx", with_a_tqdm_bar(build.export_onnx))
+        patch.setattr(export, "export_onnx", with_a_tqdm_bar(export.export_onnx))
         first = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     resumed = CliRunner().invoke(cli, args, catch_exceptions=False)
