@@ -292,3 +292,18 @@ def test_run_runtime_runs_the_config_in_another_runtime_under_its_own_name(
     assert stored.target.runtime == "onnxruntime" and stored.runtimes == ["onnxruntime", "litert"]
     assert stored.space.quantization.schemes == ["none", "dynamic", "static", "nncf", "qat",
                                                  "litert-dynamic", "litert-weight-only"]
+
+
+def test_a_recipe_core_ml_cannot_express_is_refused_in_one_line(
+        target_study: tuple[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetune.search import export_coreml
+
+    _, run_dir = target_study
+    monkeypatch.setattr(export_coreml, "coreml_supports",
+                        lambda quantization: "it quantizes activations too (full INT8)")
+    out = tmp_path / "coreml"
+    result = export(run_dir, 0, out, "--format", "coreml")
+    assert result.exit_code == 2 and not out.exists() and not list(tmp_path.iterdir())
+    assert result.stderr == ("edgetune: error: --format: trial 0 (fp32 reference) cannot be "
+                             "expressed in Core ML: it quantizes activations too (full INT8)\n")
