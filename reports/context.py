@@ -24,7 +24,8 @@ from edgetune.search.front import reference_latencies
 from edgetune.search.record import ANCHOR_QUANTILE, Anchor
 from edgetune.search.study import Location
 
-VERSIONED = ("edgetune", "optuna", "onnxruntime", "onnx", "torch", "transformers", "nncf", "plotly")
+VERSIONED = ("edgetune", "optuna", "onnxruntime", "onnx", "torch", "transformers", "nncf", "plotly",
+             "ai-edge-litert", "litert-torch", "litert-quantizer", "executorch", "coremltools")
 
 
 def constraints_of(config: dict[str, Any]) -> Constraints:
