@@ -96,8 +96,16 @@ def misfit(space: SearchSpace, params: Params, runtime: str = DEFAULT_RUNTIME) -
 def reference_params(space: SearchSpace, runtime: str = DEFAULT_RUNTIME) -> Params:
     """The FP32 reference as parameters of ``space`` in a study for ``runtime`` (its runtime
     named where the space searches several), or none if the space cannot express it."""
-    params = REFERENCE | ({"runtime": runtime} if space.searches_runtimes(runtime) else {})
+    params = REFERENCE | _as_sampled(space, runtime)
     return params if misfit(space, params, runtime) is None else {}
+
+
+def _as_sampled(space: SearchSpace, runtime: str) -> Params:
+    """The parameters a built-in recipe gains in ``space``: its runtime where the space searches
+    several, and an untrimmed vocabulary where it searches trimming (a space that always trims
+    has no room for the reference or the baselines, which are untrimmed)."""
+    return ({"runtime": runtime} if space.searches_runtimes(runtime) else {}) | (
+        {"vocabulary.trim": False} if space.vocabulary is not None else {})
 
 
 def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params],
@@ -110,7 +118,7 @@ def enqueue(study: optuna.Study, space: SearchSpace, extra: list[Params],
             "half the layers, distilled + dynamic INT8")
         builtin[name] = half_the_layers(space, layers, runtime)
     for name, params in builtin.items():
-        params = params | ({"runtime": runtime} if space.searches_runtimes(runtime) else {})
+        params = params | _as_sampled(space, runtime)
         if misfit(space, params, runtime) is None:
             study.enqueue_trial(params, user_attrs={ROLE: "baseline", BASELINE: name})
     for params in extra:

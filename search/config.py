@@ -180,11 +180,13 @@ class StudyConfig(Strict):
                                                       "search": {"trials", "timeout", "retries"},
                                                       "measure": {"isolate", "cores"},
                                                       "confirm": True})
-        # Unset runtimes (ONNX Runtime alone) keep the fingerprints of the earlier studies.
+        # Unset runtimes (ONNX Runtime alone) and no vocabulary section keep the fingerprints of
+        # the earlier studies.
         if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
             del fixed["target"]["runtime"]
-        if fixed["space"]["runtime"] is None:
-            del fixed["space"]["runtime"]
+        for unset in ("runtime", "vocabulary"):
+            if fixed["space"][unset] is None:
+                del fixed["space"][unset]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,15 +1,16 @@
 """A knob: one way to compress a model, declared in one place with everything edgetune needs of it.
 
 A knob fills a slot of the recipe (``pruning``: a method; ``quantization``: a scheme; ``graph``:
-the fusions) and declares, beside each other:
+the fusions; ``vocabulary``: trimming) and declares, beside each other:
 
 - ``recipe``: what it samples into (a strict model whose discriminator field, ``method`` or
   ``scheme``, is the knob's ``name``), and ``space``: its config section
   (``space.<slot>.<name>``), whose ``sample(trial)`` returns a recipe; no space samples
   ``recipe()`` as it is;
 - ``steps``: its build step for each stage it runs in (``STAGES``, in build order; compilation
-  for the recipe's runtime runs between ``qat`` and ``fuse``), each called with the candidate
-  being built (``edgetune.objectives.build.Build``), and the ``runtimes`` it can build for;
+  for the recipe's runtime runs between ``trim_vocabulary`` and ``fuse``), each called with the
+  candidate being built (``edgetune.objectives.build.Build``), and the ``runtimes`` it can build
+  for;
 - what it composes with: ``PruningMethod.recovers`` (a method whose model is then recovered by
   fine-tuning), ``QuantizationScheme.fusion`` (how a scheme takes ONNX Runtime's graph fusions),
   and ``training`` (the training loops it will run, for early stopping);
@@ -26,10 +27,12 @@ from typing import Any, Literal
 
 from edgetune.spaces.base import Strict
 
-Slot = Literal["pruning", "quantization", "graph"]
-Stage = Literal["prune_recover", "qat", "fuse", "quantize"]
-STAGES: tuple[Stage, ...] = ("prune_recover", "qat", "fuse", "quantize")
-TORCH_STAGES: tuple[Stage, ...] = ("prune_recover", "qat")  # the stages before the ONNX export
+Slot = Literal["pruning", "quantization", "graph", "vocabulary"]
+Stage = Literal["prune_recover", "qat", "trim_vocabulary", "fuse", "quantize"]
+STAGES: tuple[Stage, ...] = ("prune_recover", "qat", "trim_vocabulary", "fuse", "quantize")
+# The stages before the ONNX export. Vocabulary trimming comes last: the training before it reads
+# the original tokenizer's ids.
+TORCH_STAGES: tuple[Stage, ...] = ("prune_recover", "qat", "trim_vocabulary")
 # How the graph fusions compose with a recipe: all of them, all but the attention fusion, none.
 FusionMode = Literal["full", "without_attention", "none"]
 Step = Callable[[Any], None]  # called with the ``objectives.build.Build`` of a candidate

@@ -6,7 +6,9 @@ so ``export`` can rebuild a candidate whose file was not kept.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Any
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from edgetune.spaces.base import Strict
 from edgetune.spaces.graph import GraphRecipe, fusion_mode
@@ -15,6 +17,7 @@ from edgetune.spaces.pruning import NoPruning, PruningRecipe
 from edgetune.spaces.quantization import NoQuantization, QuantizationRecipe
 from edgetune.spaces.recovery import RecoveryRecipe
 from edgetune.spaces.registry import knob, knob_of
+from edgetune.spaces.vocabulary import VocabularyRecipe, composes_with
 
 
 class Recipe(Strict):
@@ -23,18 +26,32 @@ class Recipe(Strict):
     quantization: QuantizationRecipe = Field(default_factory=NoQuantization)
     graph: GraphRecipe = Field(default_factory=GraphRecipe)
     runtime: str | None = None  # compiled for this runtime; None: the study's (``target.runtime``)
+    vocabulary: VocabularyRecipe = Field(default_factory=VocabularyRecipe)
 
     @model_validator(mode="after")
     def _buildable(self) -> Recipe:
         if self.graph.fusion and fusion_mode(self.quantization) == "none":
             raise ValueError(f"graph fusion does not compose with {self.quantization.short()}")
+        if self.vocabulary.trim and not composes_with(self.quantization):
+            raise ValueError(f"vocabulary trimming does not compose with "
+                             f"{self.quantization.short()}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _untrimmed_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Recipes stored before vocabulary trimming have no such key; an untrimmed recipe is
+        # stored as they are, so a repeat of one is recognised (``search.repeats``).
+        data: dict[str, Any] = handler(self)
+        if not self.vocabulary.trim:
+            del data["vocabulary"]
+        return data
+
     def knobs(self) -> list[Knob]:
-        """The knobs this recipe was sampled by: its pruning method, quantization scheme, and the
-        graph fusions where it fuses."""
+        """The knobs this recipe was sampled by: its pruning method, quantization scheme, the
+        graph fusions where it fuses and vocabulary trimming where it trims."""
         chosen = [knob_of(self.pruning, "pruning"), knob_of(self.quantization, "quantization")]
-        return chosen + ([knob("graph", "fusion")] if self.graph.fusion else [])
+        return chosen + ([knob("graph", "fusion")] if self.graph.fusion else []) + (
+            [knob("vocabulary", "trim")] if self.vocabulary.trim else [])
 
     @property
     def is_reference(self) -> bool:
@@ -47,5 +64,6 @@ class Recipe(Strict):
         if self.is_reference:
             return "fp32 reference"
         prune = "+".join(p for p in (self.pruning.short(), self.recovery.short()) if p)
-        parts = [self.runtime or "", prune, self.graph.short(), self.quantization.short()]
+        parts = [self.runtime or "", prune, self.vocabulary.short(), self.graph.short(),
+                 self.quantization.short()]
         return " · ".join(p for p in parts if p)

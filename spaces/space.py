@@ -13,6 +13,7 @@ from edgetune.spaces.quantization import QuantizationSpace
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe, RecoverySpace
 from edgetune.spaces.registry import knob_of
+from edgetune.spaces.vocabulary import VocabularyRecipe, VocabularySpace
 
 
 class SearchSpace(Strict):
@@ -32,6 +33,8 @@ class SearchSpace(Strict):
     recovery: RecoverySpace = RecoverySpace()
     quantization: QuantizationSpace = Field(default_factory=QuantizationSpace)
     graph: GraphSpace = GraphSpace()
+    # None, the default, never trims; fingerprints leave it out then (``StudyConfig.fingerprint``).
+    vocabulary: VocabularySpace | None = None
     runtime: list[str] | None = Field(
         default=None, min_length=1,
         description="the runtimes searched (objectives.runtimes.RUNTIMES names); unset: the "
@@ -60,5 +63,8 @@ class SearchSpace(Strict):
         scheme = None if runtime == target_runtime else f"quantization.scheme.{runtime}"
         quantization = self.quantization.sample(trial, runtime, scheme)
         graph = self.graph.sample(trial, quantization, runtime)
+        vocabulary = (self.vocabulary.sample(trial, quantization) if self.vocabulary is not None
+                      else VocabularyRecipe())
         return Recipe(pruning=pruning, recovery=recovery, quantization=quantization, graph=graph,
-                      runtime=None if runtime == target_runtime else runtime)
+                      runtime=None if runtime == target_runtime else runtime,
+                      vocabulary=vocabulary)
