@@ -104,6 +104,9 @@ class Candidate:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
     on_stage: Callable[[str], None] | None = None  # told each stage's name as it starts
+    # The task as the model reads its texts, where a step rewrote the tokenizer (vocabulary
+    # trimming); None: the study's task.
+    task: Task | None = None
 
 
 @dataclass

@@ -103,20 +103,25 @@ def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") 
     """Accuracy on ``split`` and latency measured interleaved with the FP32 reference."""
     with stage(candidate, "measure"):
         return measure_model(candidate.path, bench.reference(), bench.task, bench.target,
-                             bench.measure, split)
+                             bench.measure, split, candidate.task)
 
 
 def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
-                  settings: MeasureConfig, split: str = "validation") -> Measurement:
+                  settings: MeasureConfig, split: str = "validation",
+                  model_task: Task | None = None) -> Measurement:
     """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
 
+    ``model_task`` is ``task`` as the model reads it where its tokenizer differs from the
+    reference's (a trimmed vocabulary): the model gets its tokens, the reference ``task``'s.
     A trial and the export of its model both measure through here, so they agree exactly on
     accuracy (same data, same runtime).
     """
-    score = accuracy(model, task.encoded(split), task.labels(split), target)
+    score = accuracy(model, (model_task or task).encoded(split), task.labels(split), target)
     inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
+    own = None if model_task is None else {
+        "candidate": latency_inputs(model_task.encoded("validation"), target, settings.inputs)}
     latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings,
-                        reference="reference")
+                        reference="reference", own_inputs=own)
     return Measurement(
         accuracy=score,
         latency=latencies["candidate"],

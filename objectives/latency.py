@@ -145,9 +145,13 @@ def _fit(value: np.ndarray, length: int) -> np.ndarray:
 
 
 def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
-            target: TargetConfig, config: MeasureConfig,
-            reference: str | None = None) -> dict[str, Latency]:
+            target: TargetConfig, config: MeasureConfig, reference: str | None = None,
+            own_inputs: dict[str, list[dict[str, np.ndarray]]] | None = None,
+            ) -> dict[str, Latency]:
     """Measure ``models`` together, interleaved, and return each one's latency.
+
+    Each runs on ``inputs``, or on its ``own_inputs`` where given: the same texts tokenized for
+    a model whose tokenizer differs (a trimmed vocabulary).
 
     With ``reference`` (one of the names), rounds are added beyond ``config.rounds`` until every
     other model's ratio to it is within ``config.precision`` or ``config.max_rounds`` is reached;
@@ -159,8 +163,9 @@ def measure(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
     """
     if config.isolate:
         cores = set(config.cores) if config.cores is not None else available_cores()
-        return run_pinned(_measure_here, cores, models, inputs, target, config, reference)
-    return _measure_here(models, inputs, target, config, reference)
+        return run_pinned(_measure_here, cores, models, inputs, target, config, reference,
+                          own_inputs)
+    return _measure_here(models, inputs, target, config, reference, own_inputs)
 
 
 def precise_enough(latencies: dict[str, Latency], reference: str, precision: float) -> bool:
@@ -176,13 +181,16 @@ def precise_enough(latencies: dict[str, Latency], reference: str, precision: flo
 
 def _measure_here(models: dict[str, Path], inputs: list[dict[str, np.ndarray]],
                   target: TargetConfig, config: MeasureConfig,
-                  reference: str | None = None) -> dict[str, Latency]:
+                  reference: str | None = None,
+                  own_inputs: dict[str, list[dict[str, np.ndarray]]] | None = None,
+                  ) -> dict[str, Latency]:
     runners = {}
     for name, path in models.items():
         session = runtime_of(path).open(path, target)
-        runners[name] = (session, [session.bind(batch) for batch in inputs])
+        batches = (own_inputs or {}).get(name, inputs)
+        runners[name] = (session, [session.bind(batch) for batch in batches])
         for i in range(config.warmup):
-            session.run(runners[name][1][i % len(inputs)])
+            session.run(runners[name][1][i % len(batches)])
     times: dict[str, list[list[float]]] = {name: [] for name in models}
     order = list(models)
     last = config.max_rounds if reference is not None else config.rounds

@@ -31,6 +31,7 @@ from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_space
 from edgetune.objectives.task import Task, checkpoint_folder, load_task
+from edgetune.objectives.vocabulary import check_vocabulary
 from edgetune.search import lost_trials
 from edgetune.search.artifacts import describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
@@ -113,6 +114,7 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     check_space(model_config, config.space.pruning)  # the space first: it needs no model loaded
     task = load_task(config.task, config_dir)
     check_finetune(task, config.finetune)
+    check_vocabulary(task, config.space.vocabulary)
 
     log_file = _mkdir(location.run_dir) / LOG_FILE
     console.print(Text(f"library logs: {log_file}"), soft_wrap=True)
