@@ -77,12 +77,17 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         measured = {t.number: t for t in [yardstick, *chosen]}  # the reference is always measured
         files = {n: models.model(t, Path(folder) / f"trial-{n}{models.suffix(t)}")
                  for n, t in measured.items()}
+        reads = {n: models.model_task(t) for n, t in measured.items()}
         inputs = latency_inputs(task.encoded("validation"), settings.target,
                                 settings.measure.inputs)
         protocol = settings.measure.model_copy(update={
             "rounds": settings.confirm.rounds, "max_rounds": settings.confirm.max_rounds})
         latencies = measure({str(n): path for n, path in files.items()}, inputs,
-                            settings.target, protocol, reference=str(yardstick.number))
+                            settings.target, protocol, reference=str(yardstick.number),
+                            own_inputs={str(n): latency_inputs(
+                                read.encoded("validation"), settings.target,
+                                settings.measure.inputs)
+                                for n, read in reads.items() if read is not task})
         yardstick_latency = latencies[str(yardstick.number)]
         reference_ms = float(study.user_attrs[REFERENCE_LATENCY])
         date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -98,7 +103,8 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         on_front = {t.number for t in front_trials(complete(study), study.directions,
                                                    confirmations=figures)}
         test_accuracy = {
-            n: accuracy(files[n], task.encoded("test"), task.labels("test"), settings.target)
+            n: accuracy(files[n], reads[n].encoded("test"), task.labels("test"),
+                        settings.target)
             for n in [*figures, yardstick.number] if n in on_front or n == yardstick.number
         }
     notes: list[tuple[FrozenTrial, dict[str, Any]]] = [

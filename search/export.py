@@ -108,12 +108,13 @@ def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder:
     if not models.fetch(fp32, reference_model):
         models.rebuild(fp32, reference_model)
     deploy_files = runtime_of(model).deploy_files(model)
-    task.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
-    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    reads = models.model_task(trial)  # with the trimmed tokenizer, if the trial trims
+    reads.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
+    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     write_json(folder / LABELS_FILE, task.label_names)
     write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
-                       reference_model, task, deploy_files)
+                       reference_model, task, reads, deploy_files)
     write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
         readme(metrics, task.label_names, source.config, model, deploy_files))
@@ -146,16 +147,19 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
 
 
 def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
-             reference_model: Path, task: Task, deploy_files: list[Path]) -> dict[str, Any]:
+             reference_model: Path, task: Task, reads: Task,
+             deploy_files: list[Path]) -> dict[str, Any]:
+    """The export's metrics: ``model`` reads ``task``'s texts as ``reads`` tokenizes them."""
     config = source.config
     machine = machine_record(config.target)
     protocol = extended_protocol(config)
     load_before = Load.now()
-    measured = measure_model(model, reference_model, task, config.target, protocol)
+    measured = measure_model(model, reference_model, task, config.target, protocol,
+                             model_task=reads)
     verdict = judge(measured.ratio, len(measured.latency.round_medians_ms), protocol,
                     Load.since(load_before), measured.reference_latency.median_ms,
                     _trial_reference_ms(trial, machine))
-    test_accuracy = accuracy(model, task.encoded("test"), task.labels("test"), config.target)
+    test_accuracy = accuracy(model, reads.encoded("test"), task.labels("test"), config.target)
     # In this machine's milliseconds as the study shows them, else as the reference ran now.
     anchor = reference_latencies(source.study).get(machine_key(machine))
     here = Figures.beside(measured.latency, measured.reference_latency,

@@ -79,8 +79,9 @@ def _write_folder(source: Source, number: int, recipe: Recipe, folder: Path,
                   target.batch_size, target.sequence_length, int8)
     checks = check_coreml(folder / PACKAGE, bench.input_names, target.batch_size,
                           target.sequence_length, len(task.label_names), int8)
-    task.tokenizer.model_max_length = target.sequence_length  # type: ignore[attr-defined]
-    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    reads = models.model_task(trial)  # with the trimmed tokenizer, if the trial trims
+    reads.tokenizer.model_max_length = target.sequence_length  # type: ignore[attr-defined]
+    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     write_json(folder / LABELS_FILE, task.label_names)
     write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = {

@@ -22,11 +22,13 @@ from edgetune.objectives.candidate import build
 from edgetune.objectives.finetune import base_key, fine_tuned_base
 from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.objectives.task import Task, load_task
+from edgetune.objectives.vocabulary import model_task
 from edgetune.search.artifacts import describe, fetch, model_artifact, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.record import TrialRecord
 from edgetune.search.study import CONFIG_DIR, FINGERPRINT, Location, load_study
 from edgetune.spaces.recipe import Recipe
+from edgetune.spaces.vocabulary import VocabularyRecipe
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
@@ -120,6 +122,13 @@ class Models:
                 raise
             raise self._unbuildable(trial, str(error)) from error
         return self.task
+
+    def model_task(self, trial: TrialRecord) -> Task:
+        """The task as ``trial``'s model reads its texts: with its trimmed tokenizer, if it
+        trims its vocabulary (the task must be loaded)."""
+        assert self.task is not None, "load_task comes first"
+        vocabulary = VocabularyRecipe.model_validate(trial.recipe.get("vocabulary") or {})
+        return model_task(self.task, vocabulary)
 
     def rebuild(self, trial: TrialRecord, target: Path) -> None:
         """Build ``trial``'s model again from its recipe, as its trial did."""
