@@ -4,10 +4,10 @@ rewrite the tokenizer so that its ids index the slice.
 What is kept (``kept_ids``): every token the train split's texts tokenize to (whole texts, not cut
 at ``max_length``: a word late in a training text may open a deployed one), every special and
 added token, and ``margin`` more in vocabulary order. A WordPiece vocabulary carries no counts;
-BERT's lists its special and unused tokens, then the single characters and their ``##`` forms,
-then words and pieces roughly most frequent first, so its first ids not kept already are the
-honest stand-in for "the most frequent others" (and with the characters kept, a word is spelt out
-rather than lost to [UNK]). New ids keep the old order, so [PAD] stays 0.
+BERT's lists its special and ``[unusedN]`` tokens, then the single characters, then words and
+pieces roughly most frequent first (its ``##`` characters last), so its first ids not kept
+already, placeholders skipped, are the honest stand-in for "the most frequent others". New ids
+keep the old order, so [PAD] stays 0.
 
 Held-out text (``check_tokenization``): WordPiece takes the longest piece first, so a word whose
 pieces are all kept tokenizes exactly as before; a word that used a piece not kept becomes [UNK]

@@ -6,11 +6,12 @@ fraction of those tokens. Trimming keeps the rows of the train texts' tokens, th
 and a ``margin`` of others, and rewrites the tokenizer to match: the download shrinks and the
 latency does not change (one row is gathered per token either way).
 
-Where it lives: not a slot of its own kind but a small section, ``space.vocabulary``, sampled
-beside the pruning method and quantization scheme, so it composes with all of them. Its step runs
-in the ``trim_vocabulary`` stage, the last torch stage (after pruning, recovery and QAT, which
-train on the original tokenizer's ids), before the compilation, so every runtime gets it. It
-does not compose with QAT's ``qdq`` export, which writes the final model from its own stage.
+Where it lives: a slot with one knob, as the graph fusions are, and a small section,
+``space.vocabulary``, sampled beside the pruning method and quantization scheme, so that it
+composes with all of them rather than belonging to one. Its step runs in the ``trim_vocabulary``
+stage, the last torch stage (after pruning, recovery and QAT, which train on the original
+tokenizer's ids), before the compilation, so every runtime gets it. It does not compose with
+QAT's ``qdq`` export, which writes the final model from its own stage.
 
 Off unless a config names the section: a default is part of every config's fingerprint, and
 trimming trades accuracy on texts with words the train split never used for size; a study that

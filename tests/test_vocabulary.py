@@ -202,6 +202,21 @@ def test_the_export_of_a_trimmed_trial_loads_and_predicts_as_the_study_measured(
     assert accuracy == trials(run_dir)[TRIMMED_TRIAL].values[0]
 
 
+def test_confirmation_measures_a_trimmed_trial_on_its_own_tokens(
+        run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetune.search import confirm
+    from edgetune.search.front import complete
+
+    monkeypatch.setattr(confirm, "candidates", lambda study, margin: [
+        t for t in complete(study) if t.number == TRIMMED_TRIAL])
+    result = CliRunner().invoke(cli, ["confirm", "--run-dir", str(run_dir), "--study", "tiny"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    confirmed = trials(run_dir)[TRIMMED_TRIAL].user_attrs["confirmed"]
+    assert confirmed["ratio"] > 0
+    assert confirmed["on_front"] is False or 0 <= confirmed["test_accuracy"] <= 1
+
+
 def bpe_tokenizer(folder: Path) -> None:
     """Replace the checkpoint's tokenizer with a BPE one over the same ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers
