@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel
 
 from edgetune.errors import InputError
-from edgetune.objectives.architectures import SHAPES_FILE
+from edgetune.objectives.architectures import SHAPES_FILE, write_shapes
 from edgetune.objectives.build import Build
 from edgetune.objectives.checkpoint import save_classifier
 from edgetune.objectives.task import Task
@@ -251,9 +250,10 @@ def trimmed_checkpoint(build: Build) -> None:
                                bench.task.dataset.splits["validation"].texts)
 
     def write(folder: Path) -> None:
-        save_classifier(trim_embeddings(bench.load(source), vocabulary.kept), folder)
-        if (source / SHAPES_FILE).exists():
-            shutil.copyfile(source / SHAPES_FILE, folder / SHAPES_FILE)
+        model = trim_embeddings(bench.load(source), vocabulary.kept)
+        save_classifier(model, folder)
+        if (source / SHAPES_FILE).exists():  # a pruned checkpoint: it loads by its shapes
+            write_shapes(model, folder)
         vocabulary.tokenizer.save_pretrained(folder)
 
     # The checkpoint's folder name identifies the base, and so the tokenizer and the train texts.

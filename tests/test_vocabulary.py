@@ -145,6 +145,37 @@ def test_a_space_with_a_vocabulary_section_samples_trimming() -> None:
     assert not without.sample(study.ask()).vocabulary.trim
 
 
+def test_trimming_never_follows_qat_exported_as_qdq() -> None:
+    """QAT's qdq export writes the final model in its own stage: no torch stage follows it."""
+    from edgetune.spaces.qat import QatRecipe
+    from edgetune.spaces.vocabulary import VocabularySpace
+
+    qdq = QatRecipe(steps=10, export="qdq")
+    with pytest.raises(ValueError, match="does not compose"):
+        Recipe(quantization=qdq, vocabulary=VocabularyRecipe(trim=True))
+    assert VocabularySpace(trim=[True]).sample(optuna.trial.FixedTrial({}), qdq) == (
+        VocabularyRecipe())
+
+
+def test_trimming_composes_with_structured_pruning(study_bench: Any, tmp_path: Path) -> None:
+    """The pruned checkpoint (with its per-layer shapes) is trimmed, reloaded and compiled; on
+    the shared tiny task every token is used, so the model and its accuracy stay the same."""
+    from edgetune.objectives.build import Candidate
+    from edgetune.objectives.candidate import build, evaluate
+    from edgetune.spaces.pruning import StructuredPruning
+    from edgetune.spaces.recovery import RecoveryRecipe
+
+    pruned = Recipe(pruning=StructuredPruning(layers_dropped=1, layer_selection="even"),
+                    recovery=RecoveryRecipe(steps=10, learning_rate=2e-3))
+    trimmed = pruned.model_copy(update={"vocabulary": VocabularyRecipe(trim=True)})
+    scores = []
+    for name, recipe in (("pruned", pruned), ("trimmed", trimmed)):
+        candidate = build(recipe, study_bench, Candidate(path=tmp_path / name / "model.onnx"))
+        assert (candidate.task is not None) == (name == "trimmed")
+        scores.append(evaluate(candidate, study_bench).accuracy)
+    assert scores[0] == scores[1]
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "texts.csv", make_texts(40))
