@@ -161,6 +161,14 @@ class StudyConfig(Strict):
                                                   defaults.index(name) if name in defaults else 0))
 
     @model_validator(mode="after")
+    def _device_models_kept(self) -> StudyConfig:
+        if self.target.device is not None and self.artifacts.keep == "none":
+            raise InputError("artifacts.keep", f"expected front or all with target.device "
+                                               f"({self.target.device!r}): its agent fetches each "
+                                               "candidate from the artifact store")
+        return self
+
+    @model_validator(mode="after")
     def _enqueued_recipes_fit_the_space(self) -> StudyConfig:
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params, self.target.runtime)
@@ -183,6 +191,8 @@ class StudyConfig(Strict):
         # Unset runtimes (ONNX Runtime alone) keep the fingerprints of the earlier studies.
         if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
             del fixed["target"]["runtime"]
+        if fixed["target"]["device"] is None:
+            del fixed["target"]["device"]
         if fixed["space"]["runtime"] is None:
             del fixed["space"]["runtime"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
