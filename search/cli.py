@@ -1,5 +1,6 @@
 """The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``,
-``confirm`` its front, ``bench`` any ONNX file, ``export`` a trial.
+``confirm`` its front, ``bench`` any ONNX file, ``export`` a trial, measure on a device with
+``agent``.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -295,6 +296,57 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
         inputs, kind = benchmark.synthetic_inputs(sessions, target, protocol.inputs), "synthetic"
     result = benchmark.bench(model, baseline, inputs, target, protocol, kind)
     print_bench(result, as_json)
+
+
+@cli.command()
+@click.option("--storage", metavar="URL",
+              help="The study's Optuna storage URL, without a password (ps shows it) "
+                   "[default: $EDGETUNE_STORAGE].")
+@click.option("--storage-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A file holding the storage URL (with its password, if any).")
+@click.option("--study", "study_name", required=True, metavar="NAME", help="Optuna study name.")
+@click.option("--device", required=True, metavar="NAME",
+              help="This device's name: target.device of the study it drives, or another name "
+                   "to record a front of its own.")
+@click.option("--runtime", metavar="NAME[,NAME...]",
+              help="The runtimes this agent measures in [default: every one installed here].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads [default: the study's target.threads].")
+@click.option("--cores", metavar="IDS", help="Pin the agent to these CPU ids, e.g. 0 or 2,3.")
+@click.option("--artifacts", metavar="FOLDER|s3://...",
+              help="The study's artifact store as this device reaches it [default: the "
+                   "builder's].")
+@click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Exit after this long with nothing to measure [default: run until stopped].")
+@input_errors
+def agent(storage: str | None, storage_file: Path | None, study_name: str, device: str,
+          runtime: str | None, threads: int | None, cores: str | None, artifacts: str | None,
+          idle_exit: float | None) -> None:
+    """Measure a study's candidates on this device: fetch each from the artifact store, time it
+    beside the FP32 reference, score it on the validation inputs, write the figures back.
+
+    Needs only the runtime, numpy, Optuna and a database driver (no torch): see the README,
+    "Measure on your device"."""
+    import os
+
+    from edgetune.search.agent import Agent, installed_runtimes, storage_url
+
+    url = storage_url(storage, storage_file)
+    if (ids := _core_ids(cores)) is not None:
+        try:
+            os.sched_setaffinity(0, ids)
+        except OSError as error:
+            raise InputError("--cores", f"cannot pin to {cores}: {error.strerror}") from error
+    runtimes = installed_runtimes(runtime.split(",") if runtime else None)
+    worker = Agent(url, study_name, device, runtimes, threads, artifacts,
+                   log=lambda line: click.echo(line, err=True))
+    try:
+        measured = worker.serve(idle_exit)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        worker.close()
+    click.echo(f"agent {device!r}: measured {measured} trial(s)", err=True)
 
 
 def _core_ids(cores: str | None) -> list[int] | None:
