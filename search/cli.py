@@ -370,6 +370,9 @@ def _core_ids(cores: str | None) -> list[int] | None:
                    "accuracy (0.01 = 1 point) [default: search.constraints].")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
               help="With --pick: at most this latency [default: search.constraints].")
+@click.option("--device", metavar="NAME",
+              help="With --pick: choose on the front this device's agent measured "
+                   "(edgetune agent --device NAME) [default: the study's].")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The folder to write; it must not exist.")
 @click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
@@ -382,8 +385,8 @@ def _core_ids(cores: str | None) -> list[int] | None:
 @input_errors
 def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
            study_name: str | None, number: int | None, pick: str | None,
-           max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
-           force: bool, model_format: str | None, as_json: bool) -> None:
+           max_accuracy_drop: float | None, max_latency_ms: float | None, device: str | None,
+           out: Path, force: bool, model_format: str | None, as_json: bool) -> None:
     """Write a trial's model as a folder to deploy: the model in its runtime's formats (ONNX
     and ORT, LiteRT or ExecuTorch) or as a Core ML package, tokenizer, labels, recipe, metrics
     re-measured on this machine and a README.
@@ -400,8 +403,10 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
 
     if (number is None) == (pick is None):
         raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
-    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
-        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None
+                         or device is not None):
+        flag = ("--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+                if max_latency_ms is not None else "--device")
         raise InputError(flag, "limits choose a trial: use them with --pick")
     location = _location(config_file, study_name, run_dir, storage)
     config = load_config(config_file) if config_file is not None else None
@@ -410,7 +415,7 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
     if pick is not None:
         choice = pick_trial(source.study, pick,  # type: ignore[arg-type]
                             limits(source.config.search.constraints, max_accuracy_drop,
-                                   max_latency_ms))
+                                   max_latency_ms), device)
         console.print(f"picked {choice.reason}", highlight=False)
         number = choice.trial
     assert number is not None
