@@ -65,7 +65,7 @@ def install_agent(work: Path) -> Path:
         capture_output=True, text=True, check=True).stdout.strip()
     write(work, {"part": "install", "seconds": round(seconds, 1),
                  "size_mb": int(size.stdout.split()[0]), "torch_free": torch_free == "True",
-                 "command": f"pip install -r requirements-agent.txt && pip install --no-deps ."})
+                 "command": "pip install -r requirements-agent.txt && pip install --no-deps ."})
     return venv
 
 

@@ -7,8 +7,9 @@ driver: no torch, no tokenizer, no data set. It loops:
 1. it reads the study's ``target`` and ``measure`` settings, the validation inputs the builder
    published (token ids and labels, ``publish_inputs``) and the FP32 reference's model;
 2. under the study lock it claims the oldest trial whose model this device has not measured
-   (user attr ``claim:<device>``, with a heartbeat every ``HEARTBEAT_SECONDS``; a claim silent for
-   ``GRACE_SECONDS`` is an agent killed mid-measurement, and the next agent takes the trial);
+   (user attr ``claim:<device>``): the claim holds for its ``grace`` (``GRACE_SECONDS``) and the
+   agent renews it six times as often while it measures; a claim past its grace is an agent
+   killed mid-measurement, and the next agent of the device takes the trial;
 3. it fetches the model from the study's artifact store, measures it beside the reference with
    the shared protocol (``objectives.measurement``) and writes ``device:<device>``: the figures
    and its machine record, or the error that kept it from loading the model.
@@ -58,8 +59,8 @@ from edgetune.search.record import CLAIM_PREFIX, DEVICE_PREFIX, REFERENCE, ROLE,
 PRESENCE_PREFIX = "agent:"  # study user attr: the last heartbeat of an agent of that device
 DEVICE_INPUTS = "device_inputs"  # study user attr: the artifact id of the published inputs
 ARTIFACT_STORE = "artifact_store"  # study user attr: where the builder stores the models
-HEARTBEAT_SECONDS = 10
-GRACE_SECONDS = 60
+GRACE_SECONDS = 60.0
+BEATS_PER_GRACE = 6
 POLL_SECONDS = 2.0
 STORAGE_VARIABLE = "EDGETUNE_STORAGE"
 INPUTS_FILE = "device-inputs.npz"
@@ -86,10 +87,13 @@ def last_seen(study_attrs: dict[str, Any], device: str) -> dict[str, Any] | None
 
 
 def is_alive(beat: dict[str, Any] | None, now: float | None = None) -> bool:
-    """Whether a heartbeat (``{"heartbeat": unix time, ...}``) is recent enough."""
+    """Whether a heartbeat (``{"heartbeat": unix time, "grace": seconds, ...}``) still holds.
+    Agents on several machines compare their clocks here: keep them in sync (NTP) to well
+    within the grace."""
     if not beat or "heartbeat" not in beat:
         return False
-    return (now if now is not None else time.time()) - float(beat["heartbeat"]) < GRACE_SECONDS
+    grace = float(beat.get("grace", GRACE_SECONDS))
+    return (now if now is not None else time.time()) - float(beat["heartbeat"]) < grace
 
 
 def storage_url(storage: str | None, storage_file: Path | None) -> str:
@@ -126,6 +130,7 @@ class Agent:
     runtimes: list[str]
     threads: int | None = None
     artifacts: str | None = None  # the store as this device mounts it [default: the builder's]
+    grace: float = GRACE_SECONDS
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -263,7 +268,7 @@ class Agent:
         stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(HEARTBEAT_SECONDS):
+            while not stop.wait(self.grace / BEATS_PER_GRACE):
                 self._set(trial, CLAIM_PREFIX + self.device, self._beat())
 
         thread = threading.Thread(target=beat, daemon=True)
@@ -275,10 +280,10 @@ class Agent:
             thread.join()
 
     def _beat(self) -> dict[str, Any]:
-        return {**self.identity, "heartbeat": time.time()}
+        return {**self.identity, "heartbeat": time.time(), "grace": self.grace}
 
     def _beat_presence(self) -> None:
-        if time.monotonic() - self._last_presence < HEARTBEAT_SECONDS:
+        if time.monotonic() - self._last_presence < self.grace / BEATS_PER_GRACE:
             return
         self.storage.set_study_user_attr(self.study_id, PRESENCE_PREFIX + self.device,
                                          self._beat())

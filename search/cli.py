@@ -318,10 +318,14 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
                    "builder's].")
 @click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Exit after this long with nothing to measure [default: run until stopped].")
+@click.option("--grace", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="How long this agent's claim on a trial holds without a heartbeat: after it, "
+                   "another agent of the device measures the trial.")
 @input_errors
 def agent(storage: str | None, storage_file: Path | None, study_name: str, device: str,
           runtime: str | None, threads: int | None, cores: str | None, artifacts: str | None,
-          idle_exit: float | None) -> None:
+          idle_exit: float | None, grace: float) -> None:
     """Measure a study's candidates on this device: fetch each from the artifact store, time it
     beside the FP32 reference, score it on the validation inputs, write the figures back.
 
@@ -338,7 +342,7 @@ def agent(storage: str | None, storage_file: Path | None, study_name: str, devic
         except OSError as error:
             raise InputError("--cores", f"cannot pin to {cores}: {error.strerror}") from error
     runtimes = installed_runtimes(runtime.split(",") if runtime else None)
-    worker = Agent(url, study_name, device, runtimes, threads, artifacts,
+    worker = Agent(url, study_name, device, runtimes, threads, artifacts, grace,
                    log=lambda line: click.echo(line, err=True))
     try:
         measured = worker.serve(idle_exit)

@@ -8,7 +8,7 @@ tells the study. While the device measures candidate k the builder builds k+1: a
 built candidates wait for the device. The trials that wait keep beating (Optuna's heartbeats), so
 a builder lost elsewhere has them failed like any lost worker's.
 
-With no live agent of the device the builder says so within ``GRACE_SECONDS`` and waits, until
+With no live agent of the device the builder says so within ``ABSENT_SECONDS`` and waits, until
 ``--timeout`` if one is given; a trial the device could not load is failed with its error.
 """
 
@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from edgetune.search import lost_trials
-from edgetune.search.agent import GRACE_SECONDS, HEARTBEAT_SECONDS, is_alive, last_seen
+from edgetune.search.agent import is_alive, last_seen
 from edgetune.search.failures import lost_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.objective import Objective
@@ -32,6 +32,8 @@ from edgetune.search.study import Retry
 
 AHEAD = 2  # built candidates waiting for the device: the one it measures and the next
 POLL_SECONDS = 1.0
+ABSENT_SECONDS = 30.0  # how long without a live agent before the builder says so
+HEARTBEAT_SECONDS = 10.0  # Optuna's heartbeat of the waiting trials (its grace: study.py's)
 
 
 class DeviceTrials:
@@ -127,8 +129,7 @@ class DeviceTrials:
             self._absent_since, self._said_absent = None, False
         elif self._absent_since is None:
             self._absent_since = time.monotonic()
-        elif not self._said_absent and time.monotonic() - self._absent_since >= min(
-                GRACE_SECONDS, 30):
+        elif not self._said_absent and time.monotonic() - self._absent_since >= ABSENT_SECONDS:
             self.console.print(
                 f"[yellow]no agent of device {self.device!r} is running[/yellow]: "
                 f"{len(self.waiting)} candidate(s) wait for it. Start one on the device: "
