@@ -135,10 +135,34 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.storage = annotating_storage(self.storage_url)
-        try:
-            self.study_id = self.storage.get_study_id_from_name(self.study_name)
-        except KeyError as error:
-            raise InputError("--study", f"no study {self.study_name!r} in the storage") from error
+        self.lock = StudyLock(self.storage_url, self.study_name)
+        self.folder = Path(tempfile.mkdtemp(prefix=f"edgetune-agent-{self.device}-"))
+        self.identity = {**worker_record(), "device": self.device, "runtimes": self.runtimes}
+        self._inputs: dict[str, np.ndarray] | None = None
+        self._reference: Path | None = None
+        self._last_presence = 0.0
+
+    def _open(self, idle_exit: float | None) -> bool:
+        """Wait for the study (an agent may start before its builder), then read its settings;
+        False if ``idle_exit`` passed first.
+
+        Raises:
+            InputError: the study times its reference in a runtime this agent does not run.
+        """
+        said, start = False, time.monotonic()
+        while True:
+            try:
+                self.study_id = self.storage.get_study_id_from_name(self.study_name)
+                break
+            except KeyError:
+                if idle_exit is not None and time.monotonic() - start >= idle_exit:
+                    self.log(f"no study {self.study_name!r} in the storage")
+                    return False
+                if not said:
+                    self.log(f"no study {self.study_name!r} in the storage yet: waiting for its "
+                             "builder (check the name if none is running)")
+                    said = True
+                time.sleep(POLL_SECONDS)
         config = self.storage.get_study_user_attrs(self.study_id).get("config") or {}
         target = dict(config.get("target") or {})
         if self.threads is not None:
@@ -150,16 +174,13 @@ class Agent:
             raise InputError("--runtime", f"the study times every candidate beside its FP32 "
                                           f"reference in {RUNTIMES[self.target.runtime].title}: "
                                           "this agent must run it")
-        self.lock = StudyLock(self.storage_url, self.study_name)
-        self.folder = Path(tempfile.mkdtemp(prefix=f"edgetune-agent-{self.device}-"))
-        self.identity = {**worker_record(), "device": self.device, "runtimes": self.runtimes}
-        self._inputs: dict[str, np.ndarray] | None = None
-        self._reference: Path | None = None
-        self._last_presence = 0.0
+        return True
 
     def serve(self, idle_exit: float | None = None) -> int:
         """Measure trials as they come; return how many were measured. Runs until killed, or
         until ``idle_exit`` seconds pass with nothing to measure."""
+        if not self._open(idle_exit):
+            return 0
         measured, idle_since = 0, time.monotonic()
         self.log(f"agent {self.device!r} on {platform.node()}: waiting for candidates of study "
                  f"{self.study_name!r} ({', '.join(self.runtimes)}, {self.target.threads} "

@@ -15,6 +15,7 @@ With no live agent of the device the builder says so within ``ABSENT_SECONDS`` a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -32,6 +33,9 @@ from edgetune.search.study import Retry
 
 AHEAD = 2  # built candidates waiting for the device: the one it measures and the next
 POLL_SECONDS = 1.0
+# The builder asks for trials instead of running ``optimize``, and beats for them itself.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with "
+                                          "Study.optimize")
 ABSENT_SECONDS = 30.0  # how long without a live agent before the builder says so
 HEARTBEAT_SECONDS = 10.0  # Optuna's heartbeat of the waiting trials (its grace: study.py's)
 
