@@ -138,7 +138,7 @@ def test_without_an_agent_run_says_so_and_stops_at_its_timeout(
         tmp_path: Path, tiny_model: Path, tiny_csv: Path) -> None:
     config = write_config(tmp_path, device_config(tiny_model, tiny_csv, "alone", "nobody"))
     result = subprocess.run(edgetune_command("run", config, "--run-dir", tmp_path / "run",
-                                             "--timeout", "45", "--no-report"),
+                                             "--timeout", "35", "--no-report"),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr
     assert "no agent of device 'nobody' is running" in result.stderr
