@@ -203,7 +203,7 @@ class Agent:
             path = self.folder / INPUTS_FILE
             download_artifact(artifact_store=self._store(), file_path=str(path),
                               artifact_id=attrs[DEVICE_INPUTS])
-            with np.load(path) as stored:
+            with np.load(path, allow_pickle=False) as stored:
                 self._inputs = {name: stored[name] for name in stored.files}
         if self._reference is None:
             reference = next((t for t in self._trials() if t.user_attrs.get(ROLE) == REFERENCE
