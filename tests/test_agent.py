@@ -27,6 +27,8 @@ from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.target import TargetConfig
 from edgetune.search.agent import ARTIFACT_STORE, Agent, publish_inputs
 from edgetune.search.cli import cli
+from edgetune.search.constraints import Constraints
+from edgetune.search.pick import pick
 from edgetune.search.record import CLAIM_PREFIX, DEVICE_PREFIX, ROLE, device_figures
 from edgetune.search.study import make_storage
 
@@ -132,6 +134,15 @@ def test_a_device_study_is_measured_by_its_agent_which_survives_kill_9_and_a_sec
     assert status["devices"]["two-threads"]
     assert all(row["machine"].startswith("two-threads: ") and "2 threads" in row["machine"]
                for row in status["devices"]["two-threads"])
+    study = optuna.load_study(study_name="on-device", storage=make_storage(postgres_url))
+    picked = pick(study, "fastest", Constraints(), device="two-threads")
+    fastest = min(status["devices"]["two-threads"], key=lambda row: row["latency_ms"])
+    assert picked.trial == fastest["trial"]
+    report = tmp_path / "report.html"
+    written = CliRunner().invoke(cli, ["report", "--storage", postgres_url, "--study",
+                                       "on-device", "--out", str(report)])
+    assert written.exit_code == 0, written.output
+    assert "Pareto front on device two-threads" in report.read_text()
 
 
 def test_without_an_agent_run_says_so_and_stops_at_its_timeout(
