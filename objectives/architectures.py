@@ -157,7 +157,7 @@ def keep_neurons(layer: nn.Module, arch: Architecture, neurons: list[int]) -> No
 
 
 @dataclass(frozen=True)
-class Head:
+class ClassifierHead:
     """Where a family's classification head reads the residual stream (the hidden width), which
     ``keep_channels`` narrows along with the encoder layers' projections."""
 
@@ -165,13 +165,16 @@ class Head:
     writes: tuple[str, ...]  # Linear layers of the task model whose outputs have it
 
 
-_ROBERTA_HEAD = Head(reads=("classifier.dense", "classifier.out_proj"),
-                     writes=("classifier.dense",))
-HEADS: dict[str, Head] = {  # by model_type: the families whose width can be pruned
-    "bert": Head(reads=("bert.pooler.dense", "classifier"), writes=("bert.pooler.dense",)),
-    "roberta": _ROBERTA_HEAD,
-    "xlm-roberta": _ROBERTA_HEAD,
-    "distilbert": Head(reads=("pre_classifier", "classifier"), writes=("pre_classifier",)),
+_ROBERTA_CLASSIFIER = ClassifierHead(reads=("classifier.dense", "classifier.out_proj"),
+                                     writes=("classifier.dense",))
+# By model_type: the families whose width can be pruned.
+CLASSIFIER_HEADS: dict[str, ClassifierHead] = {
+    "bert": ClassifierHead(reads=("bert.pooler.dense", "classifier"),
+                           writes=("bert.pooler.dense",)),
+    "roberta": _ROBERTA_CLASSIFIER,
+    "xlm-roberta": _ROBERTA_CLASSIFIER,
+    "distilbert": ClassifierHead(reads=("pre_classifier", "classifier"),
+                                 writes=("pre_classifier",)),
 }
 
 
@@ -184,7 +187,7 @@ def keep_channels(model: PreTrainedModel, channels: list[int]) -> None:
     FFN input lose input columns, the attention output and FFN output lose output rows.
     """
     attribute, arch = ARCHITECTURES[model.config.model_type]
-    head = HEADS[model.config.model_type]
+    head = CLASSIFIER_HEADS[model.config.model_type]
     index = torch.tensor(channels)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Embedding):

@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 from edgetune.errors import InputError
 from edgetune.objectives.architectures import (
     ARCHITECTURES,
-    HEADS,
+    CLASSIFIER_HEADS,
     Architecture,
     encoder_layer_list,
     encoder_layers,
@@ -87,10 +87,10 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
             f"the model has {layers} encoder layers, so at most {layers - 1} can be dropped "
             f"(high is {high})",
         )
-    if space.structured.searches_width and model_type not in HEADS:
+    if space.structured.searches_width and model_type not in CLASSIFIER_HEADS:
         raise InputError(
             "space.pruning.structured.hidden_kept",
-            f"width pruning supports {', '.join(sorted(HEADS))}, not {model_type!r}; "
+            f"width pruning supports {', '.join(sorted(CLASSIFIER_HEADS))}, not {model_type!r}; "
             "leave hidden_kept out",
         )
 

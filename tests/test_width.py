@@ -15,7 +15,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgetune.objectives.architectures import ARCHITECTURES, HEADS, layer_shapes, write_shapes
+from edgetune.objectives.architectures import (
+    ARCHITECTURES,
+    CLASSIFIER_HEADS,
+    layer_shapes,
+    write_shapes,
+)
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
 from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
@@ -55,7 +60,7 @@ def validation_batch(task: Task, rows: int = 8) -> dict[str, torch.Tensor]:
 def stream_widths(model: torch.nn.Module) -> set[int]:
     """The width of every tensor that lives in the residual stream."""
     attribute, arch = ARCHITECTURES[model.config.model_type]
-    head = HEADS[model.config.model_type]
+    head = CLASSIFIER_HEADS[model.config.model_type]
     widths = {m.embedding_dim for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     widths |= {m.normalized_shape[0] for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
     for layer in model.get_submodule(f"{attribute}.{arch.encoder}"):
@@ -197,7 +202,7 @@ def test_a_study_samples_builds_and_measures_width_pruned_candidates(
 
 def test_width_pruning_of_an_architecture_it_does_not_know_is_refused_before_any_work(
         tmp_path: Path, tiny_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(HEADS, "distilbert")
+    monkeypatch.delitem(CLASSIFIER_HEADS, "distilbert")
     model = build_tiny_model(tmp_path / "distilbert", "distilbert")
     config = tiny_config(model, tiny_csv)
     config["space"]["pruning"]["structured"]["hidden_kept"] = {"low": 0.5, "high": 1.0}
