@@ -29,6 +29,7 @@ from edgetune.search.lock import StudyLock
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress
 from edgetune.search.record import FAILURE, DeviceFigures, device_figures
+from edgetune.search.repeats import CONVERGED, MAX_REPEATS_IN_A_ROW, repeats_in_a_row
 from edgetune.search.study import Retry
 
 AHEAD = 2  # built candidates waiting for the device: the one it measures and the next
@@ -57,6 +58,7 @@ class DeviceTrials:
         self._last_beat = 0.0
         self._absent_since: float | None = None
         self._said_absent = False
+        self._said_converged = False
 
     def run(self, budget: int, timeout: float | None, progress: TrialProgress,
             taken: Callable[[optuna.Study], int]) -> None:
@@ -68,7 +70,8 @@ class DeviceTrials:
                 for number in lost_trials.fail_lost_trials(self.study, self.storage, self.retry):
                     self.console.print(f"[yellow]trial {number} was lost with its worker"
                                        "[/yellow]: failed")
-                has_room = taken(self.study) < budget and len(self.waiting) < AHEAD
+                has_room = (taken(self.study) < budget and len(self.waiting) < AHEAD
+                            and not self._converged())
                 if not has_room and not self.waiting:
                     return
                 trial = self.study.ask() if has_room else None
@@ -77,6 +80,15 @@ class DeviceTrials:
             else:
                 self._wait_for_the_device()
         self._give_up_waiting()
+
+    def _converged(self) -> bool:
+        """As ``run._trials``: the last trials all repeated measured recipes; say so once."""
+        if repeats_in_a_row(self.study.get_trials(deepcopy=False)) < MAX_REPEATS_IN_A_ROW:
+            return False
+        if not self._said_converged:
+            self.console.print(CONVERGED)
+            self._said_converged = True
+        return True
 
     def _build(self, trial: optuna.Trial, progress: TrialProgress) -> None:
         try:

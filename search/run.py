@@ -44,7 +44,12 @@ from edgetune.search.lock import StudyLock
 from edgetune.search.models import base_is_cached, workbench
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress, phase
-from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, is_repeat, repeats_in_a_row
+from edgetune.search.repeats import (
+    CONVERGED,
+    MAX_REPEATS_IN_A_ROW,
+    is_repeat,
+    repeats_in_a_row,
+)
 from edgetune.search.study import (
     CONFIG_DIR,
     Location,
@@ -218,10 +223,7 @@ def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective
                 if taken_trials(study) >= budget:
                     break
                 if repeats_in_a_row(study.get_trials(deepcopy=False)) >= MAX_REPEATS_IN_A_ROW:
-                    console.print(f"[yellow]stopped before the budget[/yellow]: the last "
-                                  f"{MAX_REPEATS_IN_A_ROW} trials all repeated recipes already "
-                                  "measured (the sampler has converged, or the space holds "
-                                  "fewer recipes than the budget)")
+                    console.print(CONVERGED)
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                                gc_after_trial=True)
