@@ -8,6 +8,9 @@ Prints a Markdown section for ``benchmarks/RESULTS.md``.
 Minutes of CPU on the real task: run it under the heavy lock,
 
     flock /tmp/edgetune-heavy.lock python benchmarks/pruning.py
+
+``--only NAME ...`` builds those recipes alone, beside the FP32 reference (width pruning:
+``--only fused "hidden 3/4, fused" "hidden 1/2, fused" "fused + dyn-int8" "hidden 1/2"``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
 from edgetune.spaces.graph import GraphRecipe
 from edgetune.spaces.pruning import StructuredPruning
-from edgetune.spaces.quantization import DynamicQuantization
+from edgetune.spaces.quantization import DynamicQuantization, NoQuantization
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe
 
@@ -41,11 +44,12 @@ MEASURE = MeasureConfig(warmup=20, rounds=10, runs=50, inputs=8)
 
 def recipes() -> dict[str, Recipe]:
     def compressed(pruning: StructuredPruning | None = None, steps: int = 50,
-                   learning_rate: float = 1e-4) -> Recipe:
+                   learning_rate: float = 1e-4, int8: bool = True) -> Recipe:
         recovery = RecoveryRecipe(steps=steps, learning_rate=learning_rate, distillation=steps > 0,
                                   temperature=2.0, alpha=0.5)
         return Recipe(**({"pruning": pruning, "recovery": recovery} if pruning else {}),
-                      graph=GraphRecipe(fusion=True), quantization=DynamicQuantization())
+                      graph=GraphRecipe(fusion=True),
+                      quantization=DynamicQuantization() if int8 else NoQuantization())
 
     def drop(count: int, selection: str, **within: object) -> StructuredPruning:
         return StructuredPruning(layers_dropped=count, layer_selection=selection, **within)
@@ -75,6 +79,11 @@ def recipes() -> dict[str, Recipe]:
         "keep 3 even + heads+ffn 3/4, global": compressed(
             drop(3, "even", heads_kept=0.75, ffn_kept=0.75, scope="global")),
         "keep 2 even, 100 steps": compressed(drop(4, "even"), steps=100),
+        "fused": compressed(int8=False),
+        "hidden 3/4, fused": compressed(StructuredPruning(hidden_kept=0.75), int8=False),
+        "hidden 1/2, fused": compressed(StructuredPruning(hidden_kept=0.5), int8=False),
+        "hidden 3/4": compressed(StructuredPruning(hidden_kept=0.75)),
+        "hidden 1/2": compressed(StructuredPruning(hidden_kept=0.5)),
     }
 
 
@@ -91,6 +100,8 @@ def kept_layers(bench: Workbench, dropped: int, selection: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "bbc-news.yaml")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(recipes()),
+                        help="build these recipes alone, beside the FP32 reference")
     args = parser.parse_args()
     config = load_config(args.config)
     task = load_task(config.task, args.config.parent)
@@ -100,7 +111,9 @@ def main() -> None:
                       batch_size=config.finetune.batch_size, seed=config.finetune.seed)
     workdir = Path(tempfile.mkdtemp(prefix="edgetune-pruning-bench-"))
     built: dict[str, Candidate] = {}
-    for i, (name, recipe) in enumerate(recipes().items()):
+    chosen = {name: recipe for name, recipe in recipes().items()
+              if args.only is None or name == REFERENCE or name in args.only}
+    for i, (name, recipe) in enumerate(chosen.items()):
         print(f"building {name}: {recipe.short()}", file=sys.stderr, flush=True)
         built[name] = build(recipe, bench, Candidate(path=workdir / str(i) / "model.onnx"))
     results = score_and_time({name: c.path for name, c in built.items()}, task, config.target,

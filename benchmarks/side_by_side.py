@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune.objectives.accuracy import accuracy
-from edgetune.objectives.candidate import zipped_size
 from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure, ratio
 from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.measurement import zipped_size
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 

@@ -36,14 +36,13 @@ from pathlib import Path
 import torch
 
 from edgetune.cpu import cpu_model
-from edgetune.objectives.accuracy import torch_accuracy
 from edgetune.objectives.cache import Cache, default_cache_dir
 from edgetune.objectives.checkpoint import load_classifier
 from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.pruning import prune
 from edgetune.objectives.qat import quantization_aware_training
 from edgetune.objectives.task import Task, load_task
-from edgetune.objectives.training import TrainSettings, train, train_logits
+from edgetune.objectives.training import TrainSettings, torch_accuracy, train, train_logits
 from edgetune.search.config import load_config
 from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.qat import QatRecipe

@@ -3,6 +3,8 @@ them to a smaller shape: shared by structured pruning and by loading what it sav
 
 Pruned models have per-layer shapes no config can express: ``edgetune-shapes.json`` records them
 beside the weights (``write_shapes``) and ``load_pruned`` rebuilds the model before reading them.
+A model whose residual stream was narrowed (``keep_channels``) records its width as the config's
+hidden size, while its heads keep their size.
 """
 
 from __future__ import annotations
@@ -81,13 +83,20 @@ def write_shapes(model: PreTrainedModel, folder: Path) -> None:
 def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
     """Rebuild the per-layer shapes recorded in ``edgetune-shapes.json``, then read the weights."""
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_config(
-        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
     attribute, arch = ARCHITECTURES[config.model_type]
     shapes = json.loads((folder / SHAPES_FILE).read_text())["layers"]
+    width = getattr(config, arch.hidden_attr)
+    # transformers sizes heads as hidden size / head count (and refuses a hidden size the count
+    # does not divide), which a narrowed residual stream no longer gives: build the model at the
+    # width its heads were made at, then narrow it as it was.
+    setattr(config, arch.hidden_attr, getattr(config, arch.heads_attr) * shapes[0]["head_size"])
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
     for layer, shape in zip(encoder_layer_list(model, attribute, arch), shapes, strict=True):
         keep_heads(layer, arch, list(range(shape["heads"])), shape["head_size"])
         keep_neurons(layer, arch, list(range(shape["ffn"])))
+    if width != getattr(model.config, arch.hidden_attr):
+        keep_channels(model, list(range(width)))
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
@@ -122,8 +131,11 @@ def set_encoder_layers(model: PreTrainedModel, attribute: str, arch: Architectur
 
 
 def size_of_heads(model: PreTrainedModel, arch: Architecture) -> int:
-    config = model.config
-    return getattr(config, arch.hidden_attr) // getattr(config, arch.heads_attr)
+    """The width of one head, as the attention modules hold it: hidden size / head count no longer
+    gives it once the residual stream is narrowed."""
+    attribute, _ = ARCHITECTURES[model.config.model_type]
+    attention = encoder_layer_list(model, attribute, arch)[0].get_submodule(arch.heads_module)
+    return int(attention.attention_head_size)
 
 
 def keep_heads(layer: nn.Module, arch: Architecture, heads: list[int], head_size: int) -> None:
@@ -142,6 +154,60 @@ def keep_neurons(layer: nn.Module, arch: Architecture, neurons: list[int]) -> No
     index = torch.tensor(neurons)
     for part, dim in ((arch.ffn_in, 0), (arch.ffn_out, 1)):
         replace_module(layer, part, prune_linear_layer(layer.get_submodule(part), index, dim))
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """Where a family's classification head reads the residual stream (the hidden width), which
+    ``keep_channels`` narrows along with the encoder layers' projections."""
+
+    reads: tuple[str, ...]  # Linear layers of the task model whose inputs have the stream's width
+    writes: tuple[str, ...]  # Linear layers of the task model whose outputs have it
+
+
+_ROBERTA_CLASSIFIER = ClassifierHead(reads=("classifier.dense", "classifier.out_proj"),
+                                     writes=("classifier.dense",))
+# By model_type: the families whose width can be pruned.
+CLASSIFIER_HEADS: dict[str, ClassifierHead] = {
+    "bert": ClassifierHead(reads=("bert.pooler.dense", "classifier"),
+                           writes=("bert.pooler.dense",)),
+    "roberta": _ROBERTA_CLASSIFIER,
+    "xlm-roberta": _ROBERTA_CLASSIFIER,
+    "distilbert": ClassifierHead(reads=("pre_classifier", "classifier"),
+                                 writes=("pre_classifier",)),
+}
+
+
+def keep_channels(model: PreTrainedModel, channels: list[int]) -> None:
+    """Keep only ``channels`` (sorted indices) of the residual stream, in every module that reads
+    or writes it, and record the new width as the config's hidden size.
+
+    Every ``nn.Embedding`` and ``nn.LayerNorm`` of these families is in the stream's width. The
+    attention's inner width (heads × head size) and the FFN's stay as they are: Q, K, V and the
+    FFN input lose input columns, the attention output and FFN output lose output rows.
+    """
+    attribute, arch = ARCHITECTURES[model.config.model_type]
+    head = CLASSIFIER_HEADS[model.config.model_type]
+    index = torch.tensor(channels)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Embedding):
+            replace_module(model, name, nn.Embedding.from_pretrained(
+                module.weight.detach()[:, index].clone(),
+                freeze=not module.weight.requires_grad, padding_idx=module.padding_idx))
+        elif isinstance(module, nn.LayerNorm):
+            narrowed = nn.LayerNorm(len(channels), eps=module.eps, bias=module.bias is not None)
+            narrowed.load_state_dict({k: v[index] for k, v in module.state_dict().items()})
+            replace_module(model, name, narrowed)
+    layers = [f"{attribute}.{arch.encoder}.{i}"
+              for i in range(len(encoder_layer_list(model, attribute, arch)))]
+    reads = [f"{layer}.{part}" for layer in layers
+             for part in (arch.query, arch.key, arch.value, arch.ffn_in)] + list(head.reads)
+    writes = [f"{layer}.{part}" for layer in layers
+              for part in (arch.attention_out, arch.ffn_out)] + list(head.writes)
+    for names, dim in ((reads, 1), (writes, 0)):
+        for name in names:
+            replace_module(model, name, prune_linear_layer(model.get_submodule(name), index, dim))
+    setattr(model.config, arch.hidden_attr, len(channels))
 
 
 def replace_module(root: nn.Module, dotted: str, module: nn.Module) -> None:

@@ -9,39 +9,17 @@ candidate.
 from __future__ import annotations
 
 import shutil
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.build import Build, Candidate, Workbench, stage
-from edgetune.objectives.latency import (
-    Latency,
-    MeasureConfig,
-    Ratio,
-    latency_inputs,
-    measure,
-    ratio,
-)
+from edgetune.objectives.latency import MeasureConfig
+from edgetune.objectives.measurement import Measurement, measure_arrays
 from edgetune.objectives.runtimes import RUNTIMES
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import StepCallback
 from edgetune.spaces.knob import STAGES, TORCH_STAGES, Phases, Stage
 from edgetune.spaces.recipe import Recipe
-
-
-@dataclass
-class Measurement:
-    accuracy: float
-    latency: Latency
-    reference_latency: Latency
-    size_mb: float
-    zipped_mb: float
-
-    @property
-    def ratio(self) -> Ratio:
-        return ratio(self.latency, self.reference_latency)
 
 
 def build(recipe: Recipe, bench: Workbench, candidate: Candidate,
@@ -113,32 +91,11 @@ def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig
 
     ``model_task`` is ``task`` as the model reads it where its tokenizer differs from the
     reference's (a trimmed vocabulary): the model gets its tokens, the reference ``task``'s.
-    A trial and the export of its model both measure through here, so they agree exactly on
-    accuracy (same data, same runtime).
     """
-    score = accuracy(model, (model_task or task).encoded(split), task.labels(split), target)
-    inputs = latency_inputs(task.encoded("validation"), target, settings.inputs)
-    own = None if model_task is None else {
-        "candidate": latency_inputs(model_task.encoded("validation"), target, settings.inputs)}
-    latencies = measure({"candidate": model, "reference": reference}, inputs, target, settings,
-                        reference="reference", own_inputs=own)
-    return Measurement(
-        accuracy=score,
-        latency=latencies["candidate"],
-        reference_latency=latencies["reference"],
-        size_mb=model.stat().st_size / 1e6,
-        zipped_mb=zipped_size(model) / 1e6,
-    )
-
-
-def zipped_size(path: Path) -> int:
-    """Bytes of the file deflated as in a .zip download: what unstructured sparsity saves."""
-    target = path.with_suffix(".zip")
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, path.name)
-    size = target.stat().st_size
-    target.unlink()
-    return size
+    reads = model_task or task
+    return measure_arrays(model, reference, reads.encoded(split), task.labels(split),
+                          reads.encoded("validation"), target, settings,
+                          None if model_task is None else task.encoded("validation"))
 
 
 def training_phases(recipe: Recipe, bench: Workbench) -> Phases:

@@ -38,7 +38,9 @@ def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            Logits(model, input_names),
+            # In eval mode: the exporter restores the wrapper's mode on everything inside it,
+            # and a new module is in training mode, which would leave ``model`` with dropout on.
+            Logits(model, input_names).eval(),
             example_inputs(input_names, 1, sequence_length),
             str(path),
             input_names=input_names,

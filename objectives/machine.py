@@ -13,15 +13,18 @@ from edgetune.objectives.target import TargetConfig
 LEGACY_RUNTIME = "onnxruntime"  # records written before the runtime was named measured in it
 
 
-def machine_record(target: TargetConfig, candidate_runtime: str | None = None) -> dict[str, object]:
+def machine_record(target: TargetConfig, candidate_runtime: str | None = None,
+                   device: str | None = None) -> dict[str, object]:
     """CPU model, core count, threads, and the versions that shape a latency figure: the runtime
     of the FP32 reference is named (``runtime``) and its version stored under its name
     (``onnxruntime: 1.20.1``); a candidate compiled for another runtime (``space.runtime``) names
-    that one too (``candidate_runtime``), with its version."""
+    that one too (``candidate_runtime``), with its version. A measurement agent names its
+    ``device``."""
     runtimes = [for_target(target)]
     if candidate_runtime not in (None, target.runtime):
         runtimes.append(runtime(candidate_runtime))
     return {
+        **({"device": device} if device is not None else {}),
         "host": platform.node(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -34,9 +37,10 @@ def machine_record(target: TargetConfig, candidate_runtime: str | None = None) -
 
 
 def machine_key(record: dict[str, object]) -> str:
-    """What must match for two latencies to share one front: CPU, cores, threads, and the runtime
-    of the FP32 reference they are ratios to."""
+    """What must match for two latencies to share one front: the device an agent names, CPU,
+    cores, threads, and the runtime of the FP32 reference they are ratios to."""
     name = str(record.get("runtime", LEGACY_RUNTIME))
     label = RUNTIMES[name].label if name in RUNTIMES else name
-    return (f"{record['cpu']} ×{record['cores']} · {record['threads']} threads · "
+    device = f"{record['device']}: " if record.get("device") else ""
+    return (f"{device}{record['cpu']} ×{record['cores']} · {record['threads']} threads · "
             f"{label} {record[name]}")

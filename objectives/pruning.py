@@ -1,11 +1,12 @@
-"""Pruning knobs and their build step: remove heads, FFN neurons and layers, or zero the smallest
-weights, then recover the pruned model by fine-tuning (``objectives.recovery``).
+"""Pruning knobs and their build step: remove heads, FFN neurons, layers and hidden channels, or
+zero the smallest weights, then recover the pruned model by fine-tuning (``objectives.recovery``).
 
 Structured pruning shrinks the ``nn.Linear`` layers themselves with
 ``transformers.pytorch_utils.prune_linear_layer`` (transformers 5 removed ``prune_heads``), so the
 exported ONNX graph has smaller MatMuls. A head's importance is the L2 norm of the weights it owns
 (its rows of Q, K and V and its columns of the attention output); a neuron's, the L2 norm of its
-row of the first FFN layer. Where each architecture keeps those parts, and how a pruned model is
+row of the first FFN layer. Hidden channels go last, ranked by activation
+(``objectives.width``). Where each architecture keeps those parts, and how a pruned model is
 saved and loaded again: ``objectives.architectures``.
 
 Search space: ``edgetune.spaces.pruning``. The knobs (``NONE``, ``STRUCTURED``,
@@ -27,6 +28,7 @@ from transformers import PreTrainedModel
 from edgetune.errors import InputError
 from edgetune.objectives.architectures import (
     ARCHITECTURES,
+    CLASSIFIER_HEADS,
     Architecture,
     encoder_layer_list,
     encoder_layers,
@@ -40,6 +42,7 @@ from edgetune.objectives.build import Build, Workbench
 from edgetune.objectives.checkpoint import save_classifier
 from edgetune.objectives.recovery import recover
 from edgetune.objectives.task import Task
+from edgetune.objectives.width import keep_width
 from edgetune.spaces.knob import Phases, PruningMethod
 from edgetune.spaces.pruning import (
     NoPruning,
@@ -54,8 +57,9 @@ from edgetune.spaces.pruning import (
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.registry import knob_of
 
-# Rows of the train split on which dropping a layer is measured: enough for a stable mean loss,
-# few enough that measuring every candidate layer costs seconds next to recovery's minutes.
+# Rows of the train split on which dropping a layer (and a hidden channel's activation) is
+# measured: enough for a stable mean loss, few enough that measuring every candidate layer costs
+# seconds next to recovery's minutes.
 IMPORTANCE_ROWS = 64
 
 
@@ -63,8 +67,8 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
     """Refuse, before any work starts, a pruning space this model (its ``config.json``) cannot take.
 
     Raises:
-        InputError: structured pruning of an architecture it does not know, or as many layers
-            to drop as the model has.
+        InputError: structured pruning of an architecture it does not know, as many layers
+            to drop as the model has, or width pruning of an architecture it does not know.
     """
     if "structured" not in space.methods:
         return
@@ -82,6 +86,12 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
             "space.pruning.structured.layers_dropped.high",
             f"the model has {layers} encoder layers, so at most {layers - 1} can be dropped "
             f"(high is {high})",
+        )
+    if space.structured.searches_width and model_type not in CLASSIFIER_HEADS:
+        raise InputError(
+            "space.pruning.structured.hidden_kept",
+            f"width pruning supports {', '.join(sorted(CLASSIFIER_HEADS))}, not {model_type!r}; "
+            "leave hidden_kept out",
         )
 
 
@@ -136,6 +146,15 @@ def _pruned_key(recipe: Recipe, bench: Workbench) -> dict[str, object]:
 
 def _prune_structured(model: PreTrainedModel, recipe: StructuredPruning,
                       task: Task) -> PreTrainedModel:
+    """Layers, then heads and FFN neurons, then hidden channels: each ranked on what is left."""
+    _prune_layers_heads_neurons(model, recipe, task)
+    if recipe.hidden_kept < 1:
+        keep_width(model, recipe.hidden_kept, _train_rows(task)[0])
+    return model
+
+
+def _prune_layers_heads_neurons(model: PreTrainedModel, recipe: StructuredPruning,
+                                task: Task) -> PreTrainedModel:
     model_type = model.config.model_type
     if model_type not in ARCHITECTURES:
         raise InputError("space.pruning.methods",
@@ -182,9 +201,7 @@ def _layers_by_importance(model: PreTrainedModel, attribute: str, arch: Architec
     the choice, issue #3). Dropping greedily, re-measuring after each removal, accounts for layers
     that stand in for each other; it costs ``drop`` rounds of at most one evaluation per layer.
     """
-    inputs = {name: torch.tensor(values[:IMPORTANCE_ROWS])
-              for name, values in task.encoded("train").items()}
-    labels = torch.tensor(task.labels("train")[:IMPORTANCE_ROWS])
+    inputs, labels = _train_rows(task)
     layers = list(encoder_layer_list(model, attribute, arch))
     kept = list(range(len(layers)))
     try:
@@ -198,6 +215,13 @@ def _layers_by_importance(model: PreTrainedModel, attribute: str, arch: Architec
     finally:
         set_encoder_layers(model, attribute, arch, layers)
     return kept
+
+
+def _train_rows(task: Task) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The first ``IMPORTANCE_ROWS`` train rows, tokenized, and their labels."""
+    inputs = {name: torch.tensor(values[:IMPORTANCE_ROWS])
+              for name, values in task.encoded("train").items()}
+    return inputs, torch.tensor(task.labels("train")[:IMPORTANCE_ROWS])
 
 
 @torch.no_grad()

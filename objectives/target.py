@@ -24,3 +24,7 @@ class TargetConfig(Strict):
     sequence_length: int = Field(default=128, ge=1)
     graph_optimization: GraphOptimization = Field(
         default="all", description="how much the runtime may rewrite the graph when it loads it")
+    device: str | None = Field(
+        default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$",
+        description="the name of the measurement agent (edgetune agent --device NAME) whose "
+                    "figures the trials take; this machine then only builds")

@@ -22,15 +22,18 @@ COMPLETE = "complete"
 NAN = float("nan")
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, in trial order, with its recipe, figures, confirmation and failure."""
+def trials_frame(study: optuna.Study, device: str | None = None) -> pd.DataFrame:
+    """One row per trial, in trial order, with its recipe, figures, confirmation and failure;
+    with ``device``, with the figures that device's agent measured (no confirmation there)."""
     trials = study.get_trials(deepcopy=False)
-    fronts = ({t.number for t in search_front(study)}, {t.number for t in front_of(study)})
+    searched = search_front(study) if device is None else front_of(study, device)
+    fronts = ({t.number for t in searched}, {t.number for t in front_of(study, device)})
     # Optuna's retry callback records, on the retry, the trials it retries (last: the one before).
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials
                   if t.system_attrs.get("retry_history")}
     rows = [_trial_row(record, *(record.number in front for front in fronts))
-            | {"retried_as": retried_as.get(record.number)} for record in records(study)]
+            | {"retried_as": retried_as.get(record.number)}
+            for record in records(study, device=device)]
     frame = pd.DataFrame(rows, columns=list(_trial_row_columns()))
     return frame.set_index("trial", drop=False)
 

@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 from edgetune.reports import analysis, data, figures
 from edgetune.reports.context import context, export_command
 from edgetune.search.constraints import Constraints
+from edgetune.search.front import other_devices
 from edgetune.search.study import Location
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -62,10 +63,17 @@ def render(study: optuna.Study, location: Location) -> str:
         "size": figures.latency_vs_size(trials, about.constraints),
         "hypervolume": figures.hypervolume(progress) if progress else None,
     }
+    device_plots = {}
+    for device in other_devices(study):
+        measured = data.trials_frame(study, device)
+        device_plots[device] = _div(figures.pareto(
+            measured, data.front_frame(measured), data.reference(measured), about.constraints,
+            f"{latency_title[:-1]}; on device {device})"), f"pareto-device-{len(device_plots)}")
     return TEMPLATES.get_template("report.html.j2").render(
         about=about,
         plotly_js=Markup(get_plotlyjs()),
         plots={name: _div(figure, name) for name, figure in plots.items()},
+        device_plots=device_plots,
         counts=trials["state"].value_counts().to_dict(),
         running=[{"trial": int(row["trial"]), "started": f"{row['started']:%Y-%m-%d %H:%M}"}
                  for _, row in trials[trials["state"] == "running"].iterrows()],

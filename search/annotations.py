@@ -22,14 +22,21 @@ class _AnnotatingStorage(RDBStorage):
         """Finished trials accept notes; see the module docstring."""
 
 
+def annotating_storage(storage_url: str) -> RDBStorage:
+    """A storage on ``storage_url`` whose finished trials accept user attrs (and nothing else
+    changes): the measurement agent's, which records figures on trials already complete."""
+    storage = make_storage(storage_url, kind=_AnnotatingStorage)
+    assert isinstance(storage, _AnnotatingStorage)
+    return storage
+
+
 def annotate(storage_url: str, notes: list[tuple[FrozenTrial, dict[str, Any]]]) -> None:
     """Set user attrs on finished trials: ``[(trial, {key: JSON-serialisable value})]``.
 
     Readers holding a study object see the notes after ``load_study``: Optuna caches finished
     trials in memory.
     """
-    storage = make_storage(storage_url, kind=_AnnotatingStorage)
-    assert isinstance(storage, _AnnotatingStorage)
+    storage = annotating_storage(storage_url)
     try:
         for trial, attrs in notes:
             for key, value in attrs.items():

@@ -21,6 +21,7 @@ from optuna.artifacts import (
     get_all_artifact_meta,
 )
 from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, field_validator
 
@@ -86,14 +87,16 @@ def describe(config: ArtifactsConfig, default: Path) -> str:
     return config.store or str(default)
 
 
-def model_artifact(study: optuna.Study, trial: FrozenTrial) -> ArtifactMeta | None:
-    """The trial's model as recorded on the trial (its file may since have been removed).
+def model_artifact(study: optuna.Study | BaseStorage, trial: FrozenTrial) -> ArtifactMeta | None:
+    """The trial's model as recorded on the trial (its file may since have been removed), read
+    through the study's storage or ``study`` itself, a storage.
 
     Raises:
         InputError: the recorded artifact id is not one Optuna wrote (a UUID): an id such as
             ``../x`` would read or remove a file outside the store.
     """
-    metas = [meta for meta in get_all_artifact_meta(trial, storage=study._storage)
+    storage = study._storage if isinstance(study, optuna.Study) else study
+    metas = [meta for meta in get_all_artifact_meta(trial, storage=storage)
              if meta.filename.endswith(MODEL_SUFFIXES)]
     if not metas:
         return None

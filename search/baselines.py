@@ -68,6 +68,7 @@ def half_the_layers(space: SearchSpace, layers: int,
     return {
         "pruning.method": "structured", "pruning.heads_kept": 1.0, "pruning.ffn_kept": 1.0,
         "pruning.layers_dropped": layers // 2, "pruning.layer_selection": "even",
+        **({"pruning.hidden_kept": 1.0} if space.pruning.structured.searches_width else {}),
         "recovery.steps": recovery.steps.highest,
         "recovery.learning_rate": recovery.learning_rate.middle(),
         "recovery.distillation": True,

@@ -1,5 +1,6 @@
 """The ``edgetune`` command line: ``run`` a study, show its ``status``, write its ``report``,
-``confirm`` its front, ``bench`` any ONNX file, ``export`` a trial.
+``confirm`` its front, ``bench`` any ONNX file, ``export`` a trial, measure on a device with
+``agent``.
 
 Bad input (a wrong config, a missing file, an unknown study) prints one line naming the field or
 file and what was expected, and exits with code 2, as click does for usage errors.
@@ -297,6 +298,61 @@ def bench(model: Path, baseline: Path | None, threads: int, batch_size: int,
     print_bench(result, as_json)
 
 
+@cli.command()
+@click.option("--storage", metavar="URL",
+              help="The study's Optuna storage URL, without a password (ps shows it) "
+                   "[default: $EDGETUNE_STORAGE].")
+@click.option("--storage-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A file holding the storage URL (with its password, if any).")
+@click.option("--study", "study_name", required=True, metavar="NAME", help="Optuna study name.")
+@click.option("--device", required=True, metavar="NAME",
+              help="This device's name: target.device of the study it drives, or another name "
+                   "to record a front of its own.")
+@click.option("--runtime", metavar="NAME[,NAME...]",
+              help="The runtimes this agent measures in [default: every one installed here].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads [default: the study's target.threads].")
+@click.option("--cores", metavar="IDS", help="Pin the agent to these CPU ids, e.g. 0 or 2,3.")
+@click.option("--artifacts", metavar="FOLDER|s3://...",
+              help="The study's artifact store as this device reaches it [default: the "
+                   "builder's].")
+@click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Exit after this long with nothing to measure [default: run until stopped].")
+@click.option("--grace", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="How long this agent's claim on a trial holds without a heartbeat: after it, "
+                   "another agent of the device measures the trial.")
+@input_errors
+def agent(storage: str | None, storage_file: Path | None, study_name: str, device: str,
+          runtime: str | None, threads: int | None, cores: str | None, artifacts: str | None,
+          idle_exit: float | None, grace: float) -> None:
+    """Measure a study's candidates on this device: fetch each from the artifact store, time it
+    beside the FP32 reference, score it on the validation inputs, write the figures back.
+
+    Needs only the runtime, numpy, Optuna and a database driver (no torch): see the README,
+    "Measure on your device"."""
+    import os
+
+    from edgetune.search.agent import Agent, installed_runtimes, storage_url
+
+    url = storage_url(storage, storage_file)
+    if (ids := _core_ids(cores)) is not None:
+        try:
+            os.sched_setaffinity(0, ids)
+        except OSError as error:
+            raise InputError("--cores", f"cannot pin to {cores}: {error.strerror}") from error
+    runtimes = installed_runtimes(runtime.split(",") if runtime else None)
+    worker = Agent(url, study_name, device, runtimes, threads, artifacts, grace,
+                   log=lambda line: click.echo(line, err=True))
+    try:
+        measured = worker.serve(idle_exit)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        worker.close()
+    click.echo(f"agent {device!r}: measured {measured} trial(s)", err=True)
+
+
 def _core_ids(cores: str | None) -> list[int] | None:
     if cores is None:
         return None
@@ -318,6 +374,9 @@ def _core_ids(cores: str | None) -> list[int] | None:
                    "accuracy (0.01 = 1 point) [default: search.constraints].")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
               help="With --pick: at most this latency [default: search.constraints].")
+@click.option("--device", metavar="NAME",
+              help="With --pick: choose on the front this device's agent measured "
+                   "(edgetune agent --device NAME) [default: the study's].")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The folder to write; it must not exist.")
 @click.option("--force", is_flag=True, help="Replace --out if it holds an earlier export.")
@@ -330,8 +389,8 @@ def _core_ids(cores: str | None) -> list[int] | None:
 @input_errors
 def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
            study_name: str | None, number: int | None, pick: str | None,
-           max_accuracy_drop: float | None, max_latency_ms: float | None, out: Path,
-           force: bool, model_format: str | None, as_json: bool) -> None:
+           max_accuracy_drop: float | None, max_latency_ms: float | None, device: str | None,
+           out: Path, force: bool, model_format: str | None, as_json: bool) -> None:
     """Write a trial's model as a folder to deploy: the model in its runtime's formats (ONNX
     and ORT, LiteRT or ExecuTorch) or as a Core ML package, tokenizer, labels, recipe, metrics
     re-measured on this machine and a README.
@@ -348,8 +407,10 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
 
     if (number is None) == (pick is None):
         raise InputError("--trial", "give either --trial N or --pick fastest|most-accurate")
-    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None):
-        flag = "--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+    if pick is None and (max_accuracy_drop is not None or max_latency_ms is not None
+                         or device is not None):
+        flag = ("--max-accuracy-drop" if max_accuracy_drop is not None else "--max-latency-ms"
+                if max_latency_ms is not None else "--device")
         raise InputError(flag, "limits choose a trial: use them with --pick")
     location = _location(config_file, study_name, run_dir, storage)
     config = load_config(config_file) if config_file is not None else None
@@ -358,7 +419,7 @@ def export(config_file: Path | None, run_dir: Path | None, storage: str | None,
     if pick is not None:
         choice = pick_trial(source.study, pick,  # type: ignore[arg-type]
                             limits(source.config.search.constraints, max_accuracy_drop,
-                                   max_latency_ms))
+                                   max_latency_ms), device)
         console.print(f"picked {choice.reason}", highlight=False)
         number = choice.trial
     assert number is not None

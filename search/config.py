@@ -161,6 +161,25 @@ class StudyConfig(Strict):
                                                   defaults.index(name) if name in defaults else 0))
 
     @model_validator(mode="after")
+    def _device_models_kept(self) -> StudyConfig:
+        if self.target.device is not None and self.artifacts.keep == "none":
+            raise InputError("artifacts.keep", f"expected front or all with target.device "
+                                               f"({self.target.device!r}): its agent fetches each "
+                                               "candidate from the artifact store")
+        return self
+
+    @model_validator(mode="after")
+    def _trimming_measured_here(self) -> StudyConfig:
+        vocabulary = self.space.vocabulary
+        if self.target.device is not None and vocabulary is not None and True in vocabulary.trim:
+            raise InputError("space.vocabulary", f"not with target.device "
+                                                 f"({self.target.device!r}) yet: its agent scores "
+                                                 "every candidate on the study's published token "
+                                                 "ids, and a trimmed model reads its own "
+                                                 "tokenizer's")
+        return self
+
+    @model_validator(mode="after")
     def _enqueued_recipes_fit_the_space(self) -> StudyConfig:
         for i, params in enumerate(self.search.enqueue):
             problem = misfit(self.space, params, self.target.runtime)
@@ -184,6 +203,8 @@ class StudyConfig(Strict):
         # the earlier studies.
         if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
             del fixed["target"]["runtime"]
+        if fixed["target"]["device"] is None:
+            del fixed["target"]["device"]
         for unset in ("runtime", "vocabulary"):
             if fixed["space"][unset] is None:
                 del fixed["space"][unset]

@@ -39,7 +39,7 @@ from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference, reference_latencies
 from edgetune.search.models import Models, Source
 from edgetune.search.readme import readme
-from edgetune.search.record import Figures, TrialRecord, records
+from edgetune.search.record import Figures, TrialRecord, devices, records
 from edgetune.search.reliability import Load, judge
 
 METRICS_FILE = "metrics.json"
@@ -146,6 +146,17 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
                                 "export (edgetune status lists the front)")
 
 
+def _device_figures(study: optuna.Study, number: int) -> dict[str, dict[str, Any]]:
+    """What each measurement agent's device measured of the trial (``edgetune agent``)."""
+    shown = {}
+    for device in devices(study.get_trials(deepcopy=False)):
+        record = next(r for r in records(study, device=device) if r.number == number)
+        if record.measured is not None:
+            shown[device] = {"accuracy": record.accuracy, "latency_ms": record.latency_ms,
+                             "ratio": record.ratio, "machine": record.search_machine}
+    return shown
+
+
 def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
              reference_model: Path, task: Task, reads: Task,
              deploy_files: list[Path]) -> dict[str, Any]:
@@ -183,6 +194,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "machine": trial.search_machine,
             "confirmed": trial.confirmed.as_dict() if trial.confirmed else None,
         },
+        "devices": _device_figures(source.study, trial.number),
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine,

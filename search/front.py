@@ -14,6 +14,8 @@ beats on every objective.
   figures replace its search figures, as its record decides (``edgetune.search.record``).
   ``front`` (what ``status``, ``report`` and ``export`` show) is then the confirmed front, with
   test accuracy; ``search_front`` stays the search's own.
+- **Devices**: agents of devices other than the study's ``target.device`` (``edgetune agent``)
+  record their figures on the same trials; ``front(study, device=NAME)`` is that device's front.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from edgetune.search.record import (
     FrontRow,
     TrialRecord,
     anchors,
+    devices,
     records,
 )
 from edgetune.search.study import DIRECTIONS
@@ -106,8 +109,9 @@ def _not_dominated(loss: np.ndarray) -> np.ndarray:
     return ~(no_worse & better).any(axis=0)
 
 
-def complete(study: optuna.Study) -> list[TrialRecord]:
-    return records(study, states=(TrialState.COMPLETE,))
+def complete(study: optuna.Study, device: str | None = None) -> list[TrialRecord]:
+    """The complete trials; with ``device``, those that device's agent measured, as it did."""
+    return records(study, states=(TrialState.COMPLETE,), device=device)
 
 
 def front_trials(trials: Sequence[TrialRecord], directions: Sequence[Direction] = DIRECTIONS,
@@ -132,9 +136,10 @@ def front_trials(trials: Sequence[TrialRecord], directions: Sequence[Direction] 
     return sorted(kept, key=lambda r: r.number)
 
 
-def front_of(study: optuna.Study) -> list[TrialRecord]:
-    """The trials on the study's front: the confirmed front where there is one."""
-    return front_trials(complete(study), study.directions)
+def front_of(study: optuna.Study, device: str | None = None) -> list[TrialRecord]:
+    """The trials on the study's front: the confirmed front where there is one; with
+    ``device``, the front of that device's figures."""
+    return front_trials(complete(study, device), study.directions)
 
 
 def search_front(study: optuna.Study) -> list[TrialRecord]:
@@ -142,30 +147,39 @@ def search_front(study: optuna.Study) -> list[TrialRecord]:
     return front_trials(complete(study), study.directions, confirmations={})
 
 
-def front(study: optuna.Study) -> list[FrontRow]:
-    """The front of each machine (confirmed figures where measured), fastest first."""
-    rows = [record.row() for record in front_of(study)]
+def front(study: optuna.Study, device: str | None = None) -> list[FrontRow]:
+    """The front of each machine (confirmed figures where measured), fastest first; with
+    ``device``, of that device's figures."""
+    rows = [record.row() for record in front_of(study, device)]
     return sorted(rows, key=lambda row: (row.machine, row.latency_ms, -row.accuracy))
+
+
+def other_devices(study: optuna.Study) -> list[str]:
+    """The devices whose agents recorded figures beside the study's own: each has a front of
+    its own (the ``target.device``, if any, already gives the study's)."""
+    objective = ((study.user_attrs.get("config") or {}).get("target") or {}).get("device")
+    return [name for name in devices(study.get_trials(deepcopy=False)) if name != objective]
 
 
 def machines(rows: Sequence[FrontRow]) -> list[str]:
     return sorted({row.machine for row in rows})
 
 
-def reference(study: optuna.Study) -> TrialRecord | None:
-    """The FP32 reference trial (trial 0 unless it had to be retried), once complete."""
-    return next((record for record in complete(study) if record.is_reference), None)
+def reference(study: optuna.Study, device: str | None = None) -> TrialRecord | None:
+    """The FP32 reference trial (trial 0 unless it had to be retried), once complete (on
+    ``device``, once measured there)."""
+    return next((record for record in complete(study, device) if record.is_reference), None)
 
 
-def reference_latencies(study: optuna.Study) -> dict[str, Anchor]:
+def reference_latencies(study: optuna.Study, device: str | None = None) -> dict[str, Anchor]:
     """What milliseconds are anchored on, machine by machine (``record.anchors``)."""
-    return anchors(study.get_trials(deepcopy=False))
+    return anchors(study.get_trials(deepcopy=False), device=device)
 
 
-def reference_row(study: optuna.Study) -> FrontRow | None:
+def reference_row(study: optuna.Study, device: str | None = None) -> FrontRow | None:
     """The FP32 reference as a row of the front's table: every other row's yardstick, with its
     test accuracy where a confirmation computed it, and a ratio of 1 by definition."""
-    fp32 = reference(study)
+    fp32 = reference(study, device)
     if fp32 is None:
         return None
     tested = (confirmation(study) or {}).get("reference_test_accuracy")

@@ -12,6 +12,11 @@ What a trial stores is its record (``edgetune.search.record``):
   trial is PRUNED with the reason; a trial that samples the recipe of an earlier one is PRUNED
   before building (``edgetune.search.repeats``);
 - the candidate's model file as an Optuna artifact (unless the config keeps none).
+
+With ``target.device`` the trial is built here and measured by that device's agent
+(``edgetune.search.devices``): ``build_for_device`` stores the candidate and marks the trial,
+``record_device`` records what the device measured, through the same ``_store`` as a trial
+measured here.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.artifacts import upload_artifact
 
-from edgetune.objectives.accuracy import accuracy, torch_accuracy
+from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.candidate import build, evaluate, model_file, training_phases
 from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.measurement import Measurement
+from edgetune.objectives.training import torch_accuracy
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
@@ -37,6 +45,8 @@ from edgetune.search.failures import failure_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.lost_trials import worker_record
 from edgetune.search.record import (
+    AWAITING,
+    BUILD_NOTES,
     EARLY_STOPPING,
     FAILURE,
     MACHINE,
@@ -49,6 +59,7 @@ from edgetune.search.record import (
     STAGE,
     STAGE_SECONDS,
     WORKER,
+    DeviceFigures,
     Measured,
     anchors,
 )
@@ -114,22 +125,57 @@ class Objective:
             model, task.encoded("validation"), labels), noise_margin(self.floor, len(labels)))
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        """Build the trial's candidate, measure it here beside the FP32 reference, record it."""
+        stages = self._start(trial)
+        with _failure_recorded(trial, stages):
+            recipe, candidate = self._build(trial, stages)
+            measurement = evaluate(candidate, self.bench)
+            if self.artifacts is not None:
+                upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
+                                study_or_trial=trial)
+            shutil.rmtree(candidate.path.parent, ignore_errors=True)
+            return self._store(trial, stages, measurement,
+                               machine_record(self.bench.target, recipe.runtime),
+                               candidate.stage_seconds, candidate.notes)
+        raise AssertionError("unreachable: the failure is re-raised")
+
+    def build_for_device(self, trial: optuna.Trial, device: str) -> None:
+        """Build the trial's candidate and leave it for ``device``'s agent: stored as the trial's
+        artifact, the trial marked ``awaiting_device`` (``edgetune.search.devices``).
+
+        Raises:
+            optuna.TrialPruned: a repeat, or stopped below the accuracy floor.
+            Exception: the build failed; the failure is recorded on the trial.
+        """
+        assert self.artifacts is not None, "a device study keeps its models (config check)"
+        stages = self._start(trial)
+        with _failure_recorded(trial, stages):
+            _, candidate = self._build(trial, stages)
+            upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
+                            study_or_trial=trial)
+            shutil.rmtree(candidate.path.parent, ignore_errors=True)
+            trial.set_user_attr(BUILD_NOTES, candidate.notes)
+            stages.enter("awaiting device")
+            trial.set_user_attr(AWAITING, device)
+
+    def record_device(self, trial: optuna.Trial, figures: DeviceFigures) -> tuple[float, ...]:
+        """Record what the device measured as the trial's own figures and return its values."""
+        assert figures.measurement is not None and figures.machine is not None
+        stages = _StageLog(trial)
+        with _failure_recorded(trial, stages):
+            seconds = {**trial.user_attrs.get(STAGE_SECONDS, {}),
+                       "device": figures.measurement.get("seconds", 0.0)}
+            return self._store(trial, stages, Measurement.from_dict(figures.measurement),
+                               figures.machine, seconds, trial.user_attrs.get(BUILD_NOTES, {}))
+        raise AssertionError("unreachable: the failure is re-raised")
+
+    def _start(self, trial: optuna.Trial) -> _StageLog:
         trial.set_user_attr(WORKER, worker_record())
         if self.lock is not None:
             self.lock.release()
-        stages = _StageLog(trial)
-        try:
-            return self._build_and_measure(trial, stages)
-        except optuna.TrialPruned:
-            raise
-        except BaseException as error:  # interrupts too: the trial records why it stopped
-            if isinstance(error, StageError) and error.__cause__ is not None:
-                trial.set_user_attr(FAILURE, failure_record(error.stage, error.__cause__))
-            else:
-                trial.set_user_attr(FAILURE, failure_record(stages.current, error))
-            raise
+        return _StageLog(trial)
 
-    def _build_and_measure(self, trial: optuna.Trial, stages: _StageLog) -> tuple[float, ...]:
+    def _build(self, trial: optuna.Trial, stages: _StageLog) -> tuple[Recipe, Candidate]:
         stages.enter("sample")
         recipe = self.recipe(trial)
         trial.set_user_attr(RECIPE, recipe.model_dump(mode="json"))
@@ -142,7 +188,6 @@ class Objective:
         stopper = self.early_stopping(recipe)
         try:
             build(recipe, self.bench, candidate, stopper, 1 if stopper else 0)
-            measurement = evaluate(candidate, self.bench)
         except optuna.TrialPruned:
             assert stopper is not None and stopper.reason is not None
             trial.set_user_attr(PRUNED, {"stage": stopper.checks[-1].phase,
@@ -155,7 +200,15 @@ class Objective:
                                 {k: round(v, 2) for k, v in candidate.stage_seconds.items()})
             if stopper is not None:
                 trial.set_user_attr(EARLY_STOPPING, stopper.record())
+        return recipe, candidate
+
+    def _store(self, trial: optuna.Trial, stages: _StageLog, measurement: Measurement,
+               machine: dict[str, object], stage_seconds: dict[str, float],
+               notes: dict[str, object]) -> tuple[float, ...]:
+        """Record ``measurement``, taken on ``machine``, as the trial's and return its values."""
         stages.enter("store")
+        trial.set_user_attr(MACHINE, machine)
+        trial.set_user_attr(STAGE_SECONDS, {k: round(v, 2) for k, v in stage_seconds.items()})
         # the first trial to finish sets the study's reference latency, once for all workers
         with self.lock or contextlib.nullcontext():
             reference_ms = _study_reference_ms(trial.study,
@@ -163,24 +216,34 @@ class Objective:
         measured = Measured.beside(measurement.latency, measurement.reference_latency,
                                    reference_ms, accuracy=measurement.accuracy,
                                    size_mb=measurement.size_mb, zipped_mb=measurement.zipped_mb,
-                                   **candidate.notes)
-        latency_ms = measured.latency_ms
+                                   **notes)
         trial.set_user_attr(MEASUREMENT, measured.as_dict())
         # The budget is judged on the milliseconds the study shows (``record.anchors``).
-        here = machine_key(machine_record(self.bench.target))
+        here = machine_key(machine)
         anchor = anchors(trial.study.get_trials(deepcopy=False),
                          also=(here, measurement.reference_latency.median_ms))[here]
         constraints.set_constraints(trial, self.search.constraints.violations(
             measurement.accuracy, measured.ratio * anchor.ms, measurement.size_mb, self.floor))
         if self.floor is not None and REFERENCE_ACCURACY not in trial.study.user_attrs:
             trial.study.set_user_attr(REFERENCE_ACCURACY, self.reference_accuracy)
-        if self.artifacts is not None:
-            upload_artifact(artifact_store=self.artifacts, file_path=str(candidate.path),
-                            study_or_trial=trial)
-        shutil.rmtree(workdir, ignore_errors=True)
-        values = {"accuracy": measurement.accuracy, "latency_ms": latency_ms,
+        values = {"accuracy": measurement.accuracy, "latency_ms": measured.latency_ms,
                   "size_mb": measurement.size_mb}
         return tuple(values[name] for name in self.search.objectives)
+
+
+@contextlib.contextmanager
+def _failure_recorded(trial: optuna.Trial, stages: _StageLog) -> Iterator[None]:
+    """A failure (interrupts too) records on the trial why it stopped, then goes on up."""
+    try:
+        yield
+    except optuna.TrialPruned:
+        raise
+    except BaseException as error:
+        if isinstance(error, StageError) and error.__cause__ is not None:
+            trial.set_user_attr(FAILURE, failure_record(error.stage, error.__cause__))
+        else:
+            trial.set_user_attr(FAILURE, failure_record(stages.current, error))
+        raise
 
 
 class _StageLog:

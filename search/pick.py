@@ -1,7 +1,8 @@
 """Choosing the trial to ship: the sweet spot of the (confirmed) front under the user's limits.
 
 ``edgetune export --pick fastest --max-accuracy-drop 0.01`` takes the fastest front trial whose
-validation accuracy is at most one point below the FP32 reference's. Where ``edgetune confirm``
+validation accuracy is at most one point below the FP32 reference's; ``--device NAME`` picks on
+the front that device's agent measured. Where ``edgetune confirm``
 re-measured trials (trial attr ``confirmed``), the front is the confirmed one, with confirmed
 latencies (``edgetune.search.front``), as status and the report show it. Accuracy is always the
 validation figure the search saw: test accuracy is reported, never used to choose. Limits not
@@ -38,17 +39,21 @@ def limits(stored: Constraints, max_accuracy_drop: float | None,
                                      if value is not None})
 
 
-def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
-    """The front trial ``rule`` prefers among those within ``constraints``, and why.
+def pick(study: optuna.Study, rule: Rule, constraints: Constraints,
+         device: str | None = None) -> Choice:
+    """The front trial ``rule`` prefers among those within ``constraints``, and why; with
+    ``device``, on the front of that device's figures.
 
     Raises:
         InputError: the study has no front yet, the reference accuracy a drop is measured from
             is missing, or no front trial is within the constraints.
     """
-    options = front_options(study)
+    options = front_options(study, device)
     if not options:
-        raise InputError("--pick", f"study {study.study_name!r} has no complete trials yet")
-    fp32 = reference(study)
+        where = f" measured on device {device!r}" if device is not None else ""
+        raise InputError("--device" if device is not None else "--pick",
+                         f"study {study.study_name!r} has no complete trials{where} yet")
+    fp32 = reference(study, device)
     if constraints.max_accuracy_drop is not None and fp32 is None:
         raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
                                                 "there is no accuracy to measure a drop from")
@@ -83,10 +88,10 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints) -> Choice:
     return Choice(best.trial, reason)
 
 
-def front_options(study: optuna.Study) -> list[FrontRow]:
+def front_options(study: optuna.Study, device: str | None = None) -> list[FrontRow]:
     """The front trials (the confirmed front where there is one), in trial order, with the
-    figures they show."""
-    return [record.row() for record in front_of(study)]
+    figures they show (``device``'s, if given)."""
+    return [record.row() for record in front_of(study, device)]
 
 
 def _breach(option: FrontRow, floor: float | None, constraints: Constraints) -> str | None:

@@ -12,7 +12,11 @@ below are the stored format, unchanged since edgetune 0.1, so studies of any ver
 - ``machine`` (``objectives.machine.machine_record``), ``worker``, ``stage``, ``stage_seconds``;
 - ``failure`` {stage, error, type, traceback}, or ``pruned`` {stage, reason} with
   ``duplicate_of`` for a repeated recipe and ``early_stopping`` for a trial stopped below the
-  accuracy floor.
+  accuracy floor;
+- with measurement agents (``edgetune agent``): ``awaiting_device`` (the device a built candidate
+  waits for), ``claim:<device>`` (the agent measuring it, with its heartbeat) and
+  ``device:<device>``, that device's ``DeviceFigures``. ``TrialRecord.of(trial, device=NAME)``
+  shows a trial as that device measured it: one front per device.
 
 Which figures a trial shows is decided here, once: a confirmed trial's confirmed latency, ratio,
 machine and constraints replace its search figures (``TrialRecord.latency_ms`` and its
@@ -58,6 +62,10 @@ FAILURE = "failure"
 PRUNED = "pruned"
 DUPLICATE_OF = "duplicate_of"
 EARLY_STOPPING = "early_stopping"
+AWAITING = "awaiting_device"
+BUILD_NOTES = "build_notes"  # a device trial's notes of its build, until the device measured it
+DEVICE_PREFIX = "device:"
+CLAIM_PREFIX = "claim:"
 UNKNOWN_MACHINE = "unknown machine"
 NAN = float("nan")
 # The reference measurements' quantile taken as the quiet machine's: low, not the minimum, so
@@ -135,6 +143,43 @@ class Confirmed(Figures):
     moved_off_front: bool = False
 
 
+class DeviceFigures(BaseModel):
+    """What an agent recorded of a trial on its device (user attr ``device:<name>``): the raw
+    ``objectives.measurement.Measurement``, or the error that kept it from measuring."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    measurement: dict[str, Any] | None = None
+    machine: dict[str, Any] | None = None
+    agent: dict[str, Any] = {}
+    date: str = ""
+    error: dict[str, Any] | None = None
+
+    def measured(self) -> Measured | None:
+        """As a trial's own ``Measured``, in the device's milliseconds at measurement time (the
+        record's anchors rescale them)."""
+        if self.measurement is None:
+            return None
+        raw = self.measurement
+        latency, reference = (Latency(**raw["latency"]), Latency(**raw["reference_latency"]))
+        figures = Measured.beside(latency, reference, reference.median_ms,
+                                  accuracy=raw["accuracy"], size_mb=raw["size_mb"],
+                                  zipped_mb=raw["zipped_mb"])
+        assert isinstance(figures, Measured)
+        return figures
+
+
+def device_figures(trial: FrozenTrial, device: str) -> DeviceFigures | None:
+    stored = trial.user_attrs.get(DEVICE_PREFIX + device)
+    return DeviceFigures.model_validate(stored) if stored else None
+
+
+def devices(trials: Sequence[FrozenTrial]) -> list[str]:
+    """The devices whose agents recorded figures on any of ``trials``."""
+    return sorted({key[len(DEVICE_PREFIX):] for trial in trials for key in trial.user_attrs
+                   if key.startswith(DEVICE_PREFIX)})
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as edgetune recorded it, with the figures it shows (see the module docstring)."""
@@ -146,10 +191,18 @@ class TrialRecord:
     # by ``records``; without them milliseconds are the stored ones.
     anchors: Mapping[str, Anchor] = field(default_factory=dict)
     budget_ms: float | None = None
+    # Set when the record shows the trial as an agent's device measured it (``of(device=)``).
+    device: DeviceFigures | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial, anchors: Mapping[str, Anchor] | None = None,
-           budget_ms: float | None = None) -> TrialRecord:
+           budget_ms: float | None = None, device: str | None = None) -> TrialRecord:
+        """The trial's record; with ``device``, as that device's agent measured it (no figures:
+        no ``measured``), never confirmed."""
+        if device is not None:
+            figures = device_figures(trial, device)
+            return cls(trial, figures.measured() if figures else None, None, anchors or {},
+                       budget_ms, figures or DeviceFigures())
         attrs = trial.user_attrs
         measured, confirmed = attrs.get(MEASUREMENT), attrs.get(CONFIRMED)
         return cls(trial, Measured.model_validate(measured) if measured else None,
@@ -166,7 +219,12 @@ class TrialRecord:
 
     @property
     def state(self) -> TrialState:
-        return self.trial.state
+        """The trial's state; on a device, complete once the device measured it."""
+        if self.device is None:
+            return self.trial.state
+        if self.measured is not None:
+            return TrialState.COMPLETE
+        return TrialState.FAIL if self.device.error else TrialState.RUNNING
 
     @property
     def role(self) -> str:
@@ -187,6 +245,8 @@ class TrialRecord:
     @property
     def search_machine(self) -> dict[str, Any] | None:
         """Where the trial itself was measured."""
+        if self.device is not None:
+            return self.device.machine
         return self.trial.user_attrs.get(MACHINE)
 
     @property
@@ -213,12 +273,17 @@ class TrialRecord:
     @property
     def accuracy(self) -> float:
         """Validation accuracy: what the search saw and every front is drawn on."""
+        if self.device is not None:
+            return self.measured.accuracy if self.measured else NAN
         return float(self.trial.values[0]) if self.trial.values else NAN
 
     @property
     def search_latency_ms(self) -> float:
         """The trial's own latency, in its machine's milliseconds."""
-        stored = float(self.trial.values[1]) if self.trial.values else NAN
+        if self.device is not None:
+            stored = self.measured.latency_ms if self.measured else NAN
+        else:
+            stored = float(self.trial.values[1]) if self.trial.values else NAN
         return self._in_ms(self.measured, self.search_machine, stored)
 
     @property
@@ -252,6 +317,8 @@ class TrialRecord:
     def values(self) -> list[float]:
         """The objective values shown: the search's, with the confirmed latency if any."""
         values = list(self.trial.values or [])
+        if self.device is not None and self.measured is not None:
+            return [self.accuracy, self.search_latency_ms, *values[2:]]
         if self.confirmed and values:
             values[1] = self.confirmed.latency_ms
         return values
@@ -309,15 +376,16 @@ class Anchor:
 
 
 def anchors(trials: Sequence[FrozenTrial], also: tuple[str, float] | None = None,
-            ) -> dict[str, Anchor]:
+            device: str | None = None) -> dict[str, Anchor]:
     """The reference's latency on each machine (by ``machine_key``): ``ANCHOR_QUANTILE`` of the
     latencies it had beside each complete trial and in each confirmation measured there, and
-    ``also`` (machine key, milliseconds: a trial's own before it completes)."""
+    ``also`` (machine key, milliseconds: a trial's own before it completes); with ``device``,
+    of that device's measurements."""
     measured: dict[str, list[float]] = {also[0]: [also[1]]} if also else {}
     confirmations: dict[str, set[float]] = {}
     for trial in trials:
-        record = TrialRecord.of(trial)
-        if trial.state == TrialState.COMPLETE and record.measured and record.search_machine:
+        record = TrialRecord.of(trial, device=device)
+        if record.state == TrialState.COMPLETE and record.measured and record.search_machine:
             median = record.measured.reference_latency.get("median_ms")
             if median:
                 measured.setdefault(machine_key(record.search_machine), []).append(median)
@@ -334,13 +402,14 @@ def anchors(trials: Sequence[FrozenTrial], also: tuple[str, float] | None = None
 
 
 def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None,
-            ) -> list[TrialRecord]:
+            device: str | None = None) -> list[TrialRecord]:
     """The study's trials as records, in trial order, with their milliseconds anchored and the
-    latency budget of the study's config."""
+    latency budget of the study's config; with ``device``, as that device measured them (its
+    states: complete once measured there)."""
     everything = study.get_trials(deepcopy=False)
-    found = anchors(everything)
+    found = anchors(everything, device=device)
     budget = (((study.user_attrs.get("config") or {}).get("search") or {}).get(
         "constraints") or {}).get("max_latency_ms")
-    return [TrialRecord.of(t, found, budget) for t in everything
-            if states is None or t.state in states]
+    shown = [TrialRecord.of(t, found, budget, device) for t in everything]
+    return [record for record in shown if states is None or record.state in states]
 

@@ -25,6 +25,9 @@ from edgetune.search.record import DUPLICATE_OF, PRUNED, RECIPE
 # Repeats cost under a second each, and a sampler that still explores proposes a new recipe after
 # a few (benchmarks/RESULTS.md, search): a run of 20 means it has nothing new to propose.
 MAX_REPEATS_IN_A_ROW = 20
+CONVERGED = (f"[yellow]stopped before the budget[/yellow]: the last {MAX_REPEATS_IN_A_ROW} "
+             "trials all repeated recipes already measured (the sampler has converged, or the "
+             "space holds fewer recipes than the budget)")
 
 
 def is_repeat(trial: FrozenTrial) -> bool:

@@ -33,9 +33,11 @@ from edgetune.objectives.pruning import check_space
 from edgetune.objectives.task import Task, checkpoint_folder, load_task
 from edgetune.objectives.vocabulary import check_vocabulary
 from edgetune.search import lost_trials
-from edgetune.search.artifacts import describe, discard_off_front, open_store
+from edgetune.search.agent import ARTIFACT_STORE, publish_inputs
+from edgetune.search.artifacts import S3_SCHEME, describe, discard_off_front, open_store
 from edgetune.search.config import StudyConfig
 from edgetune.search.confirm import confirm
+from edgetune.search.devices import DeviceTrials
 from edgetune.search.failures import Interrupted
 from edgetune.search.front import is_current, reference
 from edgetune.search.library_log import LOG_FILE, library_output_to
@@ -43,7 +45,12 @@ from edgetune.search.lock import StudyLock
 from edgetune.search.models import base_is_cached, workbench
 from edgetune.search.objective import Objective
 from edgetune.search.progress import TrialProgress, phase
-from edgetune.search.repeats import MAX_REPEATS_IN_A_ROW, is_repeat, repeats_in_a_row
+from edgetune.search.repeats import (
+    CONVERGED,
+    MAX_REPEATS_IN_A_ROW,
+    is_repeat,
+    repeats_in_a_row,
+)
 from edgetune.search.study import (
     CONFIG_DIR,
     Location,
@@ -144,9 +151,20 @@ def _study(config: StudyConfig, location: Location, config_dir: Path, console: C
                                                        config_dir, create=True)
         objective = Objective(config.space, bench, location.run_dir, store,
                               search=config.search, lock=lock)
-        _trials(study, storage, objective, lock, retry, budget, timeout, console)
+        if config.target.device is None:
+            _trials(study, storage, objective, lock, retry, budget, timeout, console)
+        else:
+            assert store is not None  # the config refuses keep: none with a device
+            study.set_user_attr(ARTIFACT_STORE, _store_address(config, location, config_dir))
+            publish_inputs(study, store, task.encoded("validation"), task.labels("validation"),
+                           location.run_dir / "work")
+            with TrialProgress(budget, min(finished_trials(study), budget), console) as progress:
+                DeviceTrials(study, storage, objective, lock, retry, config.target.device,
+                             console).run(budget, timeout, progress, taken_trials)
         # Confirmation reads the models near the front: before ``keep: front`` removes them.
-        if (config.confirm.after_run and reference(study) is not None
+        # A device's figures are confirmed on the device: this machine's would be another front.
+        if (config.confirm.after_run and config.target.device is None
+                and reference(study) is not None
                 and not is_current(study, config.confirm.margin, config.target)):
             with phase(console, "confirming the front: measuring it and the trials within "
                                 f"{config.confirm.margin:.0%} of it again, together"):
@@ -165,6 +183,16 @@ def _study(config: StudyConfig, location: Location, config_dir: Path, console: C
     finally:
         lock.close()
     return study
+
+
+def _store_address(config: StudyConfig, location: Location, config_dir: Path) -> str:
+    """The artifact store as an absolute folder or an s3:// URL: where the agents read it,
+    unless they mount it elsewhere (``edgetune agent --artifacts``)."""
+    store = config.artifacts.store
+    if store is not None and store.startswith(S3_SCHEME):
+        return store
+    folder = location.artifacts if store is None else config_dir / store
+    return str(folder.resolve())
 
 
 def _base_phase(config: StudyConfig, task: Task) -> str:
@@ -197,10 +225,7 @@ def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective
                 if taken_trials(study) >= budget:
                     break
                 if repeats_in_a_row(study.get_trials(deepcopy=False)) >= MAX_REPEATS_IN_A_ROW:
-                    console.print(f"[yellow]stopped before the budget[/yellow]: the last "
-                                  f"{MAX_REPEATS_IN_A_ROW} trials all repeated recipes already "
-                                  "measured (the sampler has converged, or the space holds "
-                                  "fewer recipes than the budget)")
+                    console.print(CONVERGED)
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],
                                gc_after_trial=True)

@@ -26,6 +26,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
     record = fronts.confirmation(study)
     confirmed = fronts.confirmed_rows(study)
     current = record is not None and fronts.is_current(study)
+    others = fronts.other_devices(study)
     if as_json:
         click.echo(json.dumps({
             "study": study.study_name, **(extra or {}),
@@ -37,6 +38,8 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
             "confirmation": {**record, "current": current} if record else None,
             "confirmed_front": [row.as_dict() for row in confirmed if row.on_front],
             "moved_off_front": [row.as_dict() for row in confirmed if row.moved_off_front],
+            "devices": {device: [row.as_dict() for row in fronts.front(study, device)]
+                        for device in others},
         }, indent=2))
         return
     console = Console()
@@ -45,9 +48,21 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
             f"[yellow]note[/yellow]: latencies measured on {len(machines)} kinds of machine "
             f"({'; '.join(machines)}): latencies from different machines are not compared, each "
             "has its own front", highlight=False)
-    for machine in machines:
+    _fronts(console, study, rows, fp32, None)
+    if record is not None:
+        _confirmed(console, record, confirmed, current)
+    for device in others:
+        _fronts(console, study, fronts.front(study, device), fronts.reference_row(study, device),
+                device)
+
+
+def _fronts(console: Console, study: optuna.Study, rows: list[FrontRow], fp32: FrontRow | None,
+            device: str | None) -> None:
+    """A table per machine of ``rows``, with the FP32 reference's row and what ms mean there."""
+    source = f" (agent of device {device!r})" if device is not None else ""
+    for machine in fronts.machines(rows):
         table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
-                            f"latency, measured on {machine}"
+                            f"latency, measured on {machine}{source}"
                             + (" (confirmed where marked)" if any(r.confirmed for r in rows)
                                else ""))
         for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
@@ -60,11 +75,9 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
         for row in shown:
             table.add_row(*_cells(row))
         console.print(table)
-        anchor = fronts.reference_latencies(study).get(machine)
+        anchor = fronts.reference_latencies(study, device).get(machine)
         if anchor is not None:
             console.print(_milliseconds(anchor), highlight=False)
-    if record is not None:
-        _confirmed(console, record, confirmed, current)
 
 
 def _milliseconds(anchor: Anchor) -> str:

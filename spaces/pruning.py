@@ -1,7 +1,7 @@
 """Pruning knob: which connections to remove from the fine-tuned model.
 
-- ``structured`` removes whole attention heads, FFN neurons and encoder layers, so ONNX Runtime's
-  dense kernels really do less work;
+- ``structured`` removes whole attention heads, FFN neurons, encoder layers and hidden (residual
+  stream) channels, so ONNX Runtime's dense kernels really do less work;
 - ``unstructured`` zeroes the smallest weights by L1 magnitude (the classic
   ``torch.nn.utils.prune`` recipe): the zipped file shrinks, dense kernels run no faster.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import optuna
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from edgetune.spaces.base import CountRange, FloatRange, Strict, suggest_choice
 from edgetune.spaces.registry import SlotSpace, recipe_of
@@ -38,6 +38,11 @@ class StructuredPruning(Strict):
     removal raises the loss least on a sample of the train split (measured, see the build step).
     Each is set exactly when it changes the result: ``scope`` when heads or neurons are pruned,
     ``layer_selection`` when layers are dropped.
+
+    ``hidden_kept`` narrows the residual stream of the whole model (width pruning, after the
+    rest): its channels are ranked once, by activation on train rows, so it has no ``scope``.
+    It is stored only when below 1, so recipes that keep the full width keep the JSON, cache keys
+    and repeat detection of the studies recorded before it existed.
     """
 
     method: Literal["structured"] = "structured"
@@ -46,6 +51,8 @@ class StructuredPruning(Strict):
     scope: Scope | None = Field(default=None, description="per-layer or global ranking")
     layers_dropped: int = Field(default=0, ge=0, description="encoder layers removed")
     layer_selection: LayerSelection | None = Field(default=None, description="which layers go")
+    hidden_kept: float = Field(default=1.0, gt=0, le=1,
+                               description="fraction of hidden (residual stream) channels kept")
 
     @model_validator(mode="after")
     def _settings_match_what_is_pruned(self) -> StructuredPruning:
@@ -56,13 +63,25 @@ class StructuredPruning(Strict):
             raise ValueError("layer_selection is set exactly when layers_dropped is above 0")
         return self
 
+    @model_serializer(mode="wrap")
+    def _full_width_unstored(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _without_default(handler(self), "hidden_kept", self.hidden_kept == 1)
+
     def short(self) -> str:
         parts = []
         if self.layers_dropped:
             parts.append(f"drop{self.layers_dropped}L-{self.layer_selection}")
         if self.scope is not None:
             parts.append(f"heads{self.heads_kept:.2f}/ffn{self.ffn_kept:.2f}-{self.scope}")
+        if self.hidden_kept < 1:
+            parts.append(f"hid{self.hidden_kept:.2f}")
         return "/".join(parts) or "structured-none"
+
+
+def _without_default(data: dict[str, object], field: str, is_default: bool) -> dict[str, object]:
+    """``data`` without ``field`` when it holds its default: for a field added after studies were
+    stored, whose dumps (recipes, config fingerprints) must stay as they were."""
+    return {k: v for k, v in data.items() if k != field} if is_default else data
 
 
 class UnstructuredPruning(Strict):
@@ -93,7 +112,12 @@ class RatioRange(FloatRange):
 class StructuredSpace(Strict):
     """Defaults from ``benchmarks/pruning.py`` on the default task (benchmarks/RESULTS.md): dropping
     layers buys the most speed per point of accuracy (3 of 6 kept: 0.25x FP32, -0.0 pt test);
-    halving heads and FFN costs 1.6 pt for 0.34x, so no lower fraction is searched by default."""
+    halving heads and FFN costs 1.6 pt for 0.34x, so no lower fraction is searched by default.
+
+    ``hidden_kept`` (width pruning) is off by default, [1.0, 1.0]: searching it by default would
+    change every config's fingerprint, and so refuse to resume their studies. A config opts in
+    with a range such as ``{low: 0.5, high: 1.0, step: 0.25}``; it is sampled only then.
+    """
 
     heads_kept: FractionRange = FractionRange(low=0.5, high=1.0, step=0.25)
     ffn_kept: FractionRange = FractionRange(low=0.5, high=1.0, step=0.25)
@@ -102,6 +126,18 @@ class StructuredSpace(Strict):
     # layer_selection is sampled only when it matters; the run checks it against the model.
     layers_dropped: CountRange = CountRange(low=0, high=4)
     layer_selection: list[LayerSelection] = Field(default=["importance", "even"], min_length=1)
+    hidden_kept: FractionRange = FractionRange(low=1.0, high=1.0)
+
+    @model_serializer(mode="wrap")
+    def _width_off_unstored(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return _without_default(handler(self), "hidden_kept",
+                                self.hidden_kept == FractionRange(low=1.0, high=1.0))
+
+    @property
+    def searches_width(self) -> bool:
+        """Whether ``pruning.hidden_kept`` is sampled: not while the range keeps the full width,
+        so that the studies of configs without it sample (and are seeded) as before."""
+        return self.hidden_kept.low < 1
 
     def sample(self, trial: optuna.Trial) -> StructuredPruning | NoPruning:
         """A structured recipe, or no pruning when the sampled one would remove nothing: that is
@@ -110,7 +146,9 @@ class StructuredSpace(Strict):
         heads_kept = self.heads_kept.suggest(trial, "pruning.heads_kept")
         ffn_kept = self.ffn_kept.suggest(trial, "pruning.ffn_kept")
         layers_dropped = self.layers_dropped.suggest(trial, "pruning.layers_dropped")
-        if heads_kept == 1 and ffn_kept == 1 and layers_dropped == 0:
+        hidden_kept = (self.hidden_kept.suggest(trial, "pruning.hidden_kept")
+                       if self.searches_width else 1.0)
+        if heads_kept == 1 and ffn_kept == 1 and layers_dropped == 0 and hidden_kept == 1:
             return NoPruning()
         return StructuredPruning(
             heads_kept=heads_kept,
@@ -120,6 +158,7 @@ class StructuredSpace(Strict):
             layers_dropped=layers_dropped,
             layer_selection=suggest_choice(trial, "pruning.layer_selection", self.layer_selection)
             if layers_dropped else None,
+            hidden_kept=hidden_kept,
         )
 
 

@@ -119,3 +119,12 @@ def test_reading_a_study_loads_no_training_stack() -> None:
          "edgetune.search.front; print(sorted({'torch', 'transformers', 'nncf'} & "
          "set(sys.modules)))"], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_measurement_agent_loads_no_training_stack() -> None:
+    """``edgetune agent`` runs on devices that have the runtime but no torch."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, edgetune.search.cli, edgetune.search.agent; "
+         "print(sorted({'torch', 'transformers', 'nncf', 'peft'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

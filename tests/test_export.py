@@ -453,3 +453,13 @@ def test_an_unreliable_figure_points_to_the_trials_only_when_that_one_is_precise
     assert unreliable_note(metrics) == (
         f"The latency re-measured at export is unreliable: why. {advice} (export again, or "
         "`edgetune bench`).")
+
+
+def test_exporting_a_model_leaves_it_in_eval_mode(tiny_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from edgetune.objectives.export import export_onnx
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    export_onnx(model, ["input_ids", "attention_mask", "token_type_ids"], tmp_path / "m.onnx")
+    assert not any(module.training for module in model.modules())

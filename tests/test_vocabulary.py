@@ -157,15 +157,19 @@ def test_trimming_never_follows_qat_exported_as_qdq() -> None:
         VocabularyRecipe())
 
 
-def test_trimming_composes_with_structured_pruning(study_bench: Any, tmp_path: Path) -> None:
-    """The pruned checkpoint (with its per-layer shapes) is trimmed, reloaded and compiled; on
-    the shared tiny task every token is used, so the model and its accuracy stay the same."""
+@pytest.mark.parametrize("pruning", [{"layers_dropped": 1, "layer_selection": "even"},
+                                     {"hidden_kept": 0.5}], ids=["layers", "width"])
+def test_trimming_composes_with_structured_pruning(pruning: dict[str, Any], study_bench: Any,
+                                                   tmp_path: Path) -> None:
+    """The pruned checkpoint (with its per-layer shapes, and a narrower embedding table when the
+    width is pruned) is trimmed, reloaded and compiled; on the shared tiny task every token is
+    used, so the model and its accuracy stay the same."""
     from edgetune.objectives.build import Candidate
     from edgetune.objectives.candidate import build, evaluate
     from edgetune.spaces.pruning import StructuredPruning
     from edgetune.spaces.recovery import RecoveryRecipe
 
-    pruned = Recipe(pruning=StructuredPruning(layers_dropped=1, layer_selection="even"),
+    pruned = Recipe(pruning=StructuredPruning(**pruning),
                     recovery=RecoveryRecipe(steps=10, learning_rate=2e-3))
     trimmed = pruned.model_copy(update={"vocabulary": VocabularyRecipe(trim=True)})
     scores = []
@@ -246,6 +250,15 @@ def test_confirmation_measures_a_trimmed_trial_on_its_own_tokens(
     confirmed = trials(run_dir)[TRIMMED_TRIAL].user_attrs["confirmed"]
     assert confirmed["ratio"] > 0
     assert confirmed["on_front"] is False or 0 <= confirmed["test_accuracy"] <= 1
+
+
+def test_trimming_is_refused_for_a_study_measured_on_a_device(classifier: Path,
+                                                              data: Path) -> None:
+    from edgetune.errors import InputError
+
+    config = tiny_config(classifier, data, target={"device": "board"}, space={"vocabulary": {}})
+    with pytest.raises(InputError, match="space.vocabulary: not with target.device"):
+        StudyConfig.model_validate(config)
 
 
 def bpe_tokenizer(folder: Path) -> None:
