@@ -53,7 +53,7 @@ class UnsupportedTokenizer(ValueError):
 
 
 class TokenizationMismatch(ValueError):
-    """The trimmed tokenizer splits a word whose pieces were all kept differently."""
+    """The trimmed tokenizer splits otherwise a word whose pieces were all kept."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
