@@ -17,6 +17,7 @@ import pytest
 
 if TYPE_CHECKING:
     from edgetune.objectives.build import Workbench
+    from edgetune.objectives.task import Task
 
 TOPICS = {
     "sport": "match goal team player score league cup win coach season",
@@ -102,6 +103,17 @@ def build_tiny_model(folder: Path, family: str = "bert", layers: int = 2) -> Pat
             max_position_embeddings=64, pad_token_id=0))
     model.save_pretrained(folder)
     return folder
+
+
+def tiny_family_task(folder: Path, family: str, layers: int, data: Path) -> tuple[Path, Task]:
+    """An untrained ``family`` tiny model of ``layers`` layers in ``folder``, with a task on
+    ``data``."""
+    from edgetune.objectives.data import DataConfig
+    from edgetune.objectives.task import TaskConfig, load_task
+
+    model = build_tiny_model(folder, family, layers)
+    return model, load_task(TaskConfig(model=str(model), data=DataConfig(path=str(data)),
+                                       max_length=32))
 
 
 @pytest.fixture(scope="session")

@@ -21,15 +21,14 @@ from edgetune.errors import InputError
 from edgetune.objectives.architectures import ARCHITECTURES, layer_shapes, write_shapes
 from edgetune.objectives.build import Workbench
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
-from edgetune.objectives.data import DataConfig
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.graph import fuse
 from edgetune.objectives.pruning import IMPORTANCE_ROWS, check_space, prune
-from edgetune.objectives.task import Task, TaskConfig, load_task
+from edgetune.objectives.task import Task
 from edgetune.search.cli import cli
 from edgetune.spaces.pruning import PruningSpace, StructuredPruning
 
-from conftest import build_tiny_model
+from conftest import build_tiny_model, tiny_family_task
 from helpers import tiny_config, write_config
 
 FAMILIES = ["bert", "roberta", "distilbert"]
@@ -40,10 +39,8 @@ HEAD_SIZE = 8  # hidden 32 / 4 heads in the tiny models
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            tiny_csv: Path) -> tuple[Path, Task]:
     """An untrained 4-layer tiny model of each family, with a task on the tiny data."""
-    folder = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param, 4)
-    task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv)),
-                                max_length=32))
-    return folder, task
+    return tiny_family_task(tmp_path_factory.mktemp(request.param), request.param, 4,
+                            tiny_csv)
 
 
 def parts(model: torch.nn.Module) -> tuple[list[torch.nn.Module], object]:

@@ -34,7 +34,7 @@ from edgetune.search.record import RECIPE_SHORT
 from edgetune.spaces.pruning import NoPruning, StructuredPruning, StructuredSpace
 from edgetune.spaces.recipe import Recipe
 
-from conftest import build_tiny_model
+from conftest import build_tiny_model, tiny_family_task
 from helpers import tiny_config, trials_of, write_config
 
 FAMILIES = ["bert", "roberta", "distilbert"]
@@ -46,10 +46,8 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "bbc-news.yaml"
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            tiny_csv: Path) -> tuple[Path, Task]:
     """An untrained 3-layer tiny model of each family, with a task on the tiny data."""
-    folder = build_tiny_model(tmp_path_factory.mktemp(request.param), request.param, 3)
-    task = load_task(TaskConfig(model=str(folder), data=DataConfig(path=str(tiny_csv)),
-                                max_length=32))
-    return folder, task
+    return tiny_family_task(tmp_path_factory.mktemp(request.param), request.param, 3,
+                            tiny_csv)
 
 
 def validation_batch(task: Task, rows: int = 8) -> dict[str, torch.Tensor]:
