@@ -86,9 +86,10 @@ def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") 
 
 def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
                   settings: MeasureConfig, split: str = "validation") -> Measurement:
-    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s."""
+    """``model``'s task metric on ``split`` and its latency interleaved with ``reference``'s."""
     return measure_arrays(model, reference, task.encoded(split), task.labels(split),
-                          task.encoded("validation"), target, settings)
+                          task.encoded("validation"), target, settings, task.config.metric,
+                          task.label_names)
 
 
 def training_phases(recipe: Recipe, bench: Workbench) -> Phases:

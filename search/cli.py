@@ -445,6 +445,7 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     from edgetune.search.readme import unreliable_note
 
     here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
+    name = metrics["metric"]
     origin = ("from the artifact store" if metrics["model_source"] == "artifact"
               else "rebuilt from its recipe")
     spread = checks["trial_ratio_range"]
@@ -454,8 +455,8 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     note = unreliable_note(metrics)
     return (
         f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
-        f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
-        f", test {here['test_accuracy']:.2%}\n"
+        f"  validation {name} {here[f'validation_{name}']:.2%} (trial {trial[name]:.2%})"
+        f", test {here[f'test_{name}']:.2%}\n"
         f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
         f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
         + (f"\n  {note}" if note else "")

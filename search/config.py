@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig, RoundLimits
+from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
@@ -51,7 +52,8 @@ class SearchConfig(Strict):
     )
     objectives: list[ObjectiveName] = Field(
         default=list(OBJECTIVES),
-        description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
+        description="accuracy (the task.metric's value) and latency_ms, optionally size_mb "
+                    "(ONNX file size) as a third",
     )
     constraints: Constraints = Constraints()
     # Off by default: on the default task the rule stopped recoveries that would have met the
@@ -94,6 +96,13 @@ class StudyConfig(Strict):
     storage: str | None = Field(default=None, description="an Optuna storage URL")
     artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str | None = None
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The study's objectives as Optuna names them: ``search.objectives`` with ``accuracy``
+        named after ``task.metric`` (``macro_f1``, ``recall_<label>``)."""
+        return [self.task.metric_name if name == "accuracy" else name
+                for name in self.search.objectives]
 
     @property
     def runtimes(self) -> list[str]:
@@ -195,6 +204,8 @@ class StudyConfig(Strict):
             del fixed["target"]["device"]
         if fixed["space"]["runtime"] is None:
             del fixed["space"]["runtime"]
+        if fixed["task"]["metric"] == ACCURACY:
+            del fixed["task"]["metric"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 
