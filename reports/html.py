@@ -196,7 +196,7 @@ def _confusions(front: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"trial": int(row["trial"]), "recipe": row["recipe"],
              "splits": {split: row[column] for split, column in (
                  ("validation", "confusion"), ("test", "test_confusion")) if row[column]}}
-            for _, row in front[front["on_front"]].sort_values("trial").iterrows()
+            for _, row in front[front["on_front"]].sort_index().iterrows()
             if row["confusion"]]
 
 
