@@ -238,7 +238,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as error:
-        raise InputError(*_describe(error)) from error
+        raise InputError(*_describe(error, raw)) from error
 
 
 def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -247,11 +247,12 @@ def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     tree[keys[-1]] = value
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
-    """The first problem's field path, and its message with the value given."""
+def _describe(error: ValidationError, raw: dict[str, Any]) -> tuple[str, str]:
+    """The first problem's field path in ``raw`` (what the user wrote), and its message with the
+    value given."""
     problems = error.errors()
     first = problems[0]
-    where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "config"
+    where = _written_path(first["loc"], raw) or "config"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key (check its spelling and section)"
@@ -262,7 +263,20 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return where, message
 
 
+def _written_path(location: tuple[int | str, ...], raw: Any) -> str:
+    """An error location as a dotted path of what the user wrote: without the union member
+    names pydantic inserts, though a key the user wrote stays, however it looks (``[``)."""
+    parts, node = [], raw
+    for part in location:
+        written = ((isinstance(node, dict) and part in node) or
+                   (isinstance(node, list) and isinstance(part, int) and part < len(node)))
+        if not written and _is_union_tag(part):
+            continue
+        parts.append(str(part))
+        node = node[part] if written else None  # type: ignore[index]
+    return ".".join(parts)
+
+
 def _is_union_tag(part: object) -> bool:
-    """pydantic inserts the chosen union member's name into error locations; users never
-    wrote it."""
+    """pydantic inserts the chosen union member's name into error locations."""
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)
