@@ -268,7 +268,7 @@ def hypervolume(result: Hypervolume) -> go.Figure:
                          row=1, col=col)
     figure.update_xaxes(title_text="trial number", row=1, col=1)
     figure.update_xaxes(title_text="minutes since the study started", row=1, col=2)
-    figure.update_yaxes(title_text="hypervolume (accuracy × ms)", row=1, col=1)
+    figure.update_yaxes(title_text=f"hypervolume ({escape(result.metric)} × ms)", row=1, col=1)
     figure.update_layout(height=360, font={"family": FONT}, template="plotly_white",
                          margin={"l": 60, "r": 20, "t": 40, "b": 50})
     return figure
