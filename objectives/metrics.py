@@ -94,6 +94,16 @@ def score_confusion(metric: str, counts: np.ndarray, label_names: list[str]) -> 
     return float(caught[wanted] / truths[wanted]) if truths[wanted] else 0.0
 
 
+def texts_behind(metric: str, labels: np.ndarray, label_names: list[str]) -> int:
+    """How many texts ``metric``'s value is a share of, for its standard error: the class's for
+    a recall, every text otherwise (macro-F1 counted as accuracy is: a rough figure, at least 1)."""
+    parsed = Metric.parse(metric)
+    if parsed.label is None:
+        return len(labels)
+    parsed.check(label_names)
+    return max(1, int((labels == label_names.index(parsed.label)).sum()))
+
+
 def score(metric: str, logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> float:
     """``metric``'s value of the predictions ``logits`` (one row per text) against ``labels``
     (indices into ``label_names``)."""

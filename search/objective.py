@@ -37,6 +37,7 @@ from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.candidate import build, evaluate, model_file, training_phases
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.measurement import Measurement
+from edgetune.objectives.metrics import texts_behind
 from edgetune.objectives.training import torch_score
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
@@ -124,8 +125,10 @@ class Objective:
         if not phases or not self.search.early_stopping or self.floor is None:
             return None
         task = self.bench.task
+        scored_texts = texts_behind(task.config.metric, task.labels("validation"),
+                                    task.label_names)
         return EarlyStopping(self.floor, phases, lambda model: torch_score(model, task),
-                             noise_margin(self.floor, len(task.labels("validation"))))
+                             noise_margin(self.floor, scored_texts))
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Build the trial's candidate, measure it here beside the FP32 reference, record it."""

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
 
 from edgetune.errors import InputError
-from edgetune.objectives.metrics import Metric, confusion, score
+from edgetune.objectives.metrics import Metric, confusion, score, texts_behind
 
 LABELS = ["defect", "ok", "scratch"]
 
@@ -69,3 +69,11 @@ def test_an_unknown_metric_names_the_field(metric: str) -> None:
 def test_recall_of_a_label_that_is_not_a_class_names_the_classes() -> None:
     with pytest.raises(InputError, match="'dent' is not a class of the data .*defect, ok"):
         Metric.parse("recall:dent").check(LABELS)
+
+
+def test_a_recall_rests_on_its_class_texts_only() -> None:
+    """Its standard error (early stopping's noise margin) is that of a share of those texts."""
+    truth = np.array([1] * 8 + [0] * 2)
+    assert texts_behind("recall:defect", truth, LABELS) == 2
+    assert texts_behind("accuracy", truth, LABELS) == texts_behind("macro_f1", truth, LABELS) == 10
+    assert texts_behind("recall:scratch", truth, LABELS) == 1  # none on this split: never 0
