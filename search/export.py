@@ -173,7 +173,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
     tested = scored(model, task.encoded("test"), task.labels("test"), config.target,
                     task.config.metric, task.label_names)
     name = config.task.metric_name
-    validation_confusion = measured.confusion or []
+    assert measured.confusion is not None  # a fresh measurement counts its predictions
     # In this machine's milliseconds as the study shows them, else as the reference ran now.
     anchor = reference_latencies(source.study).get(machine_key(machine))
     here = Figures.beside(measured.latency, measured.reference_latency,
@@ -203,12 +203,12 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine,
             "target": config.target.model_dump(),
-            # Accuracy beside the task metric, or the task metric itself
-            "validation_accuracy": score_confusion(ACCURACY, np.array(validation_confusion), []),
+            # Accuracy beside the task metric (the same keys when the metric is accuracy)
+            "validation_accuracy": score_confusion(ACCURACY, np.array(measured.confusion), []),
             "test_accuracy": score_confusion(ACCURACY, np.array(tested.confusion), []),
             f"validation_{name}": measured.accuracy,
             f"test_{name}": tested.value,
-            "validation_confusion": validation_confusion,
+            "validation_confusion": measured.confusion,
             "test_confusion": tested.confusion,
             **here.as_dict(),
             "size_mb": measured.size_mb,
