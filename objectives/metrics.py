@@ -60,11 +60,6 @@ class Metric:
                                     f"data (its classes: {', '.join(label_names)})")
 
 
-def metric_name(text: str) -> str:
-    """The objective name of ``task.metric`` ``text``."""
-    return Metric.parse(text).name
-
-
 def confusion(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Counts of (true class, predicted class) pairs, a row and a column per logit.
 

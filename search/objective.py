@@ -2,10 +2,10 @@
 
 What a trial stores is its record (``edgetune.search.record``):
 
-- values ``accuracy`` (the task metric on validation, named after it: ``task.metric``) and
-  ``latency_ms`` (drift-corrected: the ratio to the FP32
-  reference measured beside it, times the reference latency at study start), then ``size_mb``
-  when the config adds it as a third objective;
+- values ``accuracy`` (the task metric on validation, which Optuna names after it:
+  ``task.metric``) and ``latency_ms`` (drift-corrected: the ratio to the FP32 reference measured
+  beside it, times the reference latency at study start), then ``size_mb`` when the config adds
+  it as a third objective;
 - the record's user attrs: recipe, measurement, machine, worker and stage (so a lost trial says
   where it stopped), stage seconds, and on failure the failure (``edgetune.search.failures``);
 - constraints (``search.constraints``) through ``trial.set_constraint``;
