@@ -42,7 +42,7 @@ from edgetune.objectives.finetune import fine_tuned_base
 from edgetune.objectives.pruning import prune
 from edgetune.objectives.qat import quantization_aware_training
 from edgetune.objectives.task import Task, load_task
-from edgetune.objectives.training import TrainSettings, torch_accuracy, train, train_logits
+from edgetune.objectives.training import TrainSettings, torch_score, train, train_logits
 from edgetune.search.config import load_config
 from edgetune.spaces.pruning import StructuredPruning
 from edgetune.spaces.qat import QatRecipe
@@ -148,7 +148,7 @@ def main() -> None:
 
 
 def _accuracy(model: torch.nn.Module, task: Task, split: str) -> float:
-    return torch_accuracy(model, task.encoded(split), task.labels(split))
+    return torch_score(model, task, split)  # the default task's metric: accuracy
 
 
 if __name__ == "__main__":

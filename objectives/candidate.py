@@ -87,14 +87,15 @@ def evaluate(candidate: Candidate, bench: Workbench, split: str = "validation") 
 def measure_model(model: Path, reference: Path, task: Task, target: TargetConfig,
                   settings: MeasureConfig, split: str = "validation",
                   model_task: Task | None = None) -> Measurement:
-    """``model``'s accuracy on ``split`` and its latency interleaved with ``reference``'s.
+    """``model``'s task metric on ``split`` and its latency interleaved with ``reference``'s.
 
     ``model_task`` is ``task`` as the model reads it where its tokenizer differs from the
     reference's (a trimmed vocabulary): the model gets its tokens, the reference ``task``'s.
     """
     reads = model_task or task
     return measure_arrays(model, reference, reads.encoded(split), task.labels(split),
-                          reads.encoded("validation"), target, settings,
+                          reads.encoded("validation"), target, settings, task.config.metric,
+                          task.label_names,
                           None if model_task is None else task.encoded("validation"))
 
 

@@ -1,7 +1,8 @@
-"""A model's numbers: accuracy on labelled inputs and latency interleaved with the FP32 reference.
+"""A model's numbers: the task metric on labelled inputs and latency interleaved with the FP32
+reference.
 
 A trial, the export of its model and the measurement agent on a device (``edgetune agent``) all
-measure through ``measure_arrays``, so they agree exactly on accuracy (same inputs, same
+measure through ``measure_arrays``, so they agree exactly on the metric (same inputs, same
 runtime). It needs only the runtime and numpy: no torch, no tokenizer, no data set.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.accuracy import scored
 from edgetune.objectives.latency import (
     Latency,
     MeasureConfig,
@@ -28,11 +29,12 @@ from edgetune.objectives.target import TargetConfig
 
 @dataclass
 class Measurement:
-    accuracy: float
+    accuracy: float  # the task metric's value (``task.metric``; the name is the stored format's)
     latency: Latency
     reference_latency: Latency
     size_mb: float
     zipped_mb: float
+    confusion: list[list[int]] | None = None  # of the labels scored; None in older records
 
     @property
     def ratio(self) -> Ratio:
@@ -46,25 +48,29 @@ class Measurement:
         """Read back ``as_dict``: what an agent stores on a trial for the builder to record."""
         return cls(accuracy=float(stored["accuracy"]), latency=Latency(**stored["latency"]),
                    reference_latency=Latency(**stored["reference_latency"]),
-                   size_mb=float(stored["size_mb"]), zipped_mb=float(stored["zipped_mb"]))
+                   size_mb=float(stored["size_mb"]), zipped_mb=float(stored["zipped_mb"]),
+                   confusion=stored.get("confusion"))
 
 
 def measure_arrays(model: Path, reference: Path, inputs: dict[str, np.ndarray],
                    labels: np.ndarray, timing_inputs: dict[str, np.ndarray],
-                   target: TargetConfig, settings: MeasureConfig,
+                   target: TargetConfig, settings: MeasureConfig, metric: str,
+                   label_names: list[str],
                    reference_timing_inputs: dict[str, np.ndarray] | None = None) -> Measurement:
-    """``model``'s accuracy on ``inputs`` (token ids) against ``labels``, and its latency
-    interleaved with ``reference``'s on batches cut from ``timing_inputs`` (the validation
-    split's); the reference's from ``reference_timing_inputs`` where its tokenizer differs from
-    the model's (a trimmed vocabulary)."""
-    score = accuracy(model, inputs, labels, target)
+    """``model``'s ``metric`` (``task.metric``) on ``inputs`` (token ids) against ``labels``
+    (indices into ``label_names``), and its latency interleaved with ``reference``'s on batches
+    cut from ``timing_inputs`` (the validation split's); the reference's from
+    ``reference_timing_inputs`` where its tokenizer differs from the model's (a trimmed
+    vocabulary)."""
+    score = scored(model, inputs, labels, target, metric, label_names)
     batches = latency_inputs(timing_inputs, target, settings.inputs)
     own = None if reference_timing_inputs is None else {
         "reference": latency_inputs(reference_timing_inputs, target, settings.inputs)}
     latencies = measure({"candidate": model, "reference": reference}, batches, target, settings,
                         reference="reference", own_inputs=own)
     return Measurement(
-        accuracy=score,
+        accuracy=score.value,
+        confusion=score.confusion,
         latency=latencies["candidate"],
         reference_latency=latencies["reference"],
         size_mb=model.stat().st_size / 1e6,

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.checkpoint import load_users_classifier
 from edgetune.objectives.data import DataConfig, Dataset, load_dataset
+from edgetune.objectives.metrics import ACCURACY, Metric
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
@@ -25,12 +26,25 @@ SHORTEST = 8  # tokens: the least max_length allowed
 
 
 class TaskConfig(Strict):
-    """The ``task:`` section: which checkpoint, which data, how texts are tokenized."""
+    """The ``task:`` section: which checkpoint, which data, how texts are tokenized, and the
+    metric the first objective scores (``objectives.metrics``)."""
 
     model: str = Field(description="a local Hugging Face checkpoint folder, or pkg://package/folder")
     data: DataConfig
     max_length: int = Field(default=128, ge=SHORTEST, le=4096)
     trust_remote_code: bool = False
+    metric: str = Field(default=ACCURACY, description="accuracy, macro_f1 or recall:LABEL")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        Metric.parse(metric)  # InputError, not ValueError: it names the field itself
+        return metric
+
+    @property
+    def metric_name(self) -> str:
+        """The first objective's name: ``accuracy``, ``macro_f1`` or ``recall_<label>``."""
+        return Metric.parse(self.metric).name
 
 
 @dataclass(eq=False)  # hashed by identity: `encoded` caches per task object
@@ -67,10 +81,12 @@ def load_task(config: TaskConfig, base: Path | None = None) -> Task:
 
     Raises:
         InputError: the model folder is missing, not a Hugging Face checkpoint, or one that does
-            not load or run with its tokenizer; or the data is bad.
+            not load or run with its tokenizer; the data is bad; or the metric's label is not
+            one of its classes.
     """
     model_path = checkpoint_folder(config.model, base, config.trust_remote_code)
     dataset = load_dataset(config.data, base)
+    Metric.parse(config.metric).check(dataset.label_names)
     tokenizer = _load_tokenizer(model_path, config.trust_remote_code)
     task = Task(config=config, model_path=model_path, dataset=dataset, tokenizer=tokenizer)
     _check_runs(task)

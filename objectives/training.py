@@ -12,8 +12,8 @@ an already fine-tuned model for tens of steps, where dropout's regularisation bu
 measurable, while its random masks (drawn one element at a time by torch's CPU generator) cost a
 sixth to three tenths of every step on the default task (``benchmarks/RESULTS.md``, training).
 
-``torch_accuracy`` scores a torch model while it trains (early stopping): a cheap look in batches
-of ``TRAINING_LOOK_BATCH``.
+``torch_score`` scores a torch model on the task metric while it trains (early stopping): a cheap
+look in batches of ``TRAINING_LOOK_BATCH``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from transformers import get_linear_schedule_with_warmup
 
+from edgetune.objectives.metrics import score
 from edgetune.objectives.task import Task
 from edgetune.spaces.base import Precision, Strict
 
@@ -144,15 +145,14 @@ def distillation_loss(
     )
 
 
-def torch_accuracy(model: torch.nn.Module, inputs: dict[str, np.ndarray],
-                   labels: np.ndarray) -> float:
-    """Accuracy of a torch classifier in eval mode: a cheap look while it is still training."""
-    rows = len(labels)
-    correct = 0
+def torch_score(model: torch.nn.Module, task: Task, split: str = "validation") -> float:
+    """The task metric of a torch classifier in eval mode on ``split``: a cheap look while it is
+    still training."""
+    inputs = task.encoded(split)
+    rows = len(task.labels(split))
     with torch.no_grad():
-        for start in range(0, rows, TRAINING_LOOK_BATCH):
-            batch = {name: torch.from_numpy(value[start : start + TRAINING_LOOK_BATCH])
-                     for name, value in inputs.items()}
-            predicted = model(**batch).logits.argmax(dim=1).numpy()
-            correct += int((predicted == labels[start : start + TRAINING_LOOK_BATCH]).sum())
-    return correct / rows
+        logits = np.concatenate([
+            model(**{name: torch.from_numpy(value[start : start + TRAINING_LOOK_BATCH])
+                     for name, value in inputs.items()}).logits.numpy()
+            for start in range(0, rows, TRAINING_LOOK_BATCH)])
+    return score(task.config.metric, logits, task.labels(split), task.label_names)

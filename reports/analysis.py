@@ -16,6 +16,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from edgetune.reports.data import complete, reference
+from edgetune.search.study import metric_name
 
 # PED-ANOVA (Optuna's default evaluator, which handles our conditional parameters) compares the
 # best tenth of trials with all of them: below this many trials with sampled parameters the best
@@ -43,8 +44,9 @@ def importances(study: optuna.Study) -> Importances:
             f"Importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials with sampled "
             f"parameters; this study has {len(searched)}. Run more trials to see which knob "
             "moves which objective."))
-    # PED-ANOVA minimises its target: accuracy is negated so that "better" means the same for both.
-    targets = {"accuracy": lambda t: -t.values[0], "latency_ms": lambda t: t.values[1]}
+    # PED-ANOVA minimises its target: the task metric is negated so that "better" means the same
+    # for both.
+    targets = {metric_name(study): lambda t: -t.values[0], "latency_ms": lambda t: t.values[1]}
     with warnings.catch_warnings():
         # It warns that it minimises (handled above) and that rare conditional regimes give
         # rough estimates, which the note below tells the reader in their terms.
@@ -69,8 +71,9 @@ class Hypervolume:
     """Hypervolume after each complete trial, by trial number and by wall time since the start."""
 
     frame: pd.DataFrame  # columns: trial, minutes, hypervolume
-    reference_point: tuple[float, ...]  # (accuracy, latency_ms[, size_mb])
+    reference_point: tuple[float, ...]  # (the task metric, latency_ms[, size_mb])
     explanation: str
+    metric: str  # the task metric's name
 
 
 def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> Hypervolume | None:
@@ -79,9 +82,11 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> H
     The point is (chance accuracy, the FP32 reference's latency): a model no better than guessing
     among ``labels`` classes, or no faster than the uncompressed model, is worth nothing, so the
     area counts accuracy above chance times milliseconds saved, and every useful trial adds to
-    it. (The worst trial's accuracy, the usual nadir point, would make the least accurate trial
-    add nothing however fast it is.) Without labels the lowest accuracy reached stands in for
-    chance; without a complete reference trial, the slowest trial's latency for FP32's.
+    it. With another task metric the floor stays 1 / labels: a uniform guesser's recall of any
+    class, and about its macro-F1. (The worst trial's accuracy, the usual nadir point, would
+    make the least accurate trial add nothing however fast it is.) Without labels the lowest
+    score reached stands in for chance; without a complete reference trial, the slowest trial's
+    latency for FP32's.
     """
     done = complete(trials)
     if done.empty:
@@ -109,9 +114,10 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> H
     minutes = [(done.loc[n, "completed"] - start).total_seconds() / 60 for n in numbers]
     frame = pd.DataFrame({"trial": numbers, "minutes": minutes,
                           "hypervolume": np.asarray([y for _, y in points], dtype=float)})
+    metric = metric_name(study)
     explanation = (
-        f"Reference point: accuracy {floor:.2%} ({floor_source}) and latency {latency:.2f} ms "
-        f"({latency_source}). The hypervolume is the area of (accuracy above that floor) × "
+        f"Reference point: {metric} {floor:.2%} ({floor_source}) and latency {latency:.2f} ms "
+        f"({latency_source}). The hypervolume is the area of ({metric} above that floor) × "
         "(milliseconds saved against that latency) that the front dominates: it grows when a "
         "trial is faster or more accurate than the front so far; a candidate no faster than the "
         "reference or no better than the floor adds nothing. When it flattens, more trials of "
@@ -119,4 +125,4 @@ def hypervolume(study: optuna.Study, trials: pd.DataFrame, labels: int = 0) -> H
         + (f" With size as a third objective the volume also counts MB saved against "
            f"{point[2]:.1f} MB ({latency_source.replace('latency', 'file size')})."
            if len(point) == 3 else ""))
-    return Hypervolume(frame, point, explanation)
+    return Hypervolume(frame, point, explanation, metric)

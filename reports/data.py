@@ -95,7 +95,7 @@ def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> di
         "pruning": (recipe.get("pruning") or {}).get("method", ""),
         "runtime": recipe.get("runtime") or (record.search_machine or {}).get("runtime",
                                                                                LEGACY_RUNTIME),
-        "accuracy": record.accuracy if complete else NAN,
+        "accuracy": record.accuracy if complete else NAN,  # the task metric, whichever it is
         "latency_ms": record.search_latency_ms if complete else NAN,
         "ratio": measured.ratio if measured else NAN,
         "spread": measured.latency.get("spread", NAN) if measured else NAN,
@@ -108,6 +108,9 @@ def _trial_row(record: TrialRecord, on_search_front: bool, on_front: bool) -> di
         "confirmed_high_ms": high_ms,
         "confirmed_ratio": confirmed.ratio if confirmed else NAN,
         "test_accuracy": _or_nan(confirmed.test_accuracy) if confirmed else NAN,
+        # Counts, rows: true class, columns: predicted (None where not recorded: before 0.2).
+        "confusion": measured.confusion if measured else None,
+        "test_confusion": confirmed.test_confusion if confirmed else None,
         "confirmed_on_front": confirmed.on_front if confirmed else NAN,
         "moved_off_front": bool(confirmed and confirmed.moved_off_front),
         "params": dict(trial.params),

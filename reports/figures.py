@@ -39,10 +39,11 @@ UNKNOWN_SYMBOL = "x"
 
 
 def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | None,
-           constraints: Constraints, latency_title: str) -> go.Figure:
-    """Latency vs accuracy: every complete trial, the front as a staircase, FP32 and constraints.
+           constraints: Constraints, latency_title: str, metric: str = "accuracy") -> go.Figure:
+    """Latency vs the task metric (named ``metric``; its values are in the frames' ``accuracy``
+    column): every complete trial, the front as a staircase, FP32 and constraints.
 
-    The staircase reads as "the best accuracy available under a latency budget": follow the
+    The staircase reads as "the best score available under a latency budget": follow the
     budget up to the line. Colour and symbol show the quantization scheme and the pruning method;
     the buttons swap which is which.
     """
@@ -53,22 +54,23 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
     views = list(VIEWS) if done["runtime"].nunique() > 1 else [v for v in VIEWS if v != "runtime"]
     first = views[-1] if "runtime" in views else views[0]
     for colour_by in views:
-        _add_trial_traces(figure, done, colour_by, ref_accuracy, visible=colour_by == first)
-    _add_front(figure, front, ref_accuracy)
-    _add_confirmed(figure, front, ref_accuracy)
+        _add_trial_traces(figure, done, colour_by, ref_accuracy, metric,
+                          visible=colour_by == first)
+    _add_front(figure, front, ref_accuracy, metric)
+    _add_confirmed(figure, front, ref_accuracy, metric)
     if reference is not None:
         figure.add_trace(go.Scatter(
             x=[reference["latency_ms"]], y=[reference["accuracy"]], mode="markers+text",
             name="FP32 reference", text=["FP32"], textposition="middle left",
             marker={"symbol": "star", "size": 18, "color": "gold",
                     "line": {"color": "black", "width": 1}},
-            hovertext=[_hover(reference, ref_accuracy)],
+            hovertext=[_hover(reference, ref_accuracy, metric)],
             hovertemplate="%{hovertext}<extra></extra>",
             meta={"kind": "reference"}))
         figure.add_hline(y=ref_accuracy, line={"dash": "dot", "color": GREY, "width": 1},
-                         annotation_text=f"FP32 accuracy {ref_accuracy:.2%}",
+                         annotation_text=f"FP32 {metric} {ref_accuracy:.2%}",
                          annotation_position="top left")
-    _add_constraints(figure, constraints, ref_accuracy)
+    _add_constraints(figure, constraints, ref_accuracy, metric)
     trace_views = [(trace.meta or {}).get("view") for trace in figure.data]
     figure.update_layout(
         updatemenus=[{
@@ -82,13 +84,13 @@ def pareto(trials: pd.DataFrame, front: pd.DataFrame, reference: pd.Series | Non
     )
     # From zero, distances along the axis read as speed-ups, and labels left of points fit.
     figure.update_xaxes(rangemode="tozero")
-    return _styled(figure, "Accuracy vs latency: every complete trial, the front joined",
-                   latency_title, "validation accuracy", y_format=".1%", height=560)
+    return _styled(figure, f"{metric.capitalize()} vs latency: every complete trial, the front "
+                   "joined", latency_title, f"validation {metric}", y_format=".1%", height=560)
 
 
 def _add_trial_traces(figure: go.Figure, done: pd.DataFrame,
                       colour_by: View,
-                      ref_accuracy: float | None, visible: bool) -> None:
+                      ref_accuracy: float | None, metric: str, visible: bool) -> None:
     """One trace per colour; each point's symbol by the other attribute, explained in the legend
     by point-less traces."""
     symbol_by = VIEWS[colour_by]
@@ -101,7 +103,7 @@ def _add_trial_traces(figure: go.Figure, done: pd.DataFrame,
             marker={"color": colours[value], "size": 10, "opacity": 0.85,
                     "symbol": [_symbol(symbol_by, v) for v in rows[symbol_by]],
                     "line": {"color": "white", "width": 1}},
-            hovertext=[_hover(row, ref_accuracy) for _, row in rows.iterrows()],
+            hovertext=[_hover(row, ref_accuracy, metric) for _, row in rows.iterrows()],
             hovertemplate="%{hovertext}<extra></extra>",
             visible=visible, meta={"kind": "trial", "view": colour_by},
         ))
@@ -114,7 +116,8 @@ def _add_trial_traces(figure: go.Figure, done: pd.DataFrame,
             hoverinfo="skip", visible=visible, meta={"kind": "legend", "view": colour_by}))
 
 
-def _add_front(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | None) -> None:
+def _add_front(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | None,
+               metric: str) -> None:
     kept = front[front["on_front"]]
     figure.add_trace(go.Scatter(
         x=kept["shown_latency_ms"], y=kept["accuracy"], mode="lines+markers+text",
@@ -123,12 +126,14 @@ def _add_front(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | Non
         text=[f"#{row['trial']}" + _cost(row["accuracy"], ref_accuracy)
               for _, row in kept.iterrows()], textposition="top left",
         textfont={"size": 12, "color": "black"},
-        name="Pareto front", hovertext=[_hover(row, ref_accuracy) for _, row in kept.iterrows()],
+        name="Pareto front",
+        hovertext=[_hover(row, ref_accuracy, metric) for _, row in kept.iterrows()],
         hovertemplate="%{hovertext}<extra>front</extra>", meta={"kind": "front"},
     ))
 
 
-def _add_confirmed(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | None) -> None:
+def _add_confirmed(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float | None,
+                   metric: str) -> None:
     """Confirmed latencies with the range of their rounds; a cross where a trial left the front."""
     confirmed = front[front["confirmed_latency_ms"].notna()]
     if confirmed.empty:
@@ -142,17 +147,17 @@ def _add_confirmed(figure: go.Figure, front: pd.DataFrame, ref_accuracy: float |
         marker={"size": 9, "color": [ALERT if off else "black"
                                      for off in confirmed["moved_off_front"]],
                 "symbol": ["x" if off else "diamond" for off in confirmed["moved_off_front"]]},
-        hovertext=[_hover(row, ref_accuracy) for _, row in confirmed.iterrows()],
+        hovertext=[_hover(row, ref_accuracy, metric) for _, row in confirmed.iterrows()],
         hovertemplate="%{hovertext}<extra>confirmed</extra>", meta={"kind": "confirmed"},
     ))
 
 
 def _add_constraints(figure: go.Figure, constraints: Constraints,
-                     ref_accuracy: float | None) -> None:
+                     ref_accuracy: float | None, metric: str) -> None:
     floor = constraints.floor(ref_accuracy)
     if floor is not None:
         figure.add_hline(y=floor, line={"dash": "dash", "color": ALERT, "width": 1.5},
-                         annotation_text=f"accuracy floor {floor:.2%}",
+                         annotation_text=f"{metric} floor {floor:.2%}",
                          annotation_position="top left")
     if constraints.max_latency_ms is not None:
         figure.add_vline(x=constraints.max_latency_ms,
@@ -162,17 +167,17 @@ def _add_constraints(figure: go.Figure, constraints: Constraints,
 
 
 def _cost(accuracy: float, ref_accuracy: float | None, against: str = "") -> str:
-    """The accuracy a trial gives up against FP32, in points: what shipping it costs."""
+    """The score a trial gives up against FP32, in points: what shipping it costs."""
     if ref_accuracy is None:
         return ""
     return f" ({(accuracy - ref_accuracy) * 100:+.1f} pt{against})"
 
 
-def _hover(row: pd.Series, ref_accuracy: float | None) -> str:
+def _hover(row: pd.Series, ref_accuracy: float | None, metric: str) -> str:
     role = f" · {escape(row['role'])}" if row["role"] else ""
     lines = [f"<b>trial #{row['trial']}</b>{role}",
              escape(row["recipe"] or "(no recipe recorded)")]
-    lines.append(f"validation accuracy {row['accuracy']:.2%}"
+    lines.append(f"validation {metric} {row['accuracy']:.2%}"
                  + _cost(row["accuracy"], ref_accuracy, " vs FP32"))
     lines.append(f"latency {row['latency_ms']:.2f} ms · {row['ratio']:.2f}× FP32"
                  + (f" · rounds spread {row['spread']:.0%}" if pd.notna(row["spread"]) else ""))
@@ -180,7 +185,7 @@ def _hover(row: pd.Series, ref_accuracy: float | None) -> str:
         lines.append(f"confirmed {row['confirmed_latency_ms']:.2f} ms "
                      f"({row['confirmed_low_ms']:.2f}–{row['confirmed_high_ms']:.2f}) · "
                      f"{row['confirmed_ratio']:.2f}× FP32 · "
-                     f"test accuracy {row['test_accuracy']:.2%}"
+                     f"test {metric} {row['test_accuracy']:.2%}"
                      + (" · <b>moved off the front</b>" if row["moved_off_front"] else ""))
     lines.append(f"size {row['size_mb']:.1f} MB · zipped {row['zipped_mb']:.1f} MB")
     return "<br>".join(lines)
@@ -263,7 +268,7 @@ def hypervolume(result: Hypervolume) -> go.Figure:
                          row=1, col=col)
     figure.update_xaxes(title_text="trial number", row=1, col=1)
     figure.update_xaxes(title_text="minutes since the study started", row=1, col=2)
-    figure.update_yaxes(title_text="hypervolume (accuracy × ms)", row=1, col=1)
+    figure.update_yaxes(title_text=f"hypervolume ({escape(result.metric)} × ms)", row=1, col=1)
     figure.update_layout(height=360, font={"family": FONT}, template="plotly_white",
                          margin={"l": 60, "r": 20, "t": 40, "b": 50})
     return figure

@@ -19,11 +19,12 @@ import yaml
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from edgetune.objectives.metrics import ACCURACY
 from edgetune.reports import analysis, data, figures
 from edgetune.reports.context import context, export_command
 from edgetune.search.constraints import Constraints
 from edgetune.search.front import other_devices
-from edgetune.search.study import Location
+from edgetune.search.study import Location, metric_name
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 TEMPLATES = jinja2.Environment(
@@ -56,8 +57,10 @@ def render(study: optuna.Study, location: Location) -> str:
     importances = analysis.importances(study)
     progress = analysis.hypervolume(study, trials, len(about.data.get("labels") or []))
     has_trials = (trials["state"] == data.COMPLETE).any()
+    metric = metric_name(study)
     plots = {
-        "pareto": figures.pareto(trials, front, reference, about.constraints, latency_title),
+        "pareto": figures.pareto(trials, front, reference, about.constraints, latency_title,
+                                 metric),
         "importances": figures.importances(importances),
         "parallel": figures.parallel(study) if has_trials else None,
         "size": figures.latency_vs_size(trials, about.constraints),
@@ -68,17 +71,20 @@ def render(study: optuna.Study, location: Location) -> str:
         measured = data.trials_frame(study, device)
         device_plots[device] = _div(figures.pareto(
             measured, data.front_frame(measured), data.reference(measured), about.constraints,
-            f"{latency_title[:-1]}; on device {device})"), f"pareto-device-{len(device_plots)}")
+            f"{latency_title[:-1]}; on device {device})", metric),
+            f"pareto-device-{len(device_plots)}")
     return TEMPLATES.get_template("report.html.j2").render(
         about=about,
+        metric=metric,
         plotly_js=Markup(get_plotlyjs()),
         plots={name: _div(figure, name) for name, figure in plots.items()},
         device_plots=device_plots,
         counts=trials["state"].value_counts().to_dict(),
         running=[{"trial": int(row["trial"]), "started": f"{row['started']:%Y-%m-%d %H:%M}"}
                  for _, row in trials[trials["state"] == "running"].iterrows()],
-        glance=_glance(front, reference, about.constraints),
-        front_rows=_front_rows(front, reference, location, about.constraints),
+        glance=_glance(front, reference, about.constraints, metric),
+        front_rows=_front_rows(front, reference, location, about.constraints, metric),
+        confusions=_confusions(front),
         failures=_failure_rows(data.failures(trials)),
         importances=importances,
         hypervolume=progress,
@@ -103,10 +109,11 @@ def _latency_title(config: dict[str, Any]) -> str:
     return "latency (ms, ONNX Runtime CPU" + (f"; {setting}" if setting else "") + ")"
 
 
-def _violations(row: pd.Series, floor: float | None, constraints: Constraints) -> list[str]:
+def _violations(row: pd.Series, floor: float | None, constraints: Constraints,
+                metric: str) -> list[str]:
     problems = []
     if floor is not None and row["accuracy"] < floor:
-        problems.append(f"accuracy below {floor:.2%}")
+        problems.append(f"{metric} below {floor:.2%}")
     budget = constraints.max_latency_ms
     if budget is not None and row["shown_latency_ms"] > budget:
         problems.append(f"slower than {budget:g} ms")
@@ -116,7 +123,7 @@ def _violations(row: pd.Series, floor: float | None, constraints: Constraints) -
 
 
 def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Location,
-                constraints: Constraints) -> list[dict[str, Any]]:
+                constraints: Constraints, metric: str) -> list[dict[str, Any]]:
     ref_accuracy = None if reference is None else float(reference["accuracy"])
     floor = constraints.floor(ref_accuracy)
     rows = []
@@ -129,7 +136,7 @@ def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Loca
             status = "confirmed"
         else:
             status = "not confirmed"
-        problems = _violations(row, floor, constraints)
+        problems = _violations(row, floor, constraints, metric)
         delta = None if ref_accuracy is None else (row["accuracy"] - ref_accuracy) * 100
         rows.append({
             "trial": int(row["trial"]),
@@ -149,26 +156,30 @@ def _front_rows(front: pd.DataFrame, reference: pd.Series | None, location: Loca
     return rows
 
 
-def _glance(front: pd.DataFrame, reference: pd.Series | None,
-            constraints: Constraints) -> list[dict[str, Any]]:
-    """The few rows that answer "which trial do I ship under X ms, at what accuracy cost?"."""
+def _glance(front: pd.DataFrame, reference: pd.Series | None, constraints: Constraints,
+            metric: str) -> list[dict[str, Any]]:
+    """The few rows that answer "which trial do I ship under X ms, at what cost in the task
+    metric (named ``metric``)?"."""
     kept = front[front["on_front"]]
     if kept.empty:
         return []
     ref_accuracy = None if reference is None else float(reference["accuracy"])
+    best = "most accurate" if metric == ACCURACY else f"best {metric}"
     picks: list[tuple[str, pd.Series | None]] = [("FP32 reference", reference),
                                                  ("fastest on the front", kept.iloc[0])]
     if ref_accuracy is not None:
         drop = constraints.max_accuracy_drop or 0.01
         close = kept[kept["accuracy"] >= ref_accuracy - drop]
-        picks.append((f"fastest within {drop * 100:g} pt of FP32 accuracy",
+        picks.append((f"fastest within {drop * 100:g} pt of FP32 {metric}",
                       close.iloc[0] if not close.empty else None))
     if constraints != Constraints():
         floor = constraints.floor(ref_accuracy)
-        within = kept[[not _violations(row, floor, constraints) for _, row in kept.iterrows()]]
-        picks.append((f"most accurate within the constraints ({constraints.describe(floor)})",
-                      within.loc[within["accuracy"].idxmax()] if not within.empty else None))
-    picks.append(("most accurate on the front", kept.loc[kept["accuracy"].idxmax()]))
+        within = kept[[not _violations(row, floor, constraints, metric)
+                       for _, row in kept.iterrows()]]
+        picks.append((f"{best} within the constraints "
+                       f"({constraints.describe(floor, metric)})",
+                       within.loc[within["accuracy"].idxmax()] if not within.empty else None))
+    picks.append((f"{best} on the front", kept.loc[kept["accuracy"].idxmax()]))
     return [{"label": label, "row": None if row is None else {
         "trial": int(row["trial"]),
         "recipe": row["recipe"],
@@ -177,6 +188,16 @@ def _glance(front: pd.DataFrame, reference: pd.Series | None,
         "accuracy": row["accuracy"],
         "delta": None if ref_accuracy is None else (row["accuracy"] - ref_accuracy) * 100,
     }} for label, row in picks]
+
+
+def _confusions(front: pd.DataFrame) -> list[dict[str, Any]]:
+    """The confusion matrices of the front's trials, in trial order: on validation (what the
+    search scored) and on test where a confirmation computed them."""
+    return [{"trial": int(row["trial"]), "recipe": row["recipe"],
+             "splits": {split: row[column] for split, column in (
+                 ("validation", "confusion"), ("test", "test_confusion")) if row[column]}}
+            for _, row in front[front["on_front"]].sort_index().iterrows()
+            if row["confusion"]]
 
 
 def _failure_rows(failed: pd.DataFrame) -> list[dict[str, Any]]:

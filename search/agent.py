@@ -4,8 +4,9 @@ A front is true only for the hardware that timed it. The agent runs on the devic
 phone with Python, an industrial PC) with nothing but the runtime, numpy, Optuna and a database
 driver: no torch, no tokenizer, no data set. It loops:
 
-1. it reads the study's ``target`` and ``measure`` settings, the validation inputs the builder
-   published (token ids and labels, ``publish_inputs``) and the FP32 reference's model;
+1. it reads the study's ``target`` and ``measure`` settings and ``task.metric``, the validation
+   inputs the builder published (token ids and labels, ``publish_inputs``), the label names (the
+   study's ``data``) and the FP32 reference's model;
 2. under the study lock it claims the oldest trial whose model this device has not measured
    (user attr ``claim:<device>``): the claim holds for its ``grace`` (``GRACE_SECONDS``) and the
    agent renews it six times as often while it measures; a claim past its grace is an agent
@@ -47,6 +48,7 @@ from edgetune.errors import InputError
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_record
 from edgetune.objectives.measurement import measure_arrays
+from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing, runtime_of
 from edgetune.objectives.target import TargetConfig
 from edgetune.search.annotations import annotating_storage
@@ -139,6 +141,7 @@ class Agent:
         self.folder = Path(tempfile.mkdtemp(prefix=f"edgetune-agent-{self.device}-"))
         self.identity = {**worker_record(), "device": self.device, "runtimes": self.runtimes}
         self._inputs: dict[str, np.ndarray] | None = None
+        self._label_names: list[str] = []
         self._reference: Path | None = None
         self._last_presence = 0.0
 
@@ -170,6 +173,7 @@ class Agent:
         self.target = TargetConfig.model_validate(target)
         self.settings = MeasureConfig.model_validate(
             {**(config.get("measure") or {}), "isolate": False, "cores": None})
+        self.metric = (config.get("task") or {}).get("metric", ACCURACY)
         if self.target.runtime not in self.runtimes:
             raise InputError("--runtime", f"the study times every candidate beside its FP32 "
                                           f"reference in {RUNTIMES[self.target.runtime].title}: "
@@ -205,6 +209,8 @@ class Agent:
                               artifact_id=attrs[DEVICE_INPUTS])
             with np.load(path, allow_pickle=False) as stored:
                 self._inputs = {name: stored[name] for name in stored.files}
+            # The builder records its data before it publishes the inputs.
+            self._label_names = list((attrs.get("data") or {}).get("labels") or [])
         if self._reference is None:
             reference = next((t for t in self._trials() if t.user_attrs.get(ROLE) == REFERENCE
                               and model_artifact(self.storage, t) is not None), None)
@@ -255,14 +261,15 @@ class Agent:
                 labels = self._inputs[LABELS]
                 inputs = {k: v for k, v in self._inputs.items() if k != LABELS}
                 measurement = measure_arrays(model, self._reference, inputs, labels, inputs,
-                                             self.target, self.settings)
+                                             self.target, self.settings, self.metric,
+                                             self._label_names)
                 figures: dict[str, Any] = {
                     "measurement": measurement.as_dict()
                     | {"seconds": round(time.monotonic() - started, 2)},
                     "machine": machine_record(self.target, runtime_of(model).name,
                                               device=self.device)}
                 model.unlink(missing_ok=True)
-                self.log(f"trial {trial.number}: accuracy {measurement.accuracy:.4f}, "
+                self.log(f"trial {trial.number}: {self.metric} {measurement.accuracy:.4f}, "
                          f"{measurement.ratio.value:.3f}× the FP32 reference")
             except Exception as error:  # recorded on the trial: the builder fails it with this
                 figures = {"error": failure_record("device", error)}

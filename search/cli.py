@@ -45,7 +45,7 @@ def main() -> None:
 @click.version_option(__version__, prog_name="edgetune")
 def cli() -> None:
     """Search compression recipes for a fine-tuned model; keep the Pareto front of latency
-    (ONNX Runtime) vs accuracy; report it and export the trial you choose."""
+    (ONNX Runtime) vs accuracy (or task.metric); report it and export the trial you choose."""
 
 
 def input_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,8 +208,9 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     """Measure the front and the trials near it again, together, with more rounds.
 
     Stores the confirmed figures on the trials, recomputes the front from them, flags trials
-    confirmation moved off it, and computes the confirmed front's test accuracy. Name the study
-    by its CONFIG_FILE (its confirm section applies), or by --study (with --storage or --run-dir).
+    confirmation moved off it, and computes the confirmed front's test score of the task metric
+    (accuracy by default) and confusion matrices. Name the study by its CONFIG_FILE (its confirm
+    section applies), or by --study (with --storage or --run-dir).
     """
     import contextlib
 
@@ -371,7 +372,8 @@ def _core_ids(cores: str | None) -> list[int] | None:
               help="Choose the trial from the (confirmed) front instead.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), metavar="FRACTION",
               help="With --pick: at most this far below the FP32 reference's validation "
-                   "accuracy (0.01 = 1 point) [default: search.constraints].")
+                   "score of the task metric, accuracy by default (0.01 = 1 point) "
+                   "[default: search.constraints].")
 @click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), metavar="MS",
               help="With --pick: at most this latency [default: search.constraints].")
 @click.option("--device", metavar="NAME",
@@ -445,6 +447,7 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     from edgetune.search.readme import unreliable_note
 
     here, trial, checks = metrics["remeasured"], metrics["trial_figures"], metrics["checks"]
+    name = metrics["metric"]
     origin = ("from the artifact store" if metrics["model_source"] == "artifact"
               else "rebuilt from its recipe")
     spread = checks["trial_ratio_range"]
@@ -454,8 +457,8 @@ def _export_summary(metrics: dict[str, Any], out: Path) -> str:
     note = unreliable_note(metrics)
     return (
         f"exported trial {metrics['trial']} ({metrics['recipe']}, {origin}) to {out}\n"
-        f"  validation accuracy {here['validation_accuracy']:.2%} (trial {trial['accuracy']:.2%})"
-        f", test {here['test_accuracy']:.2%}\n"
+        f"  validation {name} {here[f'validation_{name}']:.2%} (trial {trial[name]:.2%})"
+        f", test {here[f'test_{name}']:.2%}\n"
         f"  {here['latency']['median_ms']:.2f} ms, {here['ratio']:.2f}x FP32 on this machine "
         f"(trial {trial['measurement'].get('ratio', float('nan')):.2f}x{within})"
         + (f"\n  {note}" if note else "")

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig, RoundLimits
+from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
@@ -51,7 +52,8 @@ class SearchConfig(Strict):
     )
     objectives: list[ObjectiveName] = Field(
         default=list(OBJECTIVES),
-        description="accuracy and latency_ms, optionally size_mb (ONNX file size) as a third",
+        description="accuracy (the task.metric's value) and latency_ms, optionally size_mb "
+                    "(ONNX file size) as a third",
     )
     constraints: Constraints = Constraints()
     # Off by default: on the default task the rule stopped recoveries that would have met the
@@ -94,6 +96,13 @@ class StudyConfig(Strict):
     storage: str | None = Field(default=None, description="an Optuna storage URL")
     artifacts: ArtifactsConfig = ArtifactsConfig()
     cache_dir: str | None = None
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The study's objectives as Optuna names them: ``search.objectives`` with ``accuracy``
+        named after ``task.metric`` (``macro_f1``, ``recall_<label>``)."""
+        return [self.task.metric_name if name == "accuracy" else name
+                for name in self.search.objectives]
 
     @property
     def runtimes(self) -> list[str]:
@@ -208,6 +217,8 @@ class StudyConfig(Strict):
         for unset in ("runtime", "vocabulary"):
             if fixed["space"][unset] is None:
                 del fixed["space"][unset]
+        if fixed["task"]["metric"] == ACCURACY:
+            del fixed["task"]["metric"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -240,7 +251,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as error:
-        raise InputError(*_describe(error)) from error
+        raise InputError(*_describe(error, raw)) from error
 
 
 def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -249,11 +260,12 @@ def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     tree[keys[-1]] = value
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
-    """The first problem's field path, and its message with the value given."""
+def _describe(error: ValidationError, raw: dict[str, Any]) -> tuple[str, str]:
+    """The first problem's field path in ``raw`` (what the user wrote), and its message with the
+    value given."""
     problems = error.errors()
     first = problems[0]
-    where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "config"
+    where = _written_path(first["loc"], raw) or "config"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key (check its spelling and section)"
@@ -264,7 +276,20 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return where, message
 
 
+def _written_path(location: tuple[int | str, ...], raw: Any) -> str:
+    """An error location as a dotted path of what the user wrote: without the union member
+    names pydantic inserts, though a key the user wrote stays, however it looks (``[``)."""
+    parts, node = [], raw
+    for part in location:
+        written = ((isinstance(node, dict) and part in node) or
+                   (isinstance(node, list) and isinstance(part, int) and part < len(node)))
+        if not written and _is_union_tag(part):
+            continue
+        parts.append(str(part))
+        node = node[part] if written else None  # type: ignore[index]
+    return ".".join(parts)
+
+
 def _is_union_tag(part: object) -> bool:
-    """pydantic inserts the chosen union member's name into error locations; users never
-    wrote it."""
+    """pydantic inserts the chosen union member's name into error locations."""
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)

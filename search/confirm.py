@@ -11,8 +11,8 @@ rounds. Then it:
 - recomputes the front from the confirmed latencies (validation accuracy does not change; the
   latency constraint is checked against the confirmed figure) and flags the trials that
   confirmation moved off it (``moved_off_front``);
-- computes test accuracy for the confirmed front only (``confirmed.test_accuracy``): reported,
-  never used to choose;
+- computes the task metric on test for the confirmed front only (``confirmed.test_accuracy``,
+  with its confusion matrix ``test_confusion``): reported, never used to choose;
 - records the confirmation on the study (user attr ``confirmation``).
 
 Candidates from several machines are all measured here, so the confirmed front has one machine.
@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from edgetune.errors import InputError
-from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.accuracy import scored
 from edgetune.objectives.latency import latency_inputs, measure
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.task import Task
@@ -102,15 +102,16 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         # confirmations of trials not measured now are superseded: their search figures count).
         on_front = {t.number for t in front_trials(complete(study), study.directions,
                                                    confirmations=figures)}
-        test_accuracy = {
-            n: accuracy(files[n], reads[n].encoded("test"), task.labels("test"),
-                        settings.target)
+        tested = {
+            n: scored(files[n], reads[n].encoded("test"), task.labels("test"), settings.target,
+                      task.config.metric, task.label_names)
             for n in [*figures, yardstick.number] if n in on_front or n == yardstick.number
         }
     notes: list[tuple[FrozenTrial, dict[str, Any]]] = [
         (t.trial, {CONFIRMED: figures[t.number].model_copy(update={
             # the reference's is computed for every confirmation, but shown only on the front
-            "test_accuracy": test_accuracy.get(t.number) if t.number in on_front else None,
+            "test_accuracy": tested[t.number].value if t.number in on_front else None,
+            "test_confusion": tested[t.number].confusion if t.number in on_front else None,
             "on_front": t.number in on_front,
             "moved_off_front": t.number in was_on_front and t.number not in on_front,
         }).model_dump(mode="json")})
@@ -127,7 +128,7 @@ def confirm(study: optuna.Study, location: Location, task: Task, settings: Study
         "machine": machine_key(machine),
         "reference_trial": yardstick.number,
         # what "within N points of FP32 test accuracy" is measured against
-        "reference_test_accuracy": test_accuracy[yardstick.number],
+        "reference_test_accuracy": tested[yardstick.number].value,
         "trials": [t.number for t in chosen],
     })
 

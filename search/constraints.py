@@ -1,4 +1,9 @@
-"""Constraints a deployable candidate must meet: an accuracy floor, a latency and a size budget.
+"""Constraints a deployable candidate must meet: a floor of the task metric, a latency and a size
+budget.
+
+The floor is ``max_accuracy_drop`` below the FP32 reference's validation score of the task
+metric (``task.metric``): of its accuracy by default, of its macro-F1 or a class's recall if the
+task names one.
 
 They go to Optuna through its trial constraint API (``trial.set_constraint``; a trial is feasible
 when every value is ≤ 0), which every sampler edgetune offers reads: TPE and NSGA-II rank
@@ -7,7 +12,7 @@ front) keeps only feasible trials. Every complete trial sets the same keys in th
 the GP sampler requires.
 
 Values are comparable across keys, since TPE adds up the violations of an infeasible trial: the
-accuracy shortfall is a fraction already (0.01 = 1 point); latency and size overruns are taken
+shortfall of the metric is a fraction already (0.01 = 1 point); latency and size overruns are taken
 relative to their budget (0.1 = 10 % over).
 """
 
@@ -29,7 +34,7 @@ class Constraints(Strict):
 
     max_accuracy_drop: float | None = Field(
         default=None, ge=0, le=1,
-        description="validation accuracy below the FP32 reference's (0.01 = 1 point)",
+        description="the task metric on validation below the FP32 reference's (0.01 = 1 point)",
     )
     max_latency_ms: float | None = Field(
         default=None, gt=0, description="drift-corrected latency budget, milliseconds"
@@ -37,16 +42,17 @@ class Constraints(Strict):
     max_size_mb: float | None = Field(default=None, gt=0, description="ONNX file size budget, MB")
 
     def floor(self, reference_accuracy: float | None) -> float | None:
-        """The lowest validation accuracy a feasible candidate may have, if there is a floor
-        (and a reference accuracy to take it from)."""
+        """The lowest validation score of the task metric a feasible candidate may have, if there
+        is a floor (and a reference score to take it from)."""
         if self.max_accuracy_drop is None or reference_accuracy is None:
             return None
         return reference_accuracy - self.max_accuracy_drop
 
-    def describe(self, floor: float | None) -> str:
-        """The constraints in a few words, such as ``≤ 8 ms, ≥ 96.01% accuracy``."""
+    def describe(self, floor: float | None, metric: str = "accuracy") -> str:
+        """The constraints in a few words, such as ``≤ 8 ms, ≥ 96.01% accuracy`` (``metric``:
+        the task metric's name)."""
         parts = [f"≤ {self.max_latency_ms:g} ms" if self.max_latency_ms is not None else "",
-                 f"≥ {floor:.2%} accuracy" if floor is not None else "",
+                 f"≥ {floor:.2%} {metric}" if floor is not None else "",
                  f"≤ {self.max_size_mb:g} MB" if self.max_size_mb is not None else ""]
         return ", ".join(part for part in parts if part)
 

@@ -86,7 +86,8 @@ def forecast(checks: list[tuple[int, float]], steps_left: int) -> float | None:
 
 
 def noise_margin(floor: float, samples: int) -> float:
-    """One standard error of an accuracy of ``floor`` measured on ``samples`` texts."""
+    """One standard error of a share (accuracy, a class's recall) of ``floor`` measured on
+    ``samples`` texts."""
     return math.sqrt(floor * (1 - floor) / samples)
 
 

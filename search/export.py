@@ -3,9 +3,10 @@
 The folder holds ``model.onnx``; ``model.ort`` and ``model.required_operators.config`` (ONNX
 Runtime's mobile format and the operator list of a reduced build); the tokenizer's files (cutting
 texts at the study's ``max_length``); ``labels.json`` (label names in output order);
-``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: validation
-and test accuracy, latency interleaved with the FP32 reference, and whether that latency is
-reliable: ``search/reliability.py``); and a README, which marks an unreliable figure beside it.
+``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: the task
+metric (``metric``: its name) and accuracy on validation and test, with their confusion matrices,
+latency interleaved with the FP32 reference, and whether that latency is reliable:
+``search/reliability.py``); and a README, which marks an unreliable figure beside it.
 
 The model comes from the artifact store, else it is rebuilt from the trial's recipe: building is
 deterministic from the recipe, the study's config and its seeds. Everything is written to a hidden
@@ -24,14 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from edgetune.errors import InputError
-from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.accuracy import scored
 from edgetune.objectives.candidate import measure_model
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_key, machine_record
+from edgetune.objectives.metrics import ACCURACY, score_confusion
 from edgetune.objectives.predictor import LABELS_FILE
 from edgetune.objectives.runtimes import RUNTIMES, formats, runtime_of
 from edgetune.objectives.task import Task
@@ -146,13 +149,14 @@ def exportable(study: optuna.Study, number: int) -> TrialRecord:
                                 "export (edgetune status lists the front)")
 
 
-def _device_figures(study: optuna.Study, number: int) -> dict[str, dict[str, Any]]:
-    """What each measurement agent's device measured of the trial (``edgetune agent``)."""
+def _device_figures(study: optuna.Study, number: int, name: str) -> dict[str, dict[str, Any]]:
+    """What each measurement agent's device measured of the trial (``edgetune agent``), its task
+    metric under ``name``."""
     shown = {}
     for device in devices(study.get_trials(deepcopy=False)):
         record = next(r for r in records(study, device=device) if r.number == number)
         if record.measured is not None:
-            shown[device] = {"accuracy": record.accuracy, "latency_ms": record.latency_ms,
+            shown[device] = {name: record.accuracy, "latency_ms": record.latency_ms,
                              "ratio": record.ratio, "machine": record.search_machine}
     return shown
 
@@ -170,7 +174,10 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
     verdict = judge(measured.ratio, len(measured.latency.round_medians_ms), protocol,
                     Load.since(load_before), measured.reference_latency.median_ms,
                     _trial_reference_ms(trial, machine))
-    test_accuracy = accuracy(model, reads.encoded("test"), task.labels("test"), config.target)
+    tested = scored(model, reads.encoded("test"), task.labels("test"), config.target,
+                    task.config.metric, task.label_names)
+    name = config.task.metric_name
+    assert measured.confusion is not None  # a fresh measurement counts its predictions
     # In this machine's milliseconds as the study shows them, else as the reference ran now.
     anchor = reference_latencies(source.study).get(machine_key(machine))
     here = Figures.beside(measured.latency, measured.reference_latency,
@@ -185,8 +192,9 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
         "trial": trial.number,
         "recipe": trial.recipe_short,
         "model_source": origin,
+        "metric": name,  # the task metric (task.metric): the first objective
         "trial_figures": {
-            "accuracy": trial.accuracy,
+            name: trial.accuracy,
             "latency_ms": trial.search_latency_ms,
             "shown_latency_ms": trial.latency_ms,  # confirmed where it was, as status shows it
             "shown_ratio": trial.ratio,
@@ -194,13 +202,18 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "machine": trial.search_machine,
             "confirmed": trial.confirmed.as_dict() if trial.confirmed else None,
         },
-        "devices": _device_figures(source.study, trial.number),
+        "devices": _device_figures(source.study, trial.number, name),
         "remeasured": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine,
             "target": config.target.model_dump(),
-            "validation_accuracy": measured.accuracy,
-            "test_accuracy": test_accuracy,
+            # Accuracy beside the task metric (the same keys when the metric is accuracy)
+            "validation_accuracy": score_confusion(ACCURACY, np.array(measured.confusion), []),
+            "test_accuracy": score_confusion(ACCURACY, np.array(tested.confusion), []),
+            f"validation_{name}": measured.accuracy,
+            f"test_{name}": tested.value,
+            "validation_confusion": measured.confusion,
+            "test_confusion": tested.confusion,
             **here.as_dict(),
             "size_mb": measured.size_mb,
             "zipped_mb": measured.zipped_mb,
@@ -209,7 +222,7 @@ def _metrics(source: Source, trial: TrialRecord, origin: str, model: Path,
             "reliability": verdict.as_dict(),
         },
         "checks": {
-            "validation_accuracy_equals_trial": measured.accuracy == trial.accuracy,
+            f"validation_{name}_equals_trial": measured.accuracy == trial.accuracy,
             "trial_ratio_range": ratio_range,
             "trial_ratio_range_from": "confirmation" if trial.confirmed else "search",
             "ratio_within_trial_range": ratio_range is not None

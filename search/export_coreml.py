@@ -84,10 +84,11 @@ def _write_folder(source: Source, number: int, recipe: Recipe, folder: Path,
     reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
     write_json(folder / LABELS_FILE, task.label_names)
     write_json(folder / RECIPE_FILE, trial.recipe)
+    name = source.config.task.metric_name
     metrics = {
         "study": source.study.study_name, "trial": number, "recipe": trial.recipe_short,
-        "format": "coreml", "model_source": "rebuilt",
-        "trial_figures": {"accuracy": trial.accuracy, "shown_latency_ms": trial.latency_ms,
+        "format": "coreml", "model_source": "rebuilt", "metric": name,
+        "trial_figures": {name: trial.accuracy, "shown_latency_ms": trial.latency_ms,
                           "shown_ratio": trial.ratio, "machine": trial.search_machine,
                           "confirmed": trial.confirmed.as_dict() if trial.confirmed else None},
         "coreml": checks,
@@ -112,8 +113,9 @@ A text classifier with {len(labels)} labels: {', '.join(labels)}.
 spec: its inputs {inputs} ({next(iter(checks['inputs'].values()))}), its output
 `logits` (one column per label, in the order of `labels.json`) and its weight types.
 
-The trial's own figures, measured in the study's runtime (not in Core ML): validation accuracy
-{trial['accuracy']:.2%}, {trial['shown_latency_ms']:.2f} ms ({trial['shown_ratio']:.2f}× FP32).
+The trial's own figures, measured in the study's runtime (not in Core ML): validation
+{metrics['metric']} {trial[metrics['metric']]:.2%}, {trial['shown_latency_ms']:.2f} ms \
+({trial['shown_ratio']:.2f}× FP32).
 Time it on the device before trusting a latency.
 
 ## Files

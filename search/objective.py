@@ -2,9 +2,10 @@
 
 What a trial stores is its record (``edgetune.search.record``):
 
-- values ``accuracy`` (validation) and ``latency_ms`` (drift-corrected: the ratio to the FP32
-  reference measured beside it, times the reference latency at study start), then ``size_mb``
-  when the config adds it as a third objective;
+- values ``accuracy`` (the task metric on validation, which Optuna names after it:
+  ``task.metric``) and ``latency_ms`` (drift-corrected: the ratio to the FP32 reference measured
+  beside it, times the reference latency at study start), then ``size_mb`` when the config adds
+  it as a third objective;
 - the record's user attrs: recipe, measurement, machine, worker and stage (so a lost trial says
   where it stopped), stage seconds, and on failure the failure (``edgetune.search.failures``);
 - constraints (``search.constraints``) through ``trial.set_constraint``;
@@ -31,12 +32,13 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.artifacts import upload_artifact
 
-from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.accuracy import scored
 from edgetune.objectives.build import Candidate, StageError, Workbench
 from edgetune.objectives.candidate import build, evaluate, model_file, training_phases
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.measurement import Measurement
-from edgetune.objectives.training import torch_accuracy
+from edgetune.objectives.metrics import texts_behind
+from edgetune.objectives.training import torch_score
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
@@ -71,7 +73,8 @@ from edgetune.spaces.space import SearchSpace
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
-REFERENCE_ACCURACY = "reference_accuracy"  # the FP32 reference's validation accuracy
+# The FP32 reference's validation score of the task metric (the name is the stored format's).
+REFERENCE_ACCURACY = "reference_accuracy"
 
 
 class Objective:
@@ -101,15 +104,17 @@ class Objective:
 
     @functools.cached_property
     def reference_accuracy(self) -> float:
-        """The FP32 reference's validation accuracy, scored here as every trial is (ONNX Runtime
-        is deterministic on one machine), so that no worker waits for trial 0."""
-        validation = self.bench.task.encoded("validation")
-        return accuracy(self.bench.reference(), validation, self.bench.task.labels("validation"),
-                        self.bench.target)
+        """The FP32 reference's validation score of the task metric, scored here as every trial
+        is (ONNX Runtime is deterministic on one machine), so that no worker waits for trial 0."""
+        task = self.bench.task
+        return scored(self.bench.reference(), task.encoded("validation"),
+                      task.labels("validation"), self.bench.target, task.config.metric,
+                      task.label_names).value
 
     @property
     def floor(self) -> float | None:
-        """The lowest validation accuracy the constraints allow (None: no accuracy constraint)."""
+        """The lowest validation score of the task metric the constraints allow (None: no
+        ``max_accuracy_drop``)."""
         if self.search.constraints.max_accuracy_drop is None:
             return None
         return self.search.constraints.floor(self.reference_accuracy)
@@ -120,9 +125,10 @@ class Objective:
         if not phases or not self.search.early_stopping or self.floor is None:
             return None
         task = self.bench.task
-        labels = task.labels("validation")
-        return EarlyStopping(self.floor, phases, lambda model: torch_accuracy(
-            model, task.encoded("validation"), labels), noise_margin(self.floor, len(labels)))
+        scored_texts = texts_behind(task.config.metric, task.labels("validation"),
+                                    task.label_names)
+        return EarlyStopping(self.floor, phases, lambda model: torch_score(model, task),
+                             noise_margin(self.floor, scored_texts))
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Build the trial's candidate, measure it here beside the FP32 reference, record it."""
@@ -216,7 +222,7 @@ class Objective:
         measured = Measured.beside(measurement.latency, measurement.reference_latency,
                                    reference_ms, accuracy=measurement.accuracy,
                                    size_mb=measurement.size_mb, zipped_mb=measurement.zipped_mb,
-                                   **notes)
+                                   confusion=measurement.confusion, **notes)
         trial.set_user_attr(MEASUREMENT, measured.as_dict())
         # The budget is judged on the milliseconds the study shows (``record.anchors``).
         here = machine_key(machine)

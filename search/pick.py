@@ -1,11 +1,12 @@
 """Choosing the trial to ship: the sweet spot of the (confirmed) front under the user's limits.
 
 ``edgetune export --pick fastest --max-accuracy-drop 0.01`` takes the fastest front trial whose
-validation accuracy is at most one point below the FP32 reference's; ``--device NAME`` picks on
+validation score of the task metric (accuracy unless ``task.metric`` names another) is at most
+one point below the FP32 reference's; ``--device NAME`` picks on
 the front that device's agent measured. Where ``edgetune confirm``
 re-measured trials (trial attr ``confirmed``), the front is the confirmed one, with confirmed
-latencies (``edgetune.search.front``), as status and the report show it. Accuracy is always the
-validation figure the search saw: test accuracy is reported, never used to choose. Limits not
+latencies (``edgetune.search.front``), as status and the report show it. The metric is always
+the validation figure the search saw: the test figure is reported, never used to choose. Limits not
 given default to the config's ``search.constraints`` (which the front already meets: infeasible
 trials are kept off it).
 """
@@ -21,6 +22,7 @@ from edgetune.errors import InputError
 from edgetune.search.constraints import Constraints
 from edgetune.search.front import front_of, reference
 from edgetune.search.record import FrontRow
+from edgetune.search.study import metric_name
 
 Rule = Literal["fastest", "most-accurate"]
 
@@ -54,18 +56,19 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints,
         raise InputError("--device" if device is not None else "--pick",
                          f"study {study.study_name!r} has no complete trials{where} yet")
     fp32 = reference(study, device)
+    metric = metric_name(study)
     if constraints.max_accuracy_drop is not None and fp32 is None:
         raise InputError("--max-accuracy-drop", "the FP32 reference trial has not completed, so "
-                                                "there is no accuracy to measure a drop from")
+                                                f"there is no {metric} to measure a drop from")
     floor = None if fp32 is None else constraints.floor(fp32.accuracy)
     within, excluded = [], []
     for option in options:
-        problem = _breach(option, floor, constraints)
+        problem = _breach(option, floor, constraints, metric)
         if problem:
             excluded.append(f"#{option.trial} {problem}")
         else:
             within.append(option)
-    conditions = constraints.describe(floor)
+    conditions = constraints.describe(floor, metric)
     if floor is not None:
         conditions += f" (FP32 reference {fp32.accuracy:.2%} - {constraints.max_accuracy_drop:g})"
     if not within:
@@ -79,7 +82,7 @@ def pick(study: optuna.Study, rule: Rule, constraints: Constraints,
         f"trial {best.trial} ({best.recipe}): "
         f"{'the fastest' if rule == 'fastest' else 'the most accurate'} front trial"
         f"{f' within {conditions}' if conditions else ''} ({len(within)} of {len(options)} "
-        f"qualify): validation accuracy {best.accuracy:.2%}, {best.latency_ms:.2f} ms "
+        f"qualify): validation {metric} {best.accuracy:.2%}, {best.latency_ms:.2f} ms "
         f"({best.ratio:.2f}x FP32{', confirmed' if best.confirmed else ''}), "
         f"{best.size_mb:.1f} MB"
     )
@@ -94,10 +97,11 @@ def front_options(study: optuna.Study, device: str | None = None) -> list[FrontR
     return [record.row() for record in front_of(study, device)]
 
 
-def _breach(option: FrontRow, floor: float | None, constraints: Constraints) -> str | None:
+def _breach(option: FrontRow, floor: float | None, constraints: Constraints,
+            metric: str) -> str | None:
     # The floor is a difference of floats: a trial exactly at it must not fall out by rounding.
     if floor is not None and option.accuracy < floor - 1e-9:
-        return f"accuracy {option.accuracy:.2%} < {floor:.2%}"
+        return f"{metric} {option.accuracy:.2%} < {floor:.2%}"
     if constraints.max_latency_ms is not None and option.latency_ms > constraints.max_latency_ms:
         return f"{option.latency_ms:.2f} ms > {constraints.max_latency_ms:g} ms"
     if constraints.max_size_mb is not None and option.size_mb > constraints.max_size_mb:

@@ -23,8 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.spinner import Spinner
 from rich.text import Text
 
+from edgetune.objectives.metrics import ACCURACY
 from edgetune.search.front import front
 from edgetune.search.record import FrontRow, TrialRecord
+from edgetune.search.study import metric_name
 
 ERROR_CHARACTERS = 200  # of a failure's message: the whole one is on the trial
 
@@ -75,18 +77,21 @@ class TrialProgress:
         if counted:
             self.done += 1
         rows = front(study)
+        metric = metric_name(study)
         if self.bar is None:
-            self.console.print(outcome(record), f"· front {len(rows)} · {self.done}/{self.total}"
-                               " trials", soft_wrap=True)
+            self.console.print(outcome(record, metric),
+                               f"· front {len(rows)} · {self.done}/{self.total} trials",
+                               soft_wrap=True)
             return
         if trial.state != TrialState.COMPLETE:
-            self.console.print(outcome(record))
+            self.console.print(outcome(record, metric))
         if counted:
-            self.bar.update(self.task, advance=1, description=summary(rows))
+            self.bar.update(self.task, advance=1, description=summary(rows, metric))
 
 
-def outcome(record: TrialRecord) -> Text:
-    """How a finished trial ended: its recipe and figures, or why it has none."""
+def outcome(record: TrialRecord, metric: str = ACCURACY) -> Text:
+    """How a finished trial ended: its recipe and figures (``metric``: the task metric's
+    name), or why it has none."""
     number = record.number
     if record.duplicate_of is not None:
         return Text(f"trial {number} repeated trial {record.duplicate_of}'s recipe: not built, "
@@ -100,15 +105,15 @@ def outcome(record: TrialRecord) -> Text:
         return Text.assemble((f"trial {number} stopped early", "yellow"),
                              f": {(record.pruned or {}).get('reason', '')}")
     return Text.assemble((f"trial {number} complete", "green"),
-                         f": {record.recipe_short} · accuracy {record.accuracy:.2%} · "
+                         f": {record.recipe_short} · {metric} {record.accuracy:.2%} · "
                          f"{record.latency_ms:.2f} ms ({record.ratio:.2f}x)")
 
 
-def summary(rows: list[FrontRow]) -> str:
-    """The front's size, fastest latency and best accuracy."""
+def summary(rows: list[FrontRow], metric: str = ACCURACY) -> str:
+    """The front's size, fastest latency and best score of the task metric (named ``metric``)."""
     if not rows:
         return "front 0"
     fastest = min(rows, key=lambda row: row.latency_ms)
     most_accurate = max(rows, key=lambda row: row.accuracy)
     return (f"front {len(rows)} · fastest {fastest.latency_ms:.2f} ms ({fastest.ratio:.2f}x)"
-            f" · best accuracy {most_accurate.accuracy:.2%}")
+            f" · best {metric} {most_accurate.accuracy:.2%}")

@@ -23,6 +23,7 @@ def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, mode
     runtime = runtime_of(model)
     trial = metrics["trial_figures"]
     here = metrics["remeasured"]
+    name = metrics["metric"]
     target = config.target
     search_ms, search_ratio, confirmed = trial_latency(metrics)
     search_row = f"search (trial {metrics['trial']}{', confirmed' if confirmed else ''})"
@@ -34,10 +35,10 @@ def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, mode
 Exported by edgetune {__version__} on {here['date'][:10]} from study `{metrics['study']}`,
 trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.join(labels)}.
 
-| | validation accuracy | test accuracy | latency | × FP32 |
+| | validation {name} | test {name} | latency | × FP32 |
 |---|---|---|---|---|
-| {search_row} | {trial['accuracy']:.2%} | | {search_ms:.2f} ms | {search_ratio:.2f} |
-| {here_row} | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
+| {search_row} | {trial[name]:.2%} | | {search_ms:.2f} ms | {search_ratio:.2f} |
+| {here_row} | {here[f'validation_{name}']:.2%} | {here[f'test_{name}']:.2%} \
 | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 {note_block}
 Latency: {runtime.title} CPU, batch {target.batch_size}, {target.sequence_length} tokens,

@@ -6,7 +6,8 @@ below are the stored format, unchanged since edgetune 0.1, so studies of any ver
 
 - ``role`` (``reference`` for the FP32 yardstick, ``baseline``, ``enqueued``) and ``baseline``;
 - ``recipe`` (``Recipe.model_dump``) and ``recipe_short``;
-- ``measurement``: the trial's ``Measured`` figures (validation accuracy, latency beside the FP32
+- ``measurement``: the trial's ``Measured`` figures (the task metric's validation score, under the
+  key ``accuracy`` whatever the metric, and its confusion matrix; latency beside the FP32
   reference, file sizes, and notes of the build such as ``fused_ops``);
 - ``confirmed``: the last confirmation's ``Confirmed`` figures (``edgetune.search.confirm``);
 - ``machine`` (``objectives.machine.machine_record``), ``worker``, ``stage``, ``stage_seconds``;
@@ -127,7 +128,8 @@ class Figures(BaseModel):
 class Measured(Figures):
     """A trial's own measurement (user attr ``measurement``)."""
 
-    accuracy: float = NAN  # validation
+    accuracy: float = NAN  # the task metric's validation score (named so since 0.1.0)
+    confusion: list[list[int]] | None = None  # on validation; rows: true class (not in 0.1.0)
     size_mb: float = NAN
     zipped_mb: float = NAN
 
@@ -138,7 +140,10 @@ class Confirmed(Figures):
     constraints: dict[str, float] | None = None  # with the latency budget checked against these
     machine: dict[str, Any] | None = None
     date: str = ""
-    test_accuracy: float | None = None  # the confirmed front's only: never used to choose
+    # The task metric's test score and confusion matrix, the confirmed front's only: never
+    # used to choose.
+    test_accuracy: float | None = None
+    test_confusion: list[list[int]] | None = None
     on_front: bool = False
     moved_off_front: bool = False
 
@@ -163,8 +168,8 @@ class DeviceFigures(BaseModel):
         raw = self.measurement
         latency, reference = (Latency(**raw["latency"]), Latency(**raw["reference_latency"]))
         figures = Measured.beside(latency, reference, reference.median_ms,
-                                  accuracy=raw["accuracy"], size_mb=raw["size_mb"],
-                                  zipped_mb=raw["zipped_mb"])
+                                  accuracy=raw["accuracy"], confusion=raw.get("confusion"),
+                                  size_mb=raw["size_mb"], zipped_mb=raw["zipped_mb"])
         assert isinstance(figures, Measured)
         return figures
 
@@ -272,7 +277,8 @@ class TrialRecord:
 
     @property
     def accuracy(self) -> float:
-        """Validation accuracy: what the search saw and every front is drawn on."""
+        """The task metric's validation score: what the search saw and every front is drawn
+        on (accuracy unless ``task.metric`` names another)."""
         if self.device is not None:
             return self.measured.accuracy if self.measured else NAN
         return float(self.trial.values[0]) if self.trial.values else NAN
@@ -351,7 +357,7 @@ class FrontRow:
 
     trial: int
     recipe: str
-    accuracy: float  # validation: what the search and the front see
+    accuracy: float  # the task metric, validation: what the search and the front see
     latency_ms: float  # confirmed where the trial was confirmed, else the search's
     ratio: float  # latency relative to the FP32 reference measured beside it
     size_mb: float

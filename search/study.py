@@ -33,6 +33,8 @@ from edgetune.search.samplers import sampler
 if TYPE_CHECKING:
     from edgetune.search.config import StudyConfig
 
+# ``accuracy`` stands for the task metric (``task.metric``), which Optuna names after the metric
+# (``StudyConfig.objective_names``); every metric is maximized.
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
 OBJECTIVES = ("accuracy", "latency_ms")  # every study's first two; size_mb may follow
 DIRECTIONS = tuple(OBJECTIVE_DIRECTIONS[name] for name in OBJECTIVES)
@@ -226,7 +228,7 @@ def _stored_fingerprint(name: str, storage: optuna.storages.BaseStorage) -> str 
 
 
 def _set_up(study: optuna.Study, config: StudyConfig, layers: int | None) -> None:
-    study.set_metric_names(list(config.search.objectives))
+    study.set_metric_names(config.objective_names)
     if not study.get_trials(deepcopy=False):  # a set-up killed half-way never enqueues twice
         runtime = config.target.runtime
         study.enqueue_trial(baselines.reference_params(config.space, runtime),
@@ -234,6 +236,12 @@ def _set_up(study: optuna.Study, config: StudyConfig, layers: int | None) -> Non
         baselines.enqueue(study, config.space, config.search.enqueue, layers, runtime)
     study.set_user_attr("config", json.loads(config.model_dump_json()))
     study.set_user_attr(FINGERPRINT, config.fingerprint())  # last: the set-up is complete
+
+
+def metric_name(study: optuna.Study) -> str:
+    """The name of the study's task metric, its first objective (``accuracy`` in studies that
+    named no objectives)."""
+    return (study.metric_names or OBJECTIVES)[0]
 
 
 def load_study(location: Location) -> optuna.Study:

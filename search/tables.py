@@ -12,11 +12,12 @@ from rich.table import Table
 
 from edgetune.search import front as fronts
 from edgetune.search.record import ANCHOR_QUANTILE, Anchor, FrontRow
+from edgetune.search.study import metric_name
 
 
 def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None = None) -> None:
-    """The front of each machine, confirmed figures (and test accuracy) where the confirmation
-    measured them, then what the confirmation changed.
+    """The front of each machine, confirmed figures (and the test score of the task metric) where
+    the confirmation measured them, then what the confirmation changed.
 
     Notes about the front (machines, a stale confirmation) go to stderr with the study's counts.
     """
@@ -30,6 +31,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
     if as_json:
         click.echo(json.dumps({
             "study": study.study_name, **(extra or {}),
+            "metric": metric_name(study),  # what each row's accuracy and test_accuracy score
             "machines": machines,
             "reference": fp32.as_dict() if fp32 else None,
             "reference_latency": {machine: anchor.as_dict() for machine, anchor in
@@ -50,7 +52,7 @@ def print_study(study: optuna.Study, as_json: bool, extra: dict[str, Any] | None
             "has its own front", highlight=False)
     _fronts(console, study, rows, fp32, None)
     if record is not None:
-        _confirmed(console, record, confirmed, current)
+        _confirmed(console, record, confirmed, current, metric_name(study))
     for device in others:
         _fronts(console, study, fronts.front(study, device), fronts.reference_row(study, device),
                 device)
@@ -60,12 +62,13 @@ def _fronts(console: Console, study: optuna.Study, rows: list[FrontRow], fp32: F
             device: str | None) -> None:
     """A table per machine of ``rows``, with the FP32 reference's row and what ms mean there."""
     source = f" (agent of device {device!r})" if device is not None else ""
+    metric = metric_name(study)
     for machine in fronts.machines(rows):
-        table = Table(title=f"Pareto front of {study.study_name}: accuracy (validation) vs "
+        table = Table(title=f"Pareto front of {study.study_name}: {metric} (validation) vs "
                             f"latency, measured on {machine}{source}"
                             + (" (confirmed where marked)" if any(r.confirmed for r in rows)
                                else ""))
-        for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
+        for column in ("trial", "recipe", metric, f"test {metric}", "latency ms", "× FP32",
                        "size MB"):
             table.add_column(column, justify="left" if column == "recipe" else "right")
         shown = [row for row in rows if row.machine == machine]
@@ -94,13 +97,13 @@ def _cells(row: FrontRow) -> list[str]:
             f"{row.size_mb:.1f}"]
 
 
-def _confirmed(console: Console, record: dict[str, Any],
-                     rows: list[fronts.ConfirmedRow], current: bool) -> None:
+def _confirmed(console: Console, record: dict[str, Any], rows: list[fronts.ConfirmedRow],
+               current: bool, metric: str) -> None:
     table = Table(title=f"Confirmed front: measured again together, {record['rounds']} rounds, "
                         f"{record['date']}, on {record['machine']}")
     table.caption = ("× FP32: the median of the per-round ratios to the FP32 reference, measured "
                      "beside it; 95% interval: where that median lies (docs/measurement.md)")
-    for column in ("trial", "recipe", "accuracy", "test accuracy", "latency ms", "× FP32",
+    for column in ("trial", "recipe", metric, f"test {metric}", "latency ms", "× FP32",
                    "95% interval"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for row in rows:

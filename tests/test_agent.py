@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from edgetune.objectives.accuracy import accuracy
+from edgetune.objectives.accuracy import accuracy, scored
 from edgetune.objectives.target import TargetConfig
 from edgetune.search.agent import ARTIFACT_STORE, Agent, publish_inputs
 from edgetune.search.cli import cli
@@ -197,6 +197,46 @@ def test_a_model_the_device_cannot_load_is_recorded_as_its_error(
     assert failed.error is not None and failed.error["stage"] == "device"
     assert "INVALID_PROTOBUF" in failed.error["error"] or "protobuf" in failed.error[
         "error"].lower()
+
+
+def test_an_agent_scores_the_studys_metric_as_a_trial_here_would(
+        tmp_path: Path, tiny_onnx: Path) -> None:
+    """The device reads ``task.metric`` from the study and the label names from its data."""
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="recall", storage=make_storage(storage_url),
+                                directions=["maximize", "minimize"])
+    (tmp_path / "artifacts").mkdir()
+    store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
+    study.set_user_attr("config", {"task": {"metric": "recall:sport"},
+                                   "target": {"threads": 1, "sequence_length": 16},
+                                   "measure": {"warmup": 1, "rounds": 2, "max_rounds": 2}})
+    labels_named = ["politics", "sport", "tech"]
+    study.set_user_attr("data", {"labels": labels_named})
+    study.set_user_attr(ARTIFACT_STORE, str(tmp_path / "artifacts"))
+    rng = np.random.default_rng(0)
+    rows = 12
+    inputs = {"input_ids": rng.integers(1, 40, size=(rows, 16), dtype=np.int64),
+              "attention_mask": np.ones((rows, 16), dtype=np.int64),
+              "token_type_ids": np.zeros((rows, 16), dtype=np.int64)}
+    labels = np.arange(rows, dtype=np.int64) % 3
+    publish_inputs(study, store, inputs, labels, tmp_path / "work")
+    reference = study.ask()
+    reference.set_user_attr(ROLE, "reference")
+    upload_artifact(artifact_store=store, file_path=str(tiny_onnx), study_or_trial=reference)
+
+    agent = Agent(storage_url, "recall", "board", ["onnxruntime"], log=lambda line: None)
+    try:
+        assert agent.serve(idle_exit=3) == 1
+    finally:
+        agent.close()
+    (trial,) = optuna.load_study(study_name="recall", storage=make_storage(storage_url)).trials
+    measured = device_figures(trial, "board")
+    assert measured is not None and measured.measurement is not None
+    here = scored(tiny_onnx, inputs, labels, TargetConfig(threads=1, sequence_length=16),
+                  "recall:sport", labels_named)
+    assert measured.measurement["accuracy"] == here.value
+    assert measured.measurement["confusion"] == here.confusion
+    assert here.value != np.trace(here.confusion) / rows  # the recall, not the accuracy
 
 
 def test_a_password_on_the_agents_command_line_is_refused(tmp_path: Path) -> None:

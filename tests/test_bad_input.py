@@ -175,6 +175,11 @@ CASES: dict[str, tuple[Setup, str, str]] = {
                       "auto or a Python codec name"),
     "unknown data format": (data_file("texts.txt", b"hello"), "task.data.format",
                             "cannot tell the format"),
+    "unknown metric": (change(task__metric="f1"), "task.metric",
+                       "expected accuracy, macro_f1 or recall:LABEL"),
+    "recall of a label that is not a class": (change(task__metric="recall:defect"),
+                                              "task.metric", "'defect' is not a class of the "
+                                              "data (its classes: politics, sport, tech)"),
 }
 
 

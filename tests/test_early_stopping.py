@@ -7,6 +7,7 @@ test trains a really hopeless recovery on the tiny model.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -33,6 +34,22 @@ def train(stopper: EarlyStopping, curves: list[list[float]]) -> list[int]:
             if len(stopper.checks) > before:
                 checked.append(step)
     return checked
+
+
+def test_a_look_while_training_scores_the_task_metric(study_bench) -> None:  # type: ignore[no-untyped-def]
+    """The floor is in the task metric, so the look at a model still training scores it too, as
+    the trial's measurement of the exported model does."""
+    from edgetune.objectives.accuracy import scored
+    from edgetune.objectives.training import torch_score
+
+    task = replace(study_bench.task, config=study_bench.task.config.model_copy(
+        update={"metric": "recall:tech"}))
+    model = study_bench.load(study_bench.base).eval()
+    exported = scored(study_bench.reference(), task.encoded("validation"),
+                      task.labels("validation"), study_bench.target, "recall:tech",
+                      task.label_names)
+    assert torch_score(model, task) == exported.value
+    assert torch_score(model, study_bench.task) != exported.value  # accuracy differs here
 
 
 def test_checks_fall_at_quarters_of_each_phase() -> None:

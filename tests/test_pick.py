@@ -37,6 +37,16 @@ def test_an_accuracy_drop_is_measured_from_the_fp32_reference() -> None:
     assert "#1 accuracy 93.00% < 94.00%" in choice.reason
 
 
+def test_the_drop_and_the_reason_are_in_the_studys_metric() -> None:
+    study = study_of()
+    study.set_metric_names(["macro_f1", "latency_ms"])
+    choice = pick(study, "fastest", Constraints(max_accuracy_drop=0.01))
+    assert choice.trial == 2
+    assert "within ≥ 94.00% macro_f1 (FP32 reference 95.00% - 0.01)" in choice.reason
+    assert "validation macro_f1 94.00%" in choice.reason
+    assert "#1 macro_f1 93.00% < 94.00%" in choice.reason
+
+
 def test_most_accurate_within_a_latency_limit() -> None:
     assert pick(study_of(), "most-accurate", Constraints()).trial == 3
     choice = pick(study_of(), "most-accurate", Constraints(max_latency_ms=11))

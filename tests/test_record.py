@@ -18,6 +18,7 @@ from edgetune.search.cli import cli
 from edgetune.search.constraints import Constraints
 from edgetune.search.pick import pick
 from edgetune.search.record import Confirmed, Measured, TrialRecord, anchors, records
+from edgetune.search.study import metric_name
 
 from studies import REFERENCE_MS, study_of, trial
 
@@ -77,11 +78,15 @@ def test_a_study_started_under_load_shows_the_quiet_machines_milliseconds() -> N
 
 def test_a_study_written_by_edgetune_0_1_picks_and_reports(legacy_run: Path) -> None:
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{legacy_run / 'study.db'}")
-    assert pick(study, "fastest", Constraints(max_accuracy_drop=0.2)).trial == 3
+    assert metric_name(study) == "accuracy"  # 0.1.0 had no task.metric
+    chosen = pick(study, "fastest", Constraints(max_accuracy_drop=0.2))
+    assert chosen.trial == 3 and "validation accuracy" in chosen.reason
     out = legacy_run / "report.html"
     result = CliRunner().invoke(cli, ["report", "--run-dir", str(legacy_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "drop1L-even" in out.read_text()
+    page = out.read_text()
+    assert "drop1L-even" in page and "validation accuracy" in page
+    assert "Confusion matrices" not in page  # 0.1.0 recorded none
 
 
 def test_confirmed_figures_replace_the_search_latency_but_never_the_accuracy() -> None:

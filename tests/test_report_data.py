@@ -117,6 +117,15 @@ def test_hypervolume_is_measured_from_chance_accuracy_and_the_fp32_latency() -> 
     assert result.frame["hypervolume"].iloc[-1] == pytest.approx(area)
 
 
+def test_importances_and_hypervolume_name_the_studys_metric() -> None:
+    study = sampled_study(16)
+    study.set_metric_names(["macro_f1", "latency_ms"])
+    assert list(analysis.importances(study).frame.columns) == ["macro_f1", "latency_ms"]
+    result = analysis.hypervolume(study, data.trials_frame(study), labels=4)
+    assert result.metric == "macro_f1"
+    assert result.explanation.startswith("Reference point: macro_f1 25.00% (chance among 4 ")
+
+
 def test_without_labels_the_worst_accuracy_is_the_hypervolume_floor() -> None:
     study = sampled_study(4)
     trials = data.trials_frame(study)

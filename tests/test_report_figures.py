@@ -123,3 +123,13 @@ def test_hypervolume_is_drawn_over_trials_and_over_wall_time() -> None:
     by_trial, by_time = figures.hypervolume(result).data
     assert list(by_trial.x) == list(result.frame["trial"])
     assert list(by_time.x) == list(result.frame["minutes"])
+
+
+def test_the_pareto_figure_names_the_studys_metric(trials) -> None:
+    figure = figures.pareto(trials, data.front_frame(trials), data.reference(trials),
+                            Constraints(max_accuracy_drop=0.05), "latency (ms)", "recall_defect")
+    assert figure.layout.yaxis.title.text == "validation recall_defect"
+    notes = {annotation.text for annotation in figure.layout.annotations}
+    assert {"FP32 recall_defect 97.00%", "recall_defect floor 92.00%"} <= notes
+    (front,) = kind(figure, "front")
+    assert all("validation recall_defect" in text for text in front.hovertext)

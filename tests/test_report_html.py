@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgetune.reports.html import render
+from edgetune.search.record import MEASUREMENT
 from edgetune.search.study import Location
 
 from studies import DYNAMIC, STRUCTURED, failed, killed, retry_of, study_of, trial
@@ -99,3 +100,24 @@ def test_failures_say_why_and_where_a_killed_trial_was_retried(page: Page) -> No
 def test_a_study_with_no_trials_still_renders(tmp_path: Path) -> None:
     text = "".join(Page(render(study_of([]), Location.resolve("empty", tmp_path))).text)
     assert "No complete trial yet" in text
+
+
+def test_a_study_on_another_metric_names_it_and_shows_the_fronts_confusion_matrices() -> None:
+    trials = [trial(0.50, 10.0, role="reference"), trial(1.0, 5.0, DYNAMIC),
+              trial(0.0, 3.0, STRUCTURED)]
+    for record, counts in zip(trials, ([[8, 0], [1, 1]], [[7, 1], [0, 2]], [[8, 0], [2, 0]]),
+                              strict=True):
+        record.user_attrs[MEASUREMENT]["confusion"] = counts
+    study = study_of(trials, config={"study": "synthetic", "target": {"threads": 2},
+                                     "search": {"constraints": {"max_accuracy_drop": 0.5}}})
+    study.set_metric_names(["recall_defect", "latency_ms"])
+    study.set_user_attr("data", {"labels": [HOSTILE, "defect"], "sizes": {"validation": 10}})
+    shown = Page(render(study, Location.resolve("synthetic", Path("run"))))
+    text = " ".join(" ".join(shown.text).split())
+    assert "validation recall_defect" in text and "validation accuracy" not in text
+    assert "best recall_defect within the constraints (≥ 0.00% recall_defect)" in text
+    tables = {attrs["id"] for attrs in shown.tags("table") if attrs.get("id", "")
+              .startswith("confusion-")}
+    assert tables == {"confusion-1-validation", "confusion-2-validation"}  # the front's only
+    assert f"#1 dyn-int8: validation true \\ predicted {HOSTILE} defect {HOSTILE} 7 1 defect 0 2" \
+        in text
