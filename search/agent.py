@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.artifacts import download_artifact, upload_artifact
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
@@ -57,6 +58,7 @@ from edgetune.search.failures import failure_record
 from edgetune.search.lock import StudyLock
 from edgetune.search.lost_trials import worker_record
 from edgetune.search.record import CLAIM_PREFIX, DEVICE_PREFIX, REFERENCE, ROLE, device_figures
+from edgetune.search.study import sqlite_file
 
 PRESENCE_PREFIX = "agent:"  # study user attr: the last heartbeat of an agent of that device
 DEVICE_INPUTS = "device_inputs"  # study user attr: the artifact id of the published inputs
@@ -136,8 +138,8 @@ class Agent:
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
-        self.storage = annotating_storage(self.storage_url)
-        self.lock = StudyLock(self.storage_url, self.study_name)
+        self._storage: RDBStorage | None = None
+        self._lock: StudyLock | None = None
         self.folder = Path(tempfile.mkdtemp(prefix=f"edgetune-agent-{self.device}-"))
         self.identity = {**worker_record(), "device": self.device, "runtimes": self.runtimes}
         self._inputs: dict[str, np.ndarray] | None = None
@@ -153,19 +155,17 @@ class Agent:
             InputError: the study times its reference in a runtime this agent does not run.
         """
         said, start = False, time.monotonic()
-        while True:
-            try:
-                self.study_id = self.storage.get_study_id_from_name(self.study_name)
-                break
-            except KeyError:
-                if idle_exit is not None and time.monotonic() - start >= idle_exit:
-                    self.log(f"no study {self.study_name!r} in the storage")
-                    return False
-                if not said:
-                    self.log(f"no study {self.study_name!r} in the storage yet: waiting for its "
-                             "builder (check the name if none is running)")
-                    said = True
-                time.sleep(POLL_SECONDS)
+        while (study_id := self._study_id()) is None:
+            if idle_exit is not None and time.monotonic() - start >= idle_exit:
+                self.log(f"no study {self.study_name!r} in the storage")
+                return False
+            if not said:
+                self.log(f"no study {self.study_name!r} in the storage yet: waiting for its "
+                         "builder (check the name if none is running)")
+                said = True
+            time.sleep(POLL_SECONDS)
+        self.study_id = study_id
+        self._lock = StudyLock(self.storage_url, self.study_name)
         config = self.storage.get_study_user_attrs(self.study_id).get("config") or {}
         target = dict(config.get("target") or {})
         if self.threads is not None:
@@ -179,6 +179,29 @@ class Agent:
                                           f"reference in {RUNTIMES[self.target.runtime].title}: "
                                           "this agent must run it")
         return True
+
+    def _study_id(self) -> int | None:
+        """The study's id, or None while it does not exist (nor its SQLite file: the builder
+        creates both)."""
+        database = sqlite_file(self.storage_url)
+        if database is not None and not database.exists():
+            return None
+        if self._storage is None:
+            self._storage = annotating_storage(self.storage_url)
+        try:
+            return self._storage.get_study_id_from_name(self.study_name)
+        except KeyError:
+            return None
+
+    @property
+    def storage(self) -> RDBStorage:
+        assert self._storage is not None, "the study is opened first (serve)"
+        return self._storage
+
+    @property
+    def lock(self) -> StudyLock:
+        assert self._lock is not None, "the study is opened first (serve)"
+        return self._lock
 
     def serve(self, idle_exit: float | None = None) -> int:
         """Measure trials as they come; return how many were measured. Runs until killed, or
@@ -321,8 +344,10 @@ class Agent:
         self.storage.set_trial_user_attr(trial._trial_id, key, value)
 
     def close(self) -> None:
-        self.lock.close()
-        self.storage.remove_session()
+        if self._lock is not None:
+            self._lock.close()
+        if self._storage is not None:
+            self._storage.remove_session()
 
 
 def installed_runtimes(names: list[str] | None) -> list[str]:

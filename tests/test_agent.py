@@ -267,3 +267,14 @@ def test_a_device_study_keeps_its_models(tmp_path: Path, tiny_model: Path,
     assert result.exit_code == 2
     assert "artifacts.keep" in result.output and "target.device" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_agent_started_before_its_builder_waits_for_the_database(tmp_path: Path) -> None:
+    """On SQLite the builder creates the database file, and its folder, when it starts."""
+    url = f"sqlite:///{tmp_path / 'not-yet' / 'study.db'}"
+    agent = Agent(url, "later", "board", ["onnxruntime"], log=lambda line: None)
+    try:
+        assert agent.serve(idle_exit=2) == 0
+    finally:
+        agent.close()
+    assert not (tmp_path / "not-yet").exists()  # the agent creates nothing of the study's
