@@ -12,7 +12,9 @@ Three things, written to ``--work``/results.jsonl as they finish:
    its own figures; the two devices' fronts side by side, and where they rank recipes
    differently.
 
-    python benchmarks/agent.py --work /tmp/agent-bench [--trials 20]
+    python benchmarks/agent.py --work /tmp/agent-bench [--trials 20] [--skip-in-process]
+
+``--skip-in-process`` runs the agent's parts only, beside an in-process study measured before.
 
 Each study gets its own cache folder, so neither reuses the other's recovered models; each
 fine-tunes its base, which is left out of the trials' wall time (first trial start to last
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +55,7 @@ def write(work: Path, row: dict[str, Any]) -> None:
 
 def install_agent(work: Path) -> Path:
     venv = work / "agent-venv"
+    shutil.rmtree(venv, ignore_errors=True)
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q"]
@@ -152,10 +156,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     venv = install_agent(args.work)
-    run_study(args.work, "in-process", args.trials, None)
+    if not args.skip_in_process:
+        run_study(args.work, "in-process", args.trials, None)
     agent_study = run_study(args.work, "on-agent", args.trials, venv)
     second_device(args.work, agent_study, venv)
 
