@@ -160,24 +160,37 @@ def test_without_an_agent_run_says_so_and_stops_at_its_timeout(
                for t in started)
 
 
-def test_a_model_the_device_cannot_load_is_recorded_as_its_error(
-        tmp_path: Path, tiny_onnx: Path) -> None:
+def study_for_an_agent(tmp_path: Path, name: str, reference_model: Path,
+                       inputs: dict[str, np.ndarray], labels: np.ndarray,
+                       task: dict[str, object] | None = None,
+                       ) -> tuple[str, optuna.Study, FileSystemArtifactStore]:
+    """A study as a device builder leaves it: its settings, the published inputs and a complete
+    reference trial's model; its storage URL, the study and its artifact store."""
     storage_url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="broken", storage=make_storage(storage_url),
+    study = optuna.create_study(study_name=name, storage=make_storage(storage_url),
                                 directions=["maximize", "minimize"])
     (tmp_path / "artifacts").mkdir()
     store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
-    study.set_user_attr("config", {"target": {"threads": 1, "sequence_length": 16},
+    study.set_user_attr("config", {**({"task": task} if task else {}),
+                                   "target": {"threads": 1, "sequence_length": 16},
                                    "measure": {"warmup": 1, "rounds": 2, "max_rounds": 2}})
     study.set_user_attr(ARTIFACT_STORE, str(tmp_path / "artifacts"))
+    publish_inputs(study, store, inputs, labels, tmp_path / "work")
+    reference = study.ask()
+    reference.set_user_attr(ROLE, "reference")
+    upload_artifact(artifact_store=store, file_path=str(reference_model), study_or_trial=reference)
+    return storage_url, study, store
+
+
+def test_a_model_the_device_cannot_load_is_recorded_as_its_error(
+        tmp_path: Path, tiny_onnx: Path) -> None:
     rows = 6
     inputs = {"input_ids": np.full((rows, 16), 5, dtype=np.int64),
               "attention_mask": np.ones((rows, 16), dtype=np.int64),
               "token_type_ids": np.zeros((rows, 16), dtype=np.int64)}
-    publish_inputs(study, store, inputs, np.zeros(rows, dtype=np.int64), tmp_path / "work")
-    reference, broken = study.ask(), study.ask()
-    reference.set_user_attr(ROLE, "reference")
-    upload_artifact(artifact_store=store, file_path=str(tiny_onnx), study_or_trial=reference)
+    storage_url, study, store = study_for_an_agent(tmp_path, "broken", tiny_onnx, inputs,
+                                                   np.zeros(rows, dtype=np.int64))
+    broken = study.ask()
     garbage = tmp_path / "model.onnx"
     garbage.write_bytes(b"not a model")
     upload_artifact(artifact_store=store, file_path=str(garbage), study_or_trial=broken)
@@ -202,27 +215,16 @@ def test_a_model_the_device_cannot_load_is_recorded_as_its_error(
 def test_an_agent_scores_the_studys_metric_as_a_trial_here_would(
         tmp_path: Path, tiny_onnx: Path) -> None:
     """The device reads ``task.metric`` from the study and the label names from its data."""
-    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(study_name="recall", storage=make_storage(storage_url),
-                                directions=["maximize", "minimize"])
-    (tmp_path / "artifacts").mkdir()
-    store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
-    study.set_user_attr("config", {"task": {"metric": "recall:sport"},
-                                   "target": {"threads": 1, "sequence_length": 16},
-                                   "measure": {"warmup": 1, "rounds": 2, "max_rounds": 2}})
-    labels_named = ["politics", "sport", "tech"]
-    study.set_user_attr("data", {"labels": labels_named})
-    study.set_user_attr(ARTIFACT_STORE, str(tmp_path / "artifacts"))
     rng = np.random.default_rng(0)
     rows = 12
     inputs = {"input_ids": rng.integers(1, 40, size=(rows, 16), dtype=np.int64),
               "attention_mask": np.ones((rows, 16), dtype=np.int64),
               "token_type_ids": np.zeros((rows, 16), dtype=np.int64)}
     labels = np.arange(rows, dtype=np.int64) % 3
-    publish_inputs(study, store, inputs, labels, tmp_path / "work")
-    reference = study.ask()
-    reference.set_user_attr(ROLE, "reference")
-    upload_artifact(artifact_store=store, file_path=str(tiny_onnx), study_or_trial=reference)
+    labels_named = ["politics", "sport", "tech"]
+    storage_url, study, _ = study_for_an_agent(tmp_path, "recall", tiny_onnx, inputs, labels,
+                                               task={"metric": "recall:sport"})
+    study.set_user_attr("data", {"labels": labels_named})
 
     agent = Agent(storage_url, "recall", "board", ["onnxruntime"], log=lambda line: None)
     try:
