@@ -27,7 +27,7 @@ from edgetune.spaces.graph import GraphRecipe, GraphSpace, fusion_mode
 from edgetune.spaces.knob import ONNX_RUNTIME_ONLY, Knob
 
 FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert",
-                      "distilbert": "bert", "electra": "bert"}
+                      "distilbert": "bert", "electra": "bert", "vit": "vit", "deit": "vit"}
 
 
 def fuse(source: Path, target: Path, model_type: str, attention: bool = True) -> dict[str, int]:

@@ -203,8 +203,12 @@ class StudyConfig(Strict):
         # the earlier studies.
         if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
             del fixed["target"]["runtime"]
-        if fixed["target"]["device"] is None:
-            del fixed["target"]["device"]
+        for unset in ("device", "image_size"):  # image_size: a text study's never set
+            if fixed["target"][unset] is None:
+                del fixed["target"][unset]
+        for section, unset in ((fixed["task"], "kind"), (fixed["task"]["data"], "image_column")):
+            if section[unset] is None:
+                del section[unset]
         for unset in ("runtime", "vocabulary"):
             if fixed["space"][unset] is None:
                 del fixed["space"][unset]

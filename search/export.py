@@ -2,7 +2,8 @@
 
 The folder holds ``model.onnx``; ``model.ort`` and ``model.required_operators.config`` (ONNX
 Runtime's mobile format and the operator list of a reduced build); the tokenizer's files (cutting
-texts at the study's ``max_length``); ``labels.json`` (label names in output order);
+texts at the study's ``max_length``), or an image classifier's image processor;
+``labels.json`` (label names in output order);
 ``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: validation
 and test accuracy, latency interleaved with the FP32 reference, and whether that latency is
 reliable: ``search/reliability.py``); and a README, which marks an unreliable figure beside it.
@@ -109,15 +110,16 @@ def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder:
         models.rebuild(fp32, reference_model)
     deploy_files = runtime_of(model).deploy_files(model)
     reads = models.model_task(trial)  # with the trimmed tokenizer, if the trial trims
-    reads.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
-    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    if task.kind == "text":
+        reads.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
+    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined] # or image processor
     write_json(folder / LABELS_FILE, task.label_names)
     write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
                        reference_model, task, reads, deploy_files)
     write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
-        readme(metrics, task.label_names, source.config, model, deploy_files))
+        readme(metrics, task.label_names, source.config, model, deploy_files, task.image_size))
     return metrics
 
 

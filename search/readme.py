@@ -16,10 +16,12 @@ from edgetune.search.config import StudyConfig
 from edgetune.search.record import Figures
 
 EXAMPLE_TEXTS = '["Shares rose sharply after the company reported record profits."]'
+EXAMPLE_IMAGES = '["photo.jpg"]'
 
 
 def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, model: Path,
-           deploy_files: list[Path]) -> str:
+           deploy_files: list[Path], image_size: int | None = None) -> str:
+    """The README of an export folder; ``image_size`` for an image classifier's."""
     runtime = runtime_of(model)
     trial = metrics["trial_figures"]
     here = metrics["remeasured"]
@@ -29,10 +31,23 @@ def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, mode
     note = unreliable_note(metrics)
     here_row = "re-measured at export" + (" (**unreliable**, see below)" if note else "")
     note_block = f"\n**{note}**\n" if note else ""
+    if image_size is None:
+        kind, input_shape, example = "A text classifier", f"{target.sequence_length} tokens", (
+            EXAMPLE_TEXTS)
+        preprocessing = ("- Tokenizer files: `AutoTokenizer.from_pretrained(folder)`; texts are "
+                         f"cut at\n  {config.task.max_length} tokens.")
+        usage = runtime.usage(model, EXAMPLE_TEXTS)
+    else:
+        kind, input_shape, example = ("An image classifier", f"{image_size}x{image_size} images",
+                                      EXAMPLE_IMAGES)
+        preprocessing = ("- Image processor: `AutoImageProcessor.from_pretrained(folder)`; the "
+                         f"model takes\n  {image_size}x{image_size} images (paths or PIL images "
+                         "for `edgetune.load`).")
+        usage = ""
     return f"""# {metrics['study']}, trial {metrics['trial']}: {metrics['recipe']}
 
 Exported by edgetune {__version__} on {here['date'][:10]} from study `{metrics['study']}`,
-trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.join(labels)}.
+trial {metrics['trial']}. {kind} with {len(labels)} labels: {', '.join(labels)}.
 
 | | validation accuracy | test accuracy | latency | × FP32 |
 |---|---|---|---|---|
@@ -40,15 +55,14 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | {here_row} | {here['validation_accuracy']:.2%} | {here['test_accuracy']:.2%} \
 | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 {note_block}
-Latency: {runtime.title} CPU, batch {target.batch_size}, {target.sequence_length} tokens,
+Latency: {runtime.title} CPU, batch {target.batch_size}, {input_shape},
 {target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
 measured beside it. `metrics.json` holds every figure; `recipe.json` how the model was built.
 
 ## Files
 
 {runtime.files_section(model, deploy_files)}
-- Tokenizer files: `AutoTokenizer.from_pretrained(folder)`; texts are cut at
-  {config.task.max_length} tokens.
+{preprocessing}
 
 ## Run it (from this folder)
 
@@ -58,10 +72,10 @@ With edgetune installed:
 import edgetune
 
 predict = edgetune.load(".")
-print(predict({EXAMPLE_TEXTS}))
+print(predict({example}))
 ```
 
-{runtime.usage(model, EXAMPLE_TEXTS)}
+{usage}
 """
 
 
