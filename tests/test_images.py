@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from vision import SIDE, build_tiny_vision_model, write_image_folder
 
 from edgetune.errors import InputError
 from edgetune.objectives.data import DataConfig, load_dataset
 from edgetune.objectives.task import TaskConfig, load_task
 
 from conftest import build_tiny_model
+from vision import SIDE, build_tiny_vision_model, write_image_folder
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,134 @@
+"""Image classification end to end: `edgetune run` on a tiny ViT and a tiny ResNet to a front,
+`edgetune export` of a trial, and `edgetune.load()` on image paths and PIL images; and the
+knobs an image task cannot take yet refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import optuna
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import edgetune
+from edgetune.objectives.data import DataConfig, load_dataset
+from edgetune.search.cli import cli
+
+from helpers import op_counts, run_study, write_config
+from vision import build_tiny_vision_model, vision_config, write_image_folder
+
+STUDY = "tiny-vision"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("images") / "data", per_label=20)
+
+
+def trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    return optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+
+
+def recipe_of(trial: optuna.trial.FrozenTrial) -> str:
+    return trial.user_attrs["recipe_short"]
+
+
+@pytest.fixture(scope="module", params=["vit", "resnet"])
+def study(request: pytest.FixtureRequest, images: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A finished study of 3 trials (the FP32 reference, dynamic and static INT8) on a tiny
+    ``vit`` or ``resnet``."""
+    family = request.param
+    folder = tmp_path_factory.mktemp(family)
+    model = build_tiny_vision_model(folder / "model", family)
+    # The reference, then the dynamic INT8 baseline, then static INT8.
+    static = {"pruning.method": "none", "quantization.scheme": "static", "graph.fusion": False, **{
+        f"quantization.static.{name}": value for name, value in {
+            "format": "qdq", "calibration": "minmax", "activation_type": "uint8",
+            "per_channel": True, "op_types": "all", "keep_fp32": "none"}.items()}}
+    config = vision_config(model, images, search={"trials": 3, "enqueue": [static]})
+    return family, run_study(folder, config, trials=3)
+
+
+def test_a_study_measures_the_reference_and_int8_candidates(study: tuple[str, Path]) -> None:
+    family, run_dir = study
+    done = [t for t in trials(run_dir) if t.state == optuna.trial.TrialState.COMPLETE]
+    recipes = [recipe_of(t) for t in done]
+    assert recipes[0] == "fp32 reference" and any(r.startswith("dyn-int8") for r in recipes)
+    assert any(r.startswith("static-qdq") for r in recipes), recipes
+    reference = done[0]
+    assert reference.values[0] > 0.8, f"the tiny {family} did not learn the colours"
+    for trial in done:
+        assert trial.values[0] >= reference.values[0] - 0.2 and trial.values[1] > 0
+
+
+def test_static_int8_quantizes_the_weights_per_channel(study: tuple[str, Path]) -> None:
+    """Every convolution of the CNN, and the ViT's projections, read INT8 weights with one scale
+    per output channel: what makes static INT8 pay on a CPU."""
+    family, run_dir = study
+    static = next(t for t in trials(run_dir) if recipe_of(t).startswith("static"))
+    model = _model_of(run_dir, static.number)
+    graph = onnx.load(str(model)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    weights = {node.output[0]: node for node in graph.node
+               if node.op_type == "DequantizeLinear" and node.input[0] in initializers}
+    op = {"vit": "MatMul", "resnet": "Conv"}[family]
+    computing = [node for node in graph.node if node.op_type == op]
+    quantized = [weights[node.input[1]] for node in computing if node.input[1] in weights]
+    if op == "Conv":
+        assert len(quantized) == len(computing), op_counts(model)
+    assert quantized, op_counts(model)
+    for weight in quantized:
+        scale = initializers[weight.input[1]]
+        assert len(scale.dims) == 1 and scale.dims[0] > 1  # one scale per output channel
+
+
+def _model_of(run_dir: Path, number: int) -> Path:
+    out = run_dir.parent / "exports" / f"trial-{number}"
+    if not out.exists():
+        result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--study", STUDY,
+                                          "--trial", str(number), "--out", str(out)],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return out / "model.onnx"
+
+
+def test_an_exported_image_classifier_predicts_paths_and_pil_images(
+        study: tuple[str, Path], images: Path) -> None:
+    _, run_dir = study
+    dynamic = next(t for t in trials(run_dir) if recipe_of(t).startswith("dyn-int8"))
+    folder = _model_of(run_dir, dynamic.number).parent
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "An image classifier with 3 labels" in (folder / "README.md").read_text()
+    predict = edgetune.load(folder)
+    validation = load_dataset(DataConfig(path=str(images))).splits["validation"]
+    labels = json.loads((folder / "labels.json").read_text())
+    by_path = predict([str(path) for path in validation.images])
+    by_image = predict([Image.open(path) for path in validation.images])
+    assert [p["label"] for p in by_path] == [p["label"] for p in by_image]
+    correct = np.mean([labels.index(p["label"]) == label
+                       for p, label in zip(by_path, validation.labels.tolist())])
+    assert correct == pytest.approx(metrics["remeasured"]["validation_accuracy"])
+    assert predict(validation.images[0])[0]["label"] == by_path[0]["label"]
+
+
+@pytest.mark.parametrize(("space", "where"), [
+    ({"pruning": {"methods": ["structured"]}}, "space.pruning.methods"),
+    ({"quantization": {"schemes": ["nncf"]}}, "space.quantization.schemes"),
+    ({"graph": {"fusion": [True]}}, "space.graph.fusion"),
+])
+def test_what_a_cnn_cannot_take_is_refused_before_anything_is_written(
+        images: Path, tmp_path: Path, space: dict[str, object], where: str) -> None:
+    model = build_tiny_vision_model(tmp_path / "model", "resnet")
+    config = vision_config(model, images)
+    config["space"] = {**config["space"], **space}
+    path = write_config(tmp_path, config)
+    result = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert where in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
