@@ -5,6 +5,7 @@ knobs an image task cannot take yet refused before anything is written."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,4 +132,37 @@ def test_what_a_cnn_cannot_take_is_refused_before_anything_is_written(
     result = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
     assert where in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_vit_takes_lora_unstructured_pruning_and_fusion(images: Path, tmp_path: Path) -> None:
+    """A vision transformer is built of Linear layers: LoRA adapts its projections (transformers
+    5 names them q_proj, v_proj, fc1), unstructured pruning zeroes them, and ONNX Runtime fuses
+    its LayerNorms and GELUs."""
+    model = build_tiny_vision_model(tmp_path / "model", "vit")
+    config = vision_config(
+        model, images,
+        finetune={"method": "lora", "learning_rate": 1.0e-2,
+                  "lora": {"target_modules": ["q_proj", "v_proj", "fc1"]}},
+        space={"pruning": {"methods": ["unstructured"]},
+               "recovery": {"steps": {"low": 5, "high": 10, "step": 5}},
+               "quantization": {"schemes": ["dynamic"]}, "graph": {"fusion": [True]}})
+    run_dir = run_study(tmp_path, config, trials=2)
+    done = [t for t in trials(run_dir) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and done[0].values[0] > 0.8
+    candidate = done[1]
+    assert recipe_of(candidate).startswith("l1-") and "fused" in recipe_of(candidate)
+    assert candidate.user_attrs["measurement"]["fused_ops"].get("SkipLayerNormalization")
+    assert candidate.values[0] >= done[0].values[0] - 0.2
+
+
+def test_an_image_that_does_not_decode_is_refused_before_anything_is_written(
+        images: Path, tmp_path: Path) -> None:
+    data = Path(shutil.copytree(images, tmp_path / "data"))
+    (data / "green" / "7.png").write_bytes(b"\x89PNG truncated")
+    config = vision_config(build_tiny_vision_model(tmp_path / "model", "resnet"), data)
+    result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),
+                                      "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "task.data.path" in result.output and "green/7.png" in result.output
     assert not (tmp_path / "run").exists()
