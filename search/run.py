@@ -145,7 +145,8 @@ def _study(config: StudyConfig, location: Location, config_dir: Path, console: C
         study = open_study(config, location.study, storage, setup_lock=lock, budget=budget,
                            layers=encoder_layers(model_config))
         study.set_user_attr("data", task.dataset.summary()
-                            | {"split_seed": config.task.data.splits.seed})
+                            | {"split_seed": config.task.data.splits.seed}
+                            | ({"image_size": task.image_size} if task.kind == "image" else {}))
         study.set_user_attr(CONFIG_DIR, str(config_dir.resolve()))  # the config's relative paths
         with phase(console, _base_phase(config, task)):
             bench = workbench(config, task)

@@ -66,6 +66,7 @@ def test_a_study_measures_the_reference_and_int8_candidates(study: tuple[str, Pa
     assert reference.values[0] > 0.8, f"the tiny {family} did not learn the colours"
     for trial in done:
         assert trial.values[0] >= reference.values[0] - 0.2 and trial.values[1] > 0
+    assert "batch, 32x32 px, 1 threads" in (run_dir / "report.html").read_text()
 
 
 def test_static_int8_quantizes_the_weights_per_channel(study: tuple[str, Path]) -> None:
