@@ -6,9 +6,14 @@ what a CNN needs to gain on a CPU). Unstructured pruning zeroes ``nn.Linear`` we
 vision transformer is made of and a CNN is not; ONNX Runtime's transformer fusions know ViT's
 graph. The other knobs (structured and channel pruning, NNCF, QAT, vocabulary trimming) and the
 other runtimes are text-only for now: a space naming them is refused in one line.
+
+A config that states ``task.kind: image`` gets ``IMAGE_SPACE`` where its space leaves a choice
+unset: what every image classifier can take (``with_image_defaults``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from edgetune.errors import InputError
 from edgetune.objectives.target import TargetConfig
@@ -19,6 +24,26 @@ from edgetune.spaces.space import SearchSpace
 # "vit" optimizer.
 VISION_TRANSFORMERS = {"vit", "deit"}
 IMAGE_SCHEMES = {"none", "dynamic", "static"}
+# The mixed-precision groups name BERT's and DistilBERT's layers, so image models keep all INT8.
+IMAGE_SPACE: dict[str, Any] = {
+    "pruning": {"methods": ["none"]},
+    "quantization": {"schemes": sorted(IMAGE_SCHEMES),
+                     "dynamic": {"keep_fp32": ["none"]},
+                     "static": {"op_types": ["all"], "keep_fp32": ["none"]}},
+    "graph": {"fusion": [False]},
+}
+
+
+def with_image_defaults(space: dict[str, Any], defaults: dict[str, Any] = IMAGE_SPACE,
+                        ) -> dict[str, Any]:
+    """``space`` (a config's raw ``space:`` section) with ``defaults`` wherever it sets nothing."""
+    filled = dict(space)
+    for key, value in defaults.items():
+        if key not in filled:
+            filled[key] = value
+        elif isinstance(value, dict) and isinstance(filled[key], dict):
+            filled[key] = with_image_defaults(filled[key], value)
+    return filled
 
 
 def check_image_space(model_type: str, target: TargetConfig, space: SearchSpace) -> None:
@@ -36,11 +61,13 @@ def check_image_space(model_type: str, target: TargetConfig, space: SearchSpace)
     if refused := sorted(set(space.pruning.methods) - allowed):
         raise InputError("space.pruning.methods",
                          f"{', '.join(refused)} pruning of {model_type!r} image classifiers is not "
-                         f"supported yet; keep {' or '.join(sorted(allowed))}")
+                         f"supported yet; keep {' or '.join(sorted(allowed))} (task.kind: image "
+                         "makes the space's defaults those of image tasks)")
     if refused := sorted(set(space.quantization.schemes) - IMAGE_SCHEMES):
         raise InputError("space.quantization.schemes",
                          f"{', '.join(refused)}: not for image classifiers yet; use "
-                         f"{', '.join(sorted(IMAGE_SCHEMES))}")
+                         f"{', '.join(sorted(IMAGE_SCHEMES))} (task.kind: image makes the "
+                         "space's defaults those of image tasks)")
     if space.vocabulary is not None and True in space.vocabulary.trim:
         raise InputError("space.vocabulary", "an image classifier has no vocabulary to trim")
     if not transformer and True in space.graph.fusion:

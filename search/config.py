@@ -21,6 +21,7 @@ from edgetune.objectives.latency import MeasureConfig, RoundLimits
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.objectives.vision import with_image_defaults
 from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.baselines import misfit
 from edgetune.search.constraints import Constraints
@@ -99,6 +100,16 @@ class StudyConfig(Strict):
     def runtimes(self) -> list[str]:
         """The runtimes the study compiles for: the target's, then any other the space searches."""
         return list(dict.fromkeys([self.target.runtime, *(self.space.runtime or [])]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_of_an_image_task(cls, data: Any) -> Any:
+        """A config that says its task is image classification searches, unless it lists them,
+        the knobs every image classifier takes (``objectives.vision.IMAGE_SPACE``)."""
+        if not isinstance(data, dict) or _raw(data, "task", "kind") != "image":
+            return data
+        space = data.get("space") or {}
+        return {**data, "space": with_image_defaults(space)} if isinstance(space, dict) else data
 
     @model_validator(mode="before")
     @classmethod

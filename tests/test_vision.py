@@ -18,6 +18,7 @@ from PIL import Image
 import edgetune
 from edgetune.objectives.data import DataConfig, load_dataset
 from edgetune.search.cli import cli
+from edgetune.search.config import load_config
 
 from helpers import op_counts, run_study, write_config
 from vision import build_tiny_vision_model, vision_config, write_image_folder
@@ -167,3 +168,16 @@ def test_an_image_that_does_not_decode_is_refused_before_anything_is_written(
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "task.data.path" in result.output and "green/7.png" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_task_kind_image_makes_the_default_space_one_an_image_task_takes(
+        images: Path, tmp_path: Path) -> None:
+    model = build_tiny_vision_model(tmp_path / "model", "resnet")
+    config = vision_config(model, images, task={"kind": "image"}, search={"trials": 2})
+    del config["space"]
+    stated = load_config(write_config(tmp_path, config)).space
+    assert stated.pruning.methods == ["none"] and stated.graph.fusion == [False]
+    assert stated.quantization.schemes == ["dynamic", "none", "static"]
+    assert stated.quantization.static.op_types == ["all"]
+    run_dir = run_study(tmp_path, config, trials=2)
+    assert [t.state for t in trials(run_dir)] == [optuna.trial.TrialState.COMPLETE] * 2
