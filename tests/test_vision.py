@@ -181,3 +181,14 @@ def test_task_kind_image_makes_the_default_space_one_an_image_task_takes(
     assert stated.quantization.static.op_types == ["all"]
     run_dir = run_study(tmp_path, config, trials=2)
     assert [t.state for t in trials(run_dir)] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_core_ml_export_of_an_image_classifier_is_refused_in_one_line(
+        study: tuple[str, Path]) -> None:
+    _, run_dir = study
+    out = run_dir.parent / "coreml"
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--study", STUDY,
+                                      "--trial", "0", "--format", "coreml", "--out", str(out)])
+    assert result.exit_code == 2 and "--format" in result.output, result.output
+    assert "image classifiers" in result.output, result.output
+    assert not out.exists()
