@@ -36,29 +36,43 @@ def write_image_folder(root: Path, per_label: int = 30, seed: int = 0,
     return root
 
 
+FAMILIES = ("vit", "deit", "convnext", "resnet", "mobilenet_v2", "efficientnet")
+TRANSFORMERS = ("vit", "deit")
+
+
 def build_tiny_vision_model(folder: Path, family: str = "vit") -> Path:
-    """A ``family`` (``vit``, ``resnet`` or ``mobilenet_v2``) image classifier of a few thousand
-    weights for 32x32 RGB images, with seeded random weights and its image processor."""
+    """A ``family`` (one of ``FAMILIES``) image classifier of a few thousand weights for 32x32
+    RGB images, with seeded random weights and its image processor."""
     import torch
     from transformers import (
         AutoModelForImageClassification,
+        ConvNextConfig,
         ConvNextImageProcessor,
+        DeiTConfig,
+        EfficientNetConfig,
         MobileNetV2Config,
         ResNetConfig,
         ViTConfig,
         ViTImageProcessor,
     )
 
+    transformer = {"image_size": SIDE, "patch_size": 8, "hidden_size": 32,
+                   "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
     configs: dict[str, Any] = {
-        "vit": ViTConfig(image_size=SIDE, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, intermediate_size=64),
+        "vit": ViTConfig(**transformer),
+        # transformers builds DeiT from its config only when told which of its two heads
+        "deit": DeiTConfig(**transformer, architectures=["DeiTForImageClassification"]),
+        "convnext": ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
         "resnet": ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
         "mobilenet_v2": MobileNetV2Config(image_size=SIDE, depth_multiplier=0.35),
+        # hidden_dim is the last convolution's width: 1280 scaled by width_coefficient
+        "efficientnet": EfficientNetConfig(image_size=SIDE, width_coefficient=0.1,
+                                           depth_coefficient=0.1, hidden_dim=128),
     }
     torch.manual_seed(0)
     model = AutoModelForImageClassification.from_config(configs[family])
     model.save_pretrained(folder)
-    if family == "vit":
+    if family in TRANSFORMERS:
         processor: Any = ViTImageProcessor(size={"height": SIDE, "width": SIDE})
     else:
         processor = ConvNextImageProcessor(size={"shortest_edge": SIDE})
