@@ -210,3 +210,21 @@ def test_core_ml_export_of_an_image_classifier_is_refused_in_one_line(
     assert result.exit_code == 2 and "--format" in result.output, result.output
     assert "image classifiers" in result.output, result.output
     assert not out.exists()
+
+
+def test_mixed_precision_groups_find_a_vit_s_layers(tmp_path: Path) -> None:
+    """transformers 5 names a ViT's blocks ``layers.N`` and its FFN output ``mlp.fc2``: each
+    FP32 group of static and dynamic INT8 finds its nodes there."""
+    from edgetune.objectives.checkpoint import load_classifier
+    from edgetune.objectives.export import export_onnx
+    from edgetune.objectives.quantization import fp32_nodes
+
+    folder = build_tiny_vision_model(tmp_path / "model", "vit")
+    exported = export_onnx(load_classifier(folder), ["pixel_values"], tmp_path / "vit.onnx",
+                           image_size=32)
+    graph = onnx.load(str(exported))
+    groups = {group: fp32_nodes(graph, group) for group in (
+        "classifier", "attention", "ffn_output", "first_layer", "last_layer")}
+    assert all(groups.values()), {group: len(nodes) for group, nodes in groups.items()}
+    assert all("/mlp/fc2/" in name for name in groups["ffn_output"])
+    assert not set(groups["first_layer"]) & set(groups["last_layer"])
