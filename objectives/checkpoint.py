@@ -41,8 +41,11 @@ def classifier_kinds(model_config: PretrainedConfig) -> list[TaskKind]:
     """The kinds of classifier a checkpoint's config makes: the one its ``architectures`` name
     (a classifier's own checkpoint), else every kind transformers builds of its model type
     (a base model; text when it knows of none, as for remote code)."""
+    named = model_config.architectures
+    # A hand-edited config.json may hold anything here: loading a classifier does not need it.
+    names = [name for name in named if isinstance(name, str)] if isinstance(named, list) else []
     for kind, suffix in _ARCHITECTURE_SUFFIXES.items():
-        if any(name.endswith(suffix) for name in model_config.architectures or ()):
+        if any(name.endswith(suffix) for name in names):
             return [kind]  # type: ignore[list-item]
     return [kind for kind, types in _MODEL_TYPES.items()  # type: ignore[misc]
             if model_config.model_type in types] or ["text"]
