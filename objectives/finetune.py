@@ -16,7 +16,8 @@ from pydantic import Field
 
 from edgetune.errors import InputError
 from edgetune.objectives.cache import Cache, file_hash
-from edgetune.objectives.checkpoint import AUTO_CLASSES, load_classifier, save_classifier
+from edgetune.objectives.checkpoint import load_classifier, save_classifier
+from edgetune.objectives.classifiers import AUTO_CLASSES
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import TrainSettings, train
 from edgetune.spaces.base import Strict

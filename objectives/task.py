@@ -21,7 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from edgetune.errors import InputError
-from edgetune.objectives.checkpoint import TaskKind, classifier_kinds, load_users_classifier
+from edgetune.objectives.checkpoint import load_users_classifier
+from edgetune.objectives.classifiers import TaskKind, classifier_kinds
 from edgetune.objectives.data import DataConfig, Dataset, load_dataset
 from edgetune.objectives.images import output_size, pixel_values
 from edgetune.objectives.paths import resolve_path
