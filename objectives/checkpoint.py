@@ -92,6 +92,9 @@ def _from_pretrained(folder: Path, label_names: list[str] | None, trust_remote_c
 
 
 def save_classifier(model: PreTrainedModel, folder: Path) -> None:
+    """Save ``model`` with its weights named as its modules are: transformers 5 would otherwise
+    rename some families' weights back to their old checkpoint names (a ViT's ``layers.N`` to
+    ``encoder.layer.N``), which ``load_pruned`` reads without renaming; transformers loads both."""
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True, save_original_format=False)

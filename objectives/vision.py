@@ -2,10 +2,12 @@
 
 Image classifiers run on ONNX Runtime, quantized by its dynamic INT8 (which covers the MatMul and
 Gemm of vision transformers) and static INT8 (calibrated Q/DQ, which also covers convolutions:
-what a CNN needs to gain on a CPU). Unstructured pruning zeroes ``nn.Linear`` weights, which a
-vision transformer is made of and a CNN is not; ONNX Runtime's transformer fusions know ViT's
-graph. The other knobs (structured and channel pruning, NNCF, QAT, vocabulary trimming) and the
-other runtimes are text-only for now: a space naming them is refused in one line.
+what a CNN needs to gain on a CPU). A vision transformer is built like a text encoder: structured
+pruning drops its blocks, heads and MLP neurons (``objectives.architectures``), unstructured
+pruning zeroes its ``nn.Linear`` weights, and ONNX Runtime's fusions know its LayerNorms and
+GELUs. A CNN has none of these: channel pruning (Torch-Pruning) is still to come. The other knobs
+(NNCF, QAT, vocabulary trimming) and the other runtimes are text-only for now: a space naming
+them is refused in one line.
 
 A config that states ``task.kind: image`` gets ``IMAGE_SPACE`` where its space leaves a choice
 unset: what every image classifier can take (``with_image_defaults``).
@@ -57,7 +59,7 @@ def check_image_space(model_type: str, target: TargetConfig, space: SearchSpace)
         field = "target.runtime" if target.runtime != DEFAULT_RUNTIME else "space.runtime"
         raise InputError(field, f"image tasks run on {DEFAULT_RUNTIME} only for now")
     transformer = model_type in VISION_TRANSFORMERS
-    allowed = {"none", "unstructured"} if transformer else {"none"}
+    allowed = {"none", "structured", "unstructured"} if transformer else {"none"}
     if refused := sorted(set(space.pruning.methods) - allowed):
         raise InputError("space.pruning.methods",
                          f"{', '.join(refused)} pruning of {model_type!r} image classifiers is not "

@@ -17,6 +17,7 @@ from PIL import Image
 
 import edgetune
 from edgetune.objectives.data import DataConfig, load_dataset
+from edgetune.search.baselines import HALF_THE_LAYERS
 from edgetune.search.cli import cli
 from edgetune.search.config import load_config
 
@@ -228,3 +229,22 @@ def test_mixed_precision_groups_find_a_vit_s_layers(tmp_path: Path) -> None:
     assert all(groups.values()), {group: len(nodes) for group, nodes in groups.items()}
     assert all("/mlp/fc2/" in name for name in groups["ffn_output"])
     assert not set(groups["first_layer"]) & set(groups["last_layer"])
+
+
+@pytest.mark.parametrize("family", ["vit", "deit"])
+def test_a_vision_transformer_takes_structured_pruning(images: Path, tmp_path: Path,
+                                                       family: str) -> None:
+    """Blocks, heads and MLP neurons go as BERT's do: the layer-halving baseline, then a sampled
+    recipe, each rebuilt from its shapes file, exported and measured."""
+    model = build_tiny_vision_model(tmp_path / "model", family)
+    config = vision_config(model, images, space={
+        "pruning": {"methods": ["structured"],
+                    "structured": {"layers_dropped": {"low": 0, "high": 1}}},
+        "recovery": {"steps": {"low": 5, "high": 10, "step": 5}},
+        "quantization": {"schemes": ["dynamic"]}, "graph": {"fusion": [True]}})
+    run_dir = run_study(tmp_path, config, trials=3)
+    done = [t for t in trials(run_dir) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3, [t.user_attrs.get("failure") for t in trials(run_dir)]
+    assert done[1].user_attrs["baseline"] == HALF_THE_LAYERS
+    assert all(recipe_of(t).startswith(("drop1L", "heads")) for t in done[1:])
+    assert all(t.values[0] >= done[0].values[0] - 0.2 for t in done[1:])
