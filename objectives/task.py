@@ -29,11 +29,12 @@ from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 Encoded = dict[str, np.ndarray]
+A_CLASSIFIER = {"text": "a text classifier", "image": "an image classifier"}
 SHORTEST = 8  # tokens: the least max_length allowed
 
 
 class TaskConfig(Strict):
-    """The ``task:`` section: which checkpoint, which data, how texts are tokenized."""
+    """The ``task:`` section: which checkpoint, its kind, which data, how texts are tokenized."""
 
     model: str = Field(description="a local Hugging Face checkpoint folder, or pkg://package/folder")
     kind: TaskKind | None = Field(
@@ -102,7 +103,7 @@ def load_task(config: TaskConfig, base: Path | None = None,
     if dataset.holds_images != (kind == "image"):
         wanted = ("images (format: image-folders, or an image_column)" if kind == "image"
                   else "texts")
-        raise InputError("task.data", f"{model_path} is a {kind} classifier: its data must be "
+        raise InputError("task.data", f"{model_path} is {A_CLASSIFIER[kind]}: its data must be "
                                       f"{wanted}")
     if kind == "text":
         task = Task(config=config, model_path=model_path, dataset=dataset,
@@ -125,7 +126,7 @@ def _kind(config: TaskConfig, model_path: Path) -> tuple[TaskKind, int]:
                                               trust_remote_code=config.trust_remote_code)
     kinds = classifier_kinds(model_config)
     if config.kind is not None and config.kind not in kinds:
-        raise InputError("task.kind", f"{model_path} is a {' or '.join(kinds)} classifier "
+        raise InputError("task.kind", f"{model_path} is {A_CLASSIFIER[kinds[0]]} "
                                       f"({model_config.model_type}), not {config.kind}")
     return config.kind or kinds[0], int(getattr(model_config, "num_channels", 3))
 

@@ -106,7 +106,7 @@ def test_the_task_kind_comes_from_the_checkpoint(images: Path, vit: Path,
     assert pixels.shape == (6, 3, SIDE, SIDE) and pixels.dtype == np.float32
     with pytest.raises(InputError) as error:
         load_task(TaskConfig(model=str(vit), kind="text", data=DataConfig(path=str(images))))
-    assert error.value.where == "task.kind" and "is a image classifier (vit)" in str(error.value)
+    assert error.value.where == "task.kind" and "is an image classifier (vit)" in str(error.value)
     text_model = build_tiny_model(tmp_path / "bert")
     with pytest.raises(InputError) as error:
         load_task(TaskConfig(model=str(text_model), data=DataConfig(path=str(images))))
