@@ -5,11 +5,11 @@ Four splits with one job each (docs/architecture.md): ``train`` for fine-tuning,
 ``calibration`` for post-training quantization; ``validation`` for the objective the search sees;
 ``test`` reported for the front only, never used to choose.
 
-A text is held out only if training never saw it: each distinct text (compared with its runs of
-whitespace collapsed), or image (compared by its bytes), is kept once, where it first occurs,
-before the splits are drawn. Corpora
-repeat texts more often than one would think: BBC News, the default task's, holds 100 texts
-twice, and a random split put 25 test and 13 validation texts beside their copy in train.
+A text or image is held out only if training never saw it: each distinct text (compared with its
+runs of whitespace collapsed), or image (compared by its bytes), is kept once, where it first
+occurs, before the splits are drawn. Corpora repeat texts more often than one would think: BBC
+News, the default task's, holds 100 texts twice, and a random split put 25 test and 13
+validation texts beside their copy in train.
 """
 
 from __future__ import annotations
