@@ -66,7 +66,7 @@ class Task:
             assert self.image_size is not None
             images = self.dataset.splits[split].images
             return {"pixel_values": pixel_values(self.tokenizer, images, self.image_size,
-                                                 self.channels, self._native_size)}
+                                                 self.channels, self.native_size)}
         texts = self.dataset.splits[split].texts
         encoding = self.tokenizer(  # type: ignore[operator]
             texts,
@@ -81,7 +81,8 @@ class Task:
         return self.dataset.splits[split].labels
 
     @functools.cached_property
-    def _native_size(self) -> int:
+    def native_size(self) -> int:
+        """The side of the images an image task's processor makes by itself."""
         return output_size(self.tokenizer, self.channels)
 
 
@@ -151,7 +152,7 @@ def _check_runs_on_images(task: Task, size_given: bool) -> None:
     images = task.dataset.splits["train"].images[:2]
     assert task.image_size is not None
     inputs = pixel_values(task.tokenizer, images, task.image_size, task.channels,
-                          task._native_size)
+                          task.native_size)
     try:
         with torch.no_grad():
             model(pixel_values=torch.from_numpy(inputs))

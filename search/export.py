@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.candidate import measure_model
+from edgetune.objectives.images import colour_mode
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.predictor import LABELS_FILE
@@ -39,7 +40,7 @@ from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference, reference_latencies
 from edgetune.search.models import Models, Source
-from edgetune.search.readme import readme
+from edgetune.search.readme import ImageInputs, readme
 from edgetune.search.record import Figures, TrialRecord, devices, records
 from edgetune.search.reliability import Load, judge
 
@@ -119,8 +120,16 @@ def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder:
                        reference_model, task, reads, deploy_files)
     write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
-        readme(metrics, task.label_names, source.config, model, deploy_files, task.image_size))
+        readme(metrics, task.label_names, source.config, model, deploy_files, _images(task)))
     return metrics
+
+
+def _images(task: Task) -> ImageInputs | None:
+    """How an image task's inputs are made, for its README; None for a text task."""
+    if task.image_size is None:
+        return None
+    return ImageInputs(size=task.image_size, mode=colour_mode(task.channels),
+                       processor_resizes=task.image_size == task.native_size)
 
 
 def exportable(study: optuna.Study, number: int) -> TrialRecord:

@@ -5,7 +5,10 @@ knobs an image task cannot take yet refused before anything is written."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +140,23 @@ def test_an_exported_image_classifier_predicts_paths_and_pil_images(
                        for p, label in zip(by_path, validation.labels.tolist())])
     assert correct == pytest.approx(metrics["remeasured"]["validation_accuracy"])
     assert predict(validation.images[0])[0]["label"] == by_path[0]["label"]
+
+
+def test_the_readme_snippets_of_an_image_classifier_run_as_written(
+        study: tuple[str, Path], images: Path) -> None:
+    _, run_dir = study
+    dynamic = next(t for t in trials(run_dir) if recipe_of(t).startswith("dyn-int8"))
+    folder = _model_of(run_dir, dynamic.number).parent
+    shutil.copy(next((images / "green").iterdir()), folder / "photo.jpg")  # a PNG: PIL sniffs
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+    assert len(snippets) == 2
+    runner = "import json, sys\nfor snippet in json.load(sys.stdin):\n    exec(snippet, {})\n"
+    result = subprocess.run([sys.executable, "-c", runner], input=json.dumps(snippets),
+                            cwd=folder, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    by_edgetune, by_runtime = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"\[\{'label': 'green', 'score': 0\.\d+\}\]", by_edgetune)
+    assert by_runtime == "['green']"
 
 
 @pytest.mark.parametrize(("space", "where"), [
