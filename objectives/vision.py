@@ -4,10 +4,10 @@ Image classifiers run on ONNX Runtime, quantized by its dynamic INT8 (which cove
 Gemm of vision transformers) and static INT8 (calibrated Q/DQ, which also covers convolutions:
 what a CNN needs to gain on a CPU). A vision transformer is built like a text encoder: structured
 pruning drops its blocks, heads and MLP neurons (``objectives.architectures``), unstructured
-pruning zeroes its ``nn.Linear`` weights, and ONNX Runtime's fusions know its LayerNorms and
-GELUs. A CNN has none of these: channel pruning (Torch-Pruning) is still to come. The other knobs
-(NNCF, QAT, vocabulary trimming) and the other runtimes are text-only for now: a space naming
-them is refused in one line.
+pruning zeroes its ``nn.Linear`` weights, and ONNX Runtime fuses its attentions, LayerNorms and
+GELUs (``objectives.graph``). A CNN has none of these: channel pruning (Torch-Pruning) is still
+to come. The other knobs (NNCF, QAT, vocabulary trimming) and the other runtimes are text-only
+for now: a space naming them is refused in one line.
 
 A config that states ``task.kind: image`` gets ``IMAGE_SPACE`` where its space leaves a choice
 unset: what every image classifier can take (``with_image_defaults``).

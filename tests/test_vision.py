@@ -179,7 +179,7 @@ def test_what_a_cnn_cannot_take_is_refused_before_anything_is_written(
 def test_a_vit_takes_lora_unstructured_pruning_and_fusion(images: Path, tmp_path: Path) -> None:
     """A vision transformer is built of Linear layers: LoRA adapts its projections (transformers
     5 names them q_proj, v_proj, fc1), unstructured pruning zeroes them, and ONNX Runtime fuses
-    its LayerNorms and GELUs."""
+    its attentions, LayerNorms and GELUs."""
     model = build_tiny_vision_model(tmp_path / "model", "vit")
     config = vision_config(
         model, images,
@@ -193,7 +193,8 @@ def test_a_vit_takes_lora_unstructured_pruning_and_fusion(images: Path, tmp_path
     assert len(done) == 2 and done[0].values[0] > 0.8
     candidate = done[1]
     assert recipe_of(candidate).startswith("l1-") and "fused" in recipe_of(candidate)
-    assert candidate.user_attrs["measurement"]["fused_ops"].get("SkipLayerNormalization")
+    fused_ops = candidate.user_attrs["measurement"]["fused_ops"]
+    assert fused_ops.get("SkipLayerNormalization") and fused_ops.get("Attention") == 2
     assert candidate.values[0] >= done[0].values[0] - 0.2
 
 
@@ -268,3 +269,23 @@ def test_a_vision_transformer_takes_structured_pruning(images: Path, tmp_path: P
     assert done[1].user_attrs["baseline"] == HALF_THE_LAYERS
     assert all(recipe_of(t).startswith(("drop1L", "heads")) for t in done[1:])
     assert all(t.values[0] >= done[0].values[0] - 0.2 for t in done[1:])
+
+
+def test_a_fused_vit_computes_what_it_did(tmp_path: Path) -> None:
+    """ONNX Runtime fuses each block's attention once its scale is a division and the softmax's
+    float32 round trip is gone; the logits stay the same."""
+    import onnxruntime as ort
+
+    from edgetune.objectives.checkpoint import load_classifier
+    from edgetune.objectives.export import export_onnx
+    from edgetune.objectives.graph import fuse
+
+    folder = build_tiny_vision_model(tmp_path / "model", "vit")
+    plain = export_onnx(load_classifier(folder), ["pixel_values"], tmp_path / "vit.onnx",
+                        image_size=32)
+    counts = fuse(plain, tmp_path / "fused.onnx", "vit")
+    assert counts.get("Attention") == 2 and counts.get("SkipLayerNormalization") == 4
+    pixels = {"pixel_values": np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)}
+    before, after = (ort.InferenceSession(str(path)).run(None, pixels)[0]
+                     for path in (plain, tmp_path / "fused.onnx"))
+    np.testing.assert_allclose(after, before, atol=1e-5)
