@@ -30,6 +30,7 @@ from edgetune.errors import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGE_COLUMN = "image"  # the column of absolute image paths in a data frame
 DIGEST_COLUMN = "digest"  # the column of each image's sha256
+DECODED_AT_ONCE = 64  # images decoded together when making pixel values
 
 
 def read_image_folders(root: Path) -> pd.DataFrame:
@@ -113,15 +114,19 @@ def output_size(processor: object, channels: int) -> int:
 
 def pixel_values(processor: object, images: Sequence[object], size: int, channels: int,
                  native_size: int) -> np.ndarray:
-    """``images`` (paths or PIL images) as float32 ``(n, channels, size, size)`` pixel values."""
-    mode = colour_mode(channels)
-    opened = [open_image(image, mode) for image in images]
-    options: dict[str, object] = {}
-    if size != native_size:
-        from PIL import Image
+    """``images`` (paths or PIL images) as float32 ``(n, channels, size, size)`` pixel values,
+    decoded ``DECODED_AT_ONCE`` at a time: a split's decoded photos would take many times the
+    memory of their pixel values."""
+    from PIL import Image
 
-        opened = [image.resize((size, size), Image.Resampling.BICUBIC)  # type: ignore[attr-defined]
-                  for image in opened]
-        options = {"do_resize": False, "do_center_crop": False}
-    encoded = processor(images=opened, return_tensors="np", **options)  # type: ignore[operator]
-    return np.asarray(encoded["pixel_values"], dtype=np.float32)
+    mode = colour_mode(channels)
+    options = {} if size == native_size else {"do_resize": False, "do_center_crop": False}
+    chunks = [np.empty((0, channels, size, size), dtype=np.float32)]
+    for start in range(0, len(images), DECODED_AT_ONCE):
+        opened = [open_image(image, mode) for image in images[start:start + DECODED_AT_ONCE]]
+        if options:
+            opened = [image.resize((size, size), Image.Resampling.BICUBIC)  # type: ignore[attr-defined]
+                      for image in opened]
+        encoded = processor(images=opened, return_tensors="np", **options)  # type: ignore[operator]
+        chunks.append(np.asarray(encoded["pixel_values"], dtype=np.float32))
+    return np.concatenate(chunks)

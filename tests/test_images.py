@@ -133,3 +133,17 @@ def test_grayscale_and_palette_images_are_converted_to_the_models_colours(
     task = load_task(TaskConfig(model=str(vit), data=DataConfig(path=str(data))))
     every = np.concatenate([task.encoded(split)["pixel_values"] for split in task.dataset.splits])
     assert every.shape == (36, 3, SIDE, SIDE) and np.isfinite(every).all()
+
+
+def test_pixel_values_are_the_same_decoded_in_chunks_or_alone(images: Path, vit: Path) -> None:
+    from transformers import AutoImageProcessor
+
+    from edgetune.objectives.images import DECODED_AT_ONCE, pixel_values
+
+    processor = AutoImageProcessor.from_pretrained(vit)
+    files = sorted(images.glob("*/*.png")) * 2
+    assert DECODED_AT_ONCE < len(files) < 2 * DECODED_AT_ONCE + 1
+    together = pixel_values(processor, files, 24, 3, SIDE)  # resized by edgetune: not native
+    alone = np.concatenate([pixel_values(processor, [file], 24, 3, SIDE) for file in files])
+    assert together.shape == (len(files), 3, 24, 24)
+    np.testing.assert_array_equal(together, alone)
