@@ -289,3 +289,23 @@ def test_a_fused_vit_computes_what_it_did(tmp_path: Path) -> None:
     before, after = (ort.InferenceSession(str(path)).run(None, pixels)[0]
                      for path in (plain, tmp_path / "fused.onnx"))
     np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_a_second_study_on_the_same_images_reuses_the_fine_tuned_base(
+        images: Path, tmp_path: Path) -> None:
+    model = build_tiny_vision_model(tmp_path / "model", "resnet")
+    config = vision_config(model, images, search={"trials": 1})
+    outputs = []
+    for name in ("first", "second"):
+        config["study"] = name
+        result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),
+                                          "--run-dir", str(tmp_path / name)],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "fine-tuning the base model" in outputs[0]
+    assert "fine-tuned base model found in the cache" in outputs[1]
+    config["target"] = {**config["target"], "image_size": 40}  # another size: another base
+    result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),
+                                      "--run-dir", str(tmp_path / "third")])
+    assert result.exit_code == 0 and "fine-tuning the base model" in result.output
