@@ -107,6 +107,9 @@ def load_task(config: TaskConfig, base: Path | None = None,
         raise InputError("task.data", f"{model_path} is {A_CLASSIFIER[kind]}: its data must be "
                                       f"{wanted}")
     if kind == "text":
+        if image_size is not None:
+            raise InputError("target.image_size", f"{model_path} is a text classifier: it reads "
+                                                  "tokens, not images; remove image_size")
         task = Task(config=config, model_path=model_path, dataset=dataset,
                     tokenizer=_load_tokenizer(model_path, config.trust_remote_code))
         _check_runs(task)

@@ -113,6 +113,17 @@ def test_the_task_kind_comes_from_the_checkpoint(images: Path, vit: Path,
     assert error.value.where == "task.data" and "its data must be texts" in str(error.value)
 
 
+def test_a_text_task_takes_no_image_size(tmp_path: Path) -> None:
+    from conftest import make_texts
+
+    model = build_tiny_model(tmp_path / "bert")
+    data = tmp_path / "texts.csv"
+    data.write_text("text,label\n" + "\n".join(f"{t},{label}" for t, label in make_texts(30)))
+    with pytest.raises(InputError) as error:
+        load_task(TaskConfig(model=str(model), data=DataConfig(path=str(data))), image_size=64)
+    assert error.value.where == "target.image_size"
+
+
 def test_a_fixed_size_is_one_the_model_must_run_at(images: Path, vit: Path,
                                                    tmp_path: Path) -> None:
     config = TaskConfig(model=str(vit), data=DataConfig(path=str(images)))
