@@ -9,11 +9,11 @@ same image (``digest``): deduplication and the data's fingerprint compare those 
 study's data is the same wherever its folder lies.
 
 Pixels: every image is converted to the model's colour mode (RGB, or L for a one-channel model),
-so a folder mixing grayscale, palette and RGBA files reads as one kind. At the checkpoint
-processor's own output size the processor does everything (resize, crop, rescale, normalise);
-at another fixed size (``target.image_size``) the image is first resized to that square and the
-processor only rescales and normalises, so every input has exactly the shape the exported model
-takes.
+so a folder mixing grayscale (8 or 16 bits), palette and RGBA files reads as one kind. At the
+checkpoint processor's own output size the processor does everything (resize, crop, rescale,
+normalise); at another fixed size (``target.image_size``) the image is first resized to that
+square and the processor only rescales and normalises, so every input has exactly the shape the
+exported model takes.
 """
 
 from __future__ import annotations
@@ -93,6 +93,10 @@ def open_image(source: str | Path | object, mode: str) -> object:
     # Palette images with transparency warn unless they go through RGBA first.
     if image.mode == "P":
         image = image.convert("RGBA")
+    # PIL clips 16-bit grayscale (PNG's, opened as I;16 or I) to 8 bits: nearly all white.
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.asarray(image, dtype=np.float64) / 257  # 65535 -> 255
+        image = Image.fromarray(np.clip(levels, 0, 255).round().astype(np.uint8))
     return image.convert(mode)
 
 

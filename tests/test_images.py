@@ -158,3 +158,13 @@ def test_pixel_values_are_the_same_decoded_in_chunks_or_alone(images: Path, vit:
     alone = np.concatenate([pixel_values(processor, [file], 24, 3, SIDE) for file in files])
     assert together.shape == (len(files), 3, 24, 24)
     np.testing.assert_array_equal(together, alone)
+
+
+def test_a_16_bit_grayscale_image_keeps_its_levels(tmp_path: Path) -> None:
+    from edgetune.objectives.images import open_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    rgb = np.asarray(open_image(tmp_path / "ramp.png", "RGB"))
+    assert rgb.shape == (64, 64, 3) and rgb.min() == 0 and rgb.max() == 255
+    assert abs(rgb.mean() - 127.5) < 2  # not clipped to white
