@@ -310,3 +310,12 @@ def test_a_second_study_on_the_same_images_reuses_the_fine_tuned_base(
     result = CliRunner().invoke(cli, ["run", str(write_config(tmp_path, config)),
                                       "--run-dir", str(tmp_path / "third")])
     assert result.exit_code == 0 and "fine-tuning the base model" in result.output
+
+
+def test_bench_times_an_image_classifier_at_its_size(study: tuple[str, Path]) -> None:
+    _, run_dir = study
+    model = _model_of(run_dir, 0)
+    result = CliRunner().invoke(cli, ["bench", str(model), "--rounds", "2", "--runs", "2",
+                                      "--warmup", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "batch 1, 32x32 images" in " ".join(result.output.split())
