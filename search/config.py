@@ -255,7 +255,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as error:
-        raise InputError(*_describe(error)) from error
+        raise InputError(*_describe(error, raw)) from error
 
 
 def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -264,11 +264,12 @@ def _set(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     tree[keys[-1]] = value
 
 
-def _describe(error: ValidationError) -> tuple[str, str]:
-    """The first problem's field path, and its message with the value given."""
+def _describe(error: ValidationError, raw: dict[str, Any]) -> tuple[str, str]:
+    """The first problem's field path in ``raw`` (what the user wrote), and its message with the
+    value given."""
     problems = error.errors()
     first = problems[0]
-    where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or "config"
+    where = ".".join(_written_path(first["loc"], raw)) or "config"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key (check its spelling and section)"
@@ -277,6 +278,24 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     if len(problems) > 1:
         message += f"; and {len(problems) - 1} more problem(s)"
     return where, message
+
+
+def _written_path(location: tuple[int | str, ...], raw: Any) -> list[str]:
+    """``location`` without the union members' names pydantic inserts: a part the user wrote at
+    its place in ``raw`` (a key such as ``[``, say) stays, whatever it looks like."""
+    parts: list[str] = []
+    node = raw
+    for part in location:
+        written = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if written:
+            node = node[part]  # type: ignore[index]
+        elif _is_union_tag(part):
+            continue
+        else:
+            node = None
+        parts.append(str(part))
+    return parts
 
 
 def _is_union_tag(part: object) -> bool:
