@@ -1,5 +1,6 @@
-"""Where each encoder family keeps its layers, attention heads and FFN neurons, and how to cut
-them to a smaller shape: shared by structured pruning and by loading what it saved.
+"""Where each encoder family (text encoders, and the vision transformers ViT and DeiT) keeps its
+layers, attention heads and FFN neurons, and how to cut them to a smaller shape: shared by
+structured pruning and by loading what it saved.
 
 Pruned models have per-layer shapes no config can express: ``edgetune-shapes.json`` records them
 beside the weights (``write_shapes``) and ``load_pruned`` rebuilds the model before reading them.
@@ -16,8 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
+
+from edgetune.objectives.classifiers import AUTO_CLASSES, classifier_kinds
 
 SHAPES_FILE = "edgetune-shapes.json"  # per-layer shapes beside a structurally pruned checkpoint
 
@@ -38,6 +41,7 @@ class Architecture:
     ffn_out: str
     heads_module: str  # module whose head count attribute must follow the pruning
     heads_field: str
+    head_size_field: str = "attention_head_size"  # the heads module's attribute of a head's width
 
 
 _BERT = Architecture(
@@ -46,6 +50,16 @@ _BERT = Architecture(
     value="attention.self.value", attention_out="attention.output.dense",
     ffn_in="intermediate.dense", ffn_out="output.dense", heads_module="attention.self",
     heads_field="num_attention_heads",
+)
+
+
+# transformers 5's ViT: its reshapes split heads by head size (-1 heads), so any count runs.
+_VIT = Architecture(
+    encoder="layers", layers_attr="num_hidden_layers", heads_attr="num_attention_heads",
+    hidden_attr="hidden_size", query="attention.q_proj", key="attention.k_proj",
+    value="attention.v_proj", attention_out="attention.o_proj", ffn_in="mlp.fc1",
+    ffn_out="mlp.fc2", heads_module="attention", heads_field="num_attention_heads",
+    head_size_field="head_dim",
 )
 
 
@@ -63,6 +77,8 @@ ARCHITECTURES: dict[str, tuple[str, Architecture]] = {
             ffn_out="ffn.lin2", heads_module="attention", heads_field="n_heads",
         ),
     ),
+    "vit": ("vit", _VIT),
+    "deit": ("deit", _VIT),
 }
 
 
@@ -90,7 +106,7 @@ def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedMode
     # does not divide), which a narrowed residual stream no longer gives: build the model at the
     # width its heads were made at, then narrow it as it was.
     setattr(config, arch.hidden_attr, getattr(config, arch.heads_attr) * shapes[0]["head_size"])
-    model = AutoModelForSequenceClassification.from_config(
+    model = AUTO_CLASSES[classifier_kinds(config)[0]].from_config(
         config, attn_implementation="eager", trust_remote_code=trust_remote_code)
     for layer, shape in zip(encoder_layer_list(model, attribute, arch), shapes, strict=True):
         keep_heads(layer, arch, list(range(shape["heads"])), shape["head_size"])
@@ -135,7 +151,7 @@ def size_of_heads(model: PreTrainedModel, arch: Architecture) -> int:
     gives it once the residual stream is narrowed."""
     attribute, _ = ARCHITECTURES[model.config.model_type]
     attention = encoder_layer_list(model, attribute, arch)[0].get_submodule(arch.heads_module)
-    return int(attention.attention_head_size)
+    return int(getattr(attention, arch.head_size_field))
 
 
 def keep_heads(layer: nn.Module, arch: Architecture, heads: list[int], head_size: int) -> None:

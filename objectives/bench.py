@@ -123,6 +123,7 @@ def bench(model: Path, baseline: Path | None, inputs: list[Batch], target: Targe
         "ratio": {"value": relative.value, "spread": relative.spread,
                   "interval": list(relative.interval)} if relative else None,
         "inputs": input_kind,
+        "input_shapes": {name: list(array.shape) for name, array in inputs[0].items()},
         "target": target.model_dump(),
         "measure": config.model_dump(),
         # Ratios are to the baseline: its runtime is the record's, the model's its candidate's.

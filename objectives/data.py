@@ -1,13 +1,15 @@
-"""Labelled text data: loading a user's file or folder and splitting it, seeded and stratified.
+"""Labelled data, texts or images: loading a user's file or folder and splitting it, seeded and
+stratified (images themselves: ``objectives.images``).
 
 Four splits with one job each (docs/architecture.md): ``train`` for fine-tuning, recovery and QAT;
 ``calibration`` for post-training quantization; ``validation`` for the objective the search sees;
 ``test`` reported for the front only, never used to choose.
 
-A text is held out only if training never saw it: each distinct text (compared with its runs of
-whitespace collapsed) is kept once, where it first occurs, before the splits are drawn. Corpora
-repeat texts more often than one would think: BBC News, the default task's, holds 100 texts
-twice, and a random split put 25 test and 13 validation texts beside their copy in train.
+A text or image is held out only if training never saw it: each distinct text (compared with its
+runs of whitespace collapsed), or image (compared by its bytes), is kept once, where it first
+occurs, before the splits are drawn. Corpora repeat texts more often than one would think: BBC
+News, the default task's, holds 100 texts twice, and a random split put 25 test and 13
+validation texts beside their copy in train.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import codecs
 import hashlib
 import io
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,12 +27,20 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from edgetune.errors import InputError
+from edgetune.objectives.images import (
+    DIGEST_COLUMN,
+    IMAGE_COLUMN,
+    IMAGE_SUFFIXES,
+    read_image_folders,
+    resolve_image_column,
+)
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 SPLITS = ("train", "calibration", "validation", "test")
 FALLBACK_ENCODING = "cp1252"  # for a file that is not UTF-8, under ``encoding: auto``
-DataFormat = Literal["auto", "csv", "jsonl", "folders", "datasets"]
+DataFormat = Literal["auto", "csv", "jsonl", "folders", "image-folders", "datasets"]
+FOLDER_FORMATS = ("folders", "image-folders", "datasets")
 
 
 class SplitConfig(Strict):
@@ -49,10 +59,12 @@ class SplitConfig(Strict):
 
 
 class DataConfig(Strict):
-    """Where the labelled texts are and how to read them.
+    """Where the labelled texts or images are and how to read them.
 
-    ``format: folders`` reads ``<path>/<label>/*.txt`` (one file per text); ``csv`` and ``jsonl``
-    read the ``text_column`` and ``label_column``; ``datasets`` reads a folder written by
+    ``format: folders`` reads ``<path>/<label>/*.txt`` (one file per text), ``image-folders``
+    ``<path>/<label>/*.png|jpg|jpeg|bmp``; ``csv`` and ``jsonl`` read the ``text_column`` (or,
+    given an ``image_column``, image paths relative to the file) and the ``label_column``;
+    ``datasets`` reads a folder written by
     ``datasets.Dataset.save_to_disk`` (a ``DatasetDict`` with ``train``/``validation``/``test``
     keeps those splits and carves calibration from train).
 
@@ -65,6 +77,8 @@ class DataConfig(Strict):
     path: str
     format: DataFormat = "auto"
     text_column: str = "text"
+    image_column: str | None = Field(
+        default=None, description="csv or jsonl: the column of image paths, relative to the file")
     label_column: str = "label"
     encoding: str = Field(
         default="auto", description="auto (UTF-8, else cp1252, file by file) or a Python codec")
@@ -85,11 +99,12 @@ class DataConfig(Strict):
 
 @dataclass(frozen=True)
 class Split:
-    texts: list[str]
+    texts: list[str]  # empty in image data
     labels: np.ndarray  # int64 indices into Dataset.label_names
+    images: list[Path] = field(default_factory=list)  # empty in text data
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.labels)
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,10 @@ class Dataset:
     splits: dict[str, Split]
     fingerprint: str  # sha256 of every text, label and split assignment
     repeats_dropped: int = 0
+
+    @property
+    def holds_images(self) -> bool:
+        return bool(self.splits["train"].images)
 
     def summary(self) -> dict[str, object]:
         """What a study records about its data: sizes, labels, repeats dropped, the fingerprint."""
@@ -110,20 +129,24 @@ class Dataset:
 
 
 def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
-    """Read the texts and labels ``config`` names and split them.
+    """Read the texts or images and labels ``config`` names and split them.
 
     Raises:
         InputError: the file is missing, empty, lacks the named columns, cannot be decoded, holds
-            one label only, or a held-out split has labels that train lacks.
+            one label only, or a held-out split has labels that train lacks; an image does not
+            decode or lies outside the data file's folder.
     """
     path = resolve_path(config.path, base, field="task.data.path")
     if not path.exists():
         raise InputError("task.data.path", f"no such file or folder: {path}")
     fmt = _detect_format(path) if config.format == "auto" else config.format
-    reads_a_folder = fmt in ("folders", "datasets")
+    reads_a_folder = fmt in FOLDER_FORMATS
     if path.is_dir() != reads_a_folder:
         kind, expected = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
         raise InputError("task.data.path", f"{path} is {kind}, but format {fmt} reads {expected}")
+    if config.image_column is not None and fmt not in ("csv", "jsonl"):
+        raise InputError("task.data.image_column", f"only csv and jsonl files have an image "
+                                                   f"column, not format {fmt}")
     if fmt == "datasets":
         frames = _read_datasets_folder(path, config)
     else:
@@ -134,21 +157,23 @@ def load_dataset(config: DataConfig, base: Path | None = None) -> Dataset:
             raise InputError("task.data.path", f"{path}: {part} holds no rows")
     repeats = 0
     if config.deduplicate:
-        frames, repeats = _drop_repeated_texts(frames)
+        frames, repeats = _drop_repeats(frames)
     labels = pd.concat([frame["label"] for frame in frames.values()]).unique()
     if len(labels) < 2:
+        examples = "images" if IMAGE_COLUMN in frames[next(iter(frames))] else "texts"
         raise InputError("task.data.path", f"{path}: every row has the label {labels[0]!r}; a "
-                                           "classifier needs texts of at least two labels")
+                                           f"classifier needs {examples} of at least two labels")
     return replace(_split(frames, config.splits), repeats_dropped=repeats)
 
 
-def _drop_repeated_texts(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
-    """Each distinct text once, at its first occurrence in the order of ``frames`` (train before
-    the held-out splits a dataset brings), and how many rows were dropped."""
+def _drop_repeats(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+    """Each distinct text or image once, at its first occurrence in the order of ``frames``
+    (train before the held-out splits a dataset brings), and how many rows were dropped."""
     seen: set[str] = set()
     kept: dict[str, pd.DataFrame] = {}
     for name, frame in frames.items():
-        keys = frame["text"].str.split().str.join(" ")
+        keys = (frame[DIGEST_COLUMN] if DIGEST_COLUMN in frame
+                else frame["text"].str.split().str.join(" "))
         first = ~keys.duplicated() & ~keys.isin(seen)
         seen.update(keys[first])
         kept[name] = frame[first.to_numpy()]
@@ -158,9 +183,11 @@ def _drop_repeated_texts(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.
 
 def _detect_format(path: Path) -> DataFormat:
     if path.is_dir():
-        return "datasets" if (path / "dataset_dict.json").exists() or (
-            path / "dataset_info.json"
-        ).exists() else "folders"
+        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            return "datasets"
+        holds_texts = any(path.glob("*/*.txt"))
+        holds_images = any(file.suffix.lower() in IMAGE_SUFFIXES for file in path.glob("*/*"))
+        return "image-folders" if holds_images and not holds_texts else "folders"
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
@@ -175,6 +202,8 @@ def _detect_format(path: Path) -> DataFormat:
 def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame:
     if fmt == "folders":
         return _read_label_folders(path, config.encoding)
+    if fmt == "image-folders":
+        return read_image_folders(path)
     text = io.StringIO(_decode(path, config.encoding))
     try:
         if fmt == "csv":
@@ -185,7 +214,8 @@ def _read_table(path: Path, fmt: DataFormat, config: DataConfig) -> pd.DataFrame
     # TypeError is pandas' answer to a JSON line that is not an object
     except (pd.errors.EmptyDataError, ValueError, TypeError) as error:
         raise InputError("task.data.path", f"{path}: cannot read as {fmt}: {error}") from error
-    return _select_columns(frame, config, str(path))
+    selected = _select_columns(frame, config, str(path))
+    return selected if config.image_column is None else resolve_image_column(selected, path)
 
 
 def _read_label_folders(root: Path, encoding: str) -> pd.DataFrame:
@@ -222,25 +252,28 @@ def _decode(file: Path, encoding: str) -> str:
 
 
 def _select_columns(frame: pd.DataFrame, config: DataConfig, source: str) -> pd.DataFrame:
-    """The text and label columns as strings, refusing a row without either (or a blank label)."""
-    for field, column in (("text_column", config.text_column),
-                          ("label_column", config.label_column)):
+    """The text (or image) and label columns as strings, refusing a row without either (or a
+    blank label)."""
+    content = ("text_column", config.text_column) if config.image_column is None else (
+        "image_column", config.image_column)
+    for setting, column in (content, ("label_column", config.label_column)):
         if column not in frame.columns:
             raise InputError(
-                f"task.data.{field}",
+                f"task.data.{setting}",
                 f"{source} has no column {column!r} "
                 f"(columns: {', '.join(map(str, frame.columns))})",
             )
         absent = frame[column].isna()
-        if field == "label_column":
+        if setting == "label_column":
             absent |= frame[column].astype(str).str.strip() == ""
         if absent.any():
             row = int(np.argmax(absent.to_numpy())) + 1
-            raise InputError(f"task.data.{field}",
+            raise InputError(f"task.data.{setting}",
                              f"{source}: row {row} has no {column!r} (rows count from 1)")
-    selected = frame[[config.text_column, config.label_column]].copy()
-    selected.columns = ["text", "label"]
-    selected["text"] = selected["text"].astype(str)
+    name = "text" if config.image_column is None else IMAGE_COLUMN
+    selected = frame[[content[1], config.label_column]].copy()
+    selected.columns = [name, "label"]
+    selected[name] = selected[name].astype(str)
     selected["label"] = selected["label"].astype(str)
     return selected
 
@@ -306,19 +339,22 @@ def _split(frames: dict[str, pd.DataFrame], config: SplitConfig) -> Dataset:
                 "task.data.path",
                 f"the {name} split has labels that train lacks: {', '.join(unknown[:5])}",
             )
-    splits = {
-        name: Split(
-            texts=part["text"].tolist(),
-            labels=part["label"].map(index).to_numpy(dtype=np.int64),
-        )
-        for name, part in parts.items()
-    }
+    splits = {name: _split_of(part, index) for name, part in parts.items()}
     for name, split in splits.items():
         if len(split) == 0:
             raise InputError(
                 f"task.data.splits.{name}", "too few rows for this split: give it a larger share"
             )
-    return Dataset(label_names, splits, _fingerprint(label_names, splits))
+    identities = {name: part[DIGEST_COLUMN if DIGEST_COLUMN in part else "text"].tolist()
+                  for name, part in parts.items()}
+    return Dataset(label_names, splits, _fingerprint(label_names, identities, splits))
+
+
+def _split_of(part: pd.DataFrame, index: dict[str, int]) -> Split:
+    labels = part["label"].map(index).to_numpy(dtype=np.int64)
+    if IMAGE_COLUMN in part:
+        return Split(texts=[], labels=labels, images=[Path(p) for p in part[IMAGE_COLUMN]])
+    return Split(texts=part["text"].tolist(), labels=labels)
 
 
 def _stratified_assignment(labels: np.ndarray, config: SplitConfig,
@@ -345,11 +381,13 @@ def _stratified_take(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return taken
 
 
-def _fingerprint(label_names: list[str], splits: dict[str, Split]) -> str:
+def _fingerprint(label_names: list[str], identities: dict[str, list[str]],
+                 splits: dict[str, Split]) -> str:
+    """A hash of the labels and each split's rows: a text itself, an image its bytes' digest."""
     digest = hashlib.sha256(json.dumps(label_names).encode())
     for name, split in splits.items():
         digest.update(name.encode())
-        for text, label in zip(split.texts, split.labels.tolist()):
-            digest.update(text.encode("utf-8", "surrogatepass"))
+        for identity, label in zip(identities[name], split.labels.tolist()):
+            digest.update(identity.encode("utf-8", "surrogatepass"))
             digest.update(label.to_bytes(4, "little"))
     return digest.hexdigest()

@@ -1,5 +1,8 @@
 """ONNX export of a torch classifier, in the form ONNX Runtime's transformer fusions recognise.
 
+A text classifier's batch and sequence axes stay open; an image classifier's batch axis only:
+its resolution is fixed (``target.image_size``), as a camera pipeline's is.
+
 Two choices were measured on this machine (benchmarks/RESULTS.md): eager attention, because the
 SDPA export blocks the attention fusion and runs ~14% slower; and the TorchScript exporter
 (``dynamo=False``), because ``optimize_model`` fuses Attention and EmbedLayerNormalization in its
@@ -19,7 +22,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 from transformers import PreTrainedModel
 
 from edgetune.objectives.target import TargetConfig
-from edgetune.objectives.traceable import Logits, example_inputs
+from edgetune.objectives.traceable import PIXELS, Logits, example_inputs
 
 OPSET = 17
 OUTPUT = "logits"
@@ -29,10 +32,15 @@ EXPORT_FORMAT = 2
 
 
 def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
-                sequence_length: int = 16) -> Path:
-    """Write ``model`` to ``path`` as one ONNX file with dynamic batch and sequence axes."""
+                sequence_length: int = 16, image_size: int | None = None) -> Path:
+    """Write ``model`` to ``path`` as one ONNX file with dynamic batch and sequence axes (an
+    image classifier: a dynamic batch of ``image_size`` squares)."""
     model = model.eval()
-    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    image_shape = None
+    if image_size is not None:
+        image_shape = (int(getattr(model.config, "num_channels", 3)), image_size, image_size)
+    dynamic_axes = {name: {0: "batch"} if name == PIXELS else {0: "batch", 1: "sequence"}
+                    for name in input_names}
     dynamic_axes[OUTPUT] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -41,7 +49,7 @@ def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
             # In eval mode: the exporter restores the wrapper's mode on everything inside it,
             # and a new module is in training mode, which would leave ``model`` with dropout on.
             Logits(model, input_names).eval(),
-            example_inputs(input_names, 1, sequence_length),
+            example_inputs(input_names, 1, sequence_length, image_shape),
             str(path),
             input_names=input_names,
             output_names=[OUTPUT],
@@ -58,8 +66,8 @@ def export_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
 def compile_onnx(model: PreTrainedModel, input_names: list[str], path: Path,
                  target: TargetConfig) -> Path:
     """ONNX Runtime's compile step (``objectives.runtimes.RUNTIMES``): the ONNX export, whose
-    batch and sequence axes stay open whatever the target's shapes."""
-    return export_onnx(model, input_names, path)
+    batch and sequence axes stay open whatever the target's shapes (an image's size is fixed)."""
+    return export_onnx(model, input_names, path, image_size=target.image_size)
 
 
 def write_head_counts(model_proto: onnx.ModelProto) -> int:

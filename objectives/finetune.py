@@ -17,6 +17,7 @@ from pydantic import Field
 from edgetune.errors import InputError
 from edgetune.objectives.cache import Cache, file_hash
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
+from edgetune.objectives.classifiers import AUTO_CLASSES
 from edgetune.objectives.task import Task
 from edgetune.objectives.training import TrainSettings, train
 from edgetune.spaces.base import Strict
@@ -61,14 +62,13 @@ def check_finetune(task: Task, config: FinetuneConfig) -> None:
     if config.method != "lora":
         return
     import peft
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     trust = task.config.trust_remote_code
     model_config = AutoConfig.from_pretrained(task.model_path, trust_remote_code=trust,
                                               num_labels=len(task.label_names))
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(model_config,
-                                                               trust_remote_code=trust)
+        model = AUTO_CLASSES[task.kind].from_config(model_config, trust_remote_code=trust)
     try:
         peft.get_peft_model(model, _peft_config(config.lora))
     except ValueError as error:
@@ -81,13 +81,14 @@ def check_finetune(task: Task, config: FinetuneConfig) -> None:
 
 def base_key(task: Task, config: FinetuneConfig) -> dict[str, Any]:
     """What determines the fine-tuned base: its key in the cache (kind ``base``)."""
-    return {
+    key: dict[str, Any] = {
         "stage": "finetune",
         "model": file_hash(task.model_path),
         "data": task.dataset.fingerprint,
         "max_length": task.config.max_length,
         "settings": config.model_dump(),
     }
+    return key if task.kind == "text" else key | {"image_size": task.image_size}
 
 
 def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
@@ -98,9 +99,8 @@ def fine_tuned_base(task: Task, config: FinetuneConfig, cache: Cache) -> Path:
 
 def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:
     torch.manual_seed(config.seed)  # the new classification head starts the same every time
-    model = load_classifier(
-        task.model_path, task.label_names, trust_remote_code=task.config.trust_remote_code
-    )
+    model = load_classifier(task.model_path, task.label_names,
+                            trust_remote_code=task.config.trust_remote_code, kind=task.kind)
     settings = TrainSettings(
         steps=config.steps if config.method != "none" else 0,
         batch_size=config.batch_size,
@@ -113,7 +113,7 @@ def _fine_tune(task: Task, config: FinetuneConfig, folder: Path) -> None:
     else:
         train(model, task, settings)
     save_classifier(model, folder)
-    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    task.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined] # or image processor
 
 
 def _train_lora(model, task: Task, config: FinetuneConfig, settings: TrainSettings):  # type: ignore[no-untyped-def]

@@ -6,8 +6,11 @@ transformers 5 writes that shape as ``(batch, sequence, -1, head_size)``: the co
 and the attention fusion gives up ("Failed to detect num_heads"). Passing one ``num_heads`` is
 wrong for structurally pruned models, whose layers keep different numbers of heads, so
 ``explicit_head_counts`` first writes each layer's own count (its query width / head size) into
-those shapes; the optimizer then reads it per layer. Search space: ``edgetune.spaces.graph``;
-the knob (``FUSION``) is registered as an ``edgetune.knobs`` entry point.
+those shapes; the optimizer then reads it per layer. A vision transformer's attention has no
+mask, which the optimizer fuses only as ``MatMul -> Div -> Softmax``: transformers 5 scales by a
+``Mul`` and casts the softmax to float32 and back, so ``vision_attention_as_fusable`` first
+rewrites the one and drops the other. Search space: ``edgetune.spaces.graph``; the knob
+(``FUSION``) is registered as an ``edgetune.knobs`` entry point.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from edgetune.spaces.graph import GraphRecipe, GraphSpace, fusion_mode
 from edgetune.spaces.knob import ONNX_RUNTIME_ONLY, Knob
 
 FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert",
-                      "distilbert": "bert", "electra": "bert"}
+                      "distilbert": "bert", "electra": "bert", "vit": "vit", "deit": "vit"}
 
 
 def fuse(source: Path, target: Path, model_type: str, attention: bool = True) -> dict[str, int]:
@@ -39,6 +42,8 @@ def fuse(source: Path, target: Path, model_type: str, attention: bool = True) ->
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     model = onnx.load(str(source))
     explicit_head_counts(model)
+    if FUSION_MODEL_TYPES.get(model_type) == "vit":
+        vision_attention_as_fusable(model)
     options = FusionOptions("bert")
     options.enable_attention = attention
     # QOrderedMatMul, which the optimizer makes of Q/DQ MatMuls, has only a CUDA kernel.
@@ -80,6 +85,31 @@ def explicit_head_counts(model: onnx.ModelProto) -> int:
         graph.add_initializer(numpy_helper.from_array(count, name))
         concat.input[2] = name
         rewritten += 1
+    return rewritten
+
+
+def vision_attention_as_fusable(model: onnx.ModelProto) -> int:
+    """Rewrite each unmasked ``MatMul -> Mul(scale) -> Softmax`` as ``MatMul -> Div(1 / scale)``,
+    after removing the casts of a tensor to its own type (the softmax's float32 round trip);
+    return how many scales it rewrote. The graph computes the same, up to float rounding."""
+    graph = OnnxModel(model)
+    graph.remove_useless_cast_nodes()
+    rewritten = 0
+    for softmax in graph.get_nodes_by_op_type("Softmax"):
+        scaling = graph.get_parent(softmax, 0)
+        if scaling is None or scaling.op_type != "Mul":
+            continue
+        for side in (0, 1):
+            scale = graph.get_constant_value(scaling.input[side])
+            scores = graph.get_parent(scaling, 1 - side)
+            if scale is None or scale.size != 1 or scores is None or scores.op_type != "MatMul":
+                continue
+            name = graph.create_node_name("Constant", f"{scaling.name}_inverse_scale")
+            graph.add_initializer(numpy_helper.from_array((1 / scale).astype(scale.dtype), name))
+            scaling.op_type = "Div"
+            scaling.input[:] = [scaling.input[1 - side], name]
+            rewritten += 1
+            break
     return rewritten
 
 

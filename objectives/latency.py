@@ -127,13 +127,15 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
 
 def latency_inputs(encoded: dict[str, np.ndarray], target: TargetConfig,
                    count: int) -> list[dict[str, np.ndarray]]:
-    """``count`` batches of ``target.batch_size`` real rows cut to ``target.sequence_length``."""
+    """``count`` batches of ``target.batch_size`` real rows, token ids cut to
+    ``target.sequence_length`` (images keep the size their task made them)."""
     rows = len(next(iter(encoded.values())))
     batches = []
     for i in range(count):
         index = np.arange(i * target.batch_size, (i + 1) * target.batch_size) % rows
         batches.append({
-            name: _fit(value[index], target.sequence_length) for name, value in encoded.items()
+            name: _fit(value[index], target.sequence_length) if value.ndim == 2 else value[index]
+            for name, value in encoded.items()
         })
     return batches
 

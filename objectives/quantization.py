@@ -67,12 +67,13 @@ OP_TYPES: dict[str, list[str]] = {
 }
 
 # Node names come from the exporter's module scopes, e.g. /model/bert/encoder/layer.3/output/
-# dense/MatMul (BERT, RoBERTa) or /model/distilbert/transformer/layer.3/ffn/lin2/MatMul.
-_LAYER = re.compile(r"/layer\.(\d+)/")
+# dense/MatMul (BERT, RoBERTa), /model/distilbert/transformer/layer.3/ffn/lin2/MatMul or
+# /model/vit/layers.3/mlp/fc2/MatMul (transformers 5's ViT and DeiT).
+_LAYER = re.compile(r"/layers?\.(\d+)/")
 _GROUP_NAMES = {
     "classifier": re.compile(r"/(pooler|pre_classifier|classifier)/"),
     "attention": re.compile(r"/attention/"),
-    "ffn_output": re.compile(r"/layer\.\d+/(output/dense|ffn/lin2)/"),
+    "ffn_output": re.compile(r"/layers?\.\d+/(output/dense|ffn/lin2|mlp/fc2)/"),
 }
 # The optimizer names fused attentions Attention_0, Attention_1, ...: no scope in the name.
 _GROUP_OPS = {"attention": {"Attention"}}

@@ -22,6 +22,9 @@ class TargetConfig(Strict):
     threads: int = Field(default=2, ge=1, description="intra-op threads: the device's cores")
     batch_size: int = Field(default=1, ge=1)
     sequence_length: int = Field(default=128, ge=1)
+    image_size: int | None = Field(
+        default=None, ge=1, description="an image task's fixed input side in pixels (default: "
+        "the checkpoint's image processor's)")
     graph_optimization: GraphOptimization = Field(
         default="all", description="how much the runtime may rewrite the graph when it loads it")
     device: str | None = Field(

@@ -1,6 +1,12 @@
 """The task a study compresses for: a fine-tunable checkpoint, labelled data and the metric.
 
-A task is loaded once per process; tokenized splits are kept in memory, since every stage
+A task is text or image classification: the checkpoint's config says which (``task.kind`` may
+state it, and must when the model type makes both). A text task reads ``input_ids`` (and the
+tokenizer's other inputs) tokenized to ``max_length``; an image task reads ``pixel_values`` made
+by the checkpoint's image processor at a fixed square size (``target.image_size``, by default the
+processor's own), which the exported model then takes as its fixed input resolution.
+
+A task is loaded once per process; encoded splits are kept in memory, since every stage
 (training, calibration, accuracy, latency inputs) reads them.
 """
 
@@ -16,20 +22,25 @@ from pydantic import Field, field_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.checkpoint import load_users_classifier
+from edgetune.objectives.classifiers import TaskKind, classifier_kinds
 from edgetune.objectives.data import DataConfig, Dataset, load_dataset
+from edgetune.objectives.images import output_size, pixel_values
 from edgetune.objectives.metrics import ACCURACY, Metric
 from edgetune.objectives.paths import resolve_path
 from edgetune.spaces.base import Strict
 
 Encoded = dict[str, np.ndarray]
+A_CLASSIFIER = {"text": "a text classifier", "image": "an image classifier"}
 SHORTEST = 8  # tokens: the least max_length allowed
 
 
 class TaskConfig(Strict):
-    """The ``task:`` section: which checkpoint, which data, how texts are tokenized, and the
-    metric the first objective scores (``objectives.metrics``)."""
+    """The ``task:`` section: which checkpoint, its kind, which data, how texts are tokenized,
+    and the metric the first objective scores (``objectives.metrics``)."""
 
     model: str = Field(description="a local Hugging Face checkpoint folder, or pkg://package/folder")
+    kind: TaskKind | None = Field(
+        default=None, description="text or image classification (default: the checkpoint's)")
     data: DataConfig
     max_length: int = Field(default=128, ge=SHORTEST, le=4096)
     trust_remote_code: bool = False
@@ -52,7 +63,10 @@ class Task:
     config: TaskConfig
     model_path: Path
     dataset: Dataset
-    tokenizer: object = field(repr=False)
+    tokenizer: object = field(repr=False)  # an image task's is its image processor
+    kind: TaskKind = "text"
+    image_size: int | None = None  # an image task's side in pixels
+    channels: int = 3  # an image task's colour channels
 
     @property
     def label_names(self) -> list[str]:
@@ -60,7 +74,13 @@ class Task:
 
     @functools.cache  # noqa: B019 - one Task per study: the cache lives as long as the task
     def encoded(self, split: str) -> Encoded:
-        """The split tokenized to ``max_length`` (padded), as int64 arrays keyed by input name."""
+        """The split's model inputs keyed by input name: texts tokenized to ``max_length``
+        (padded) as int64 arrays, images as float32 ``pixel_values`` of ``image_size``."""
+        if self.kind == "image":
+            assert self.image_size is not None
+            images = self.dataset.splits[split].images
+            return {"pixel_values": pixel_values(self.tokenizer, images, self.image_size,
+                                                 self.channels, self.native_size)}
         texts = self.dataset.splits[split].texts
         encoding = self.tokenizer(  # type: ignore[operator]
             texts,
@@ -74,23 +94,91 @@ class Task:
     def labels(self, split: str) -> np.ndarray:
         return self.dataset.splits[split].labels
 
+    @functools.cached_property
+    def native_size(self) -> int:
+        """The side of the images an image task's processor makes by itself."""
+        return output_size(self.tokenizer, self.channels)
 
-def load_task(config: TaskConfig, base: Path | None = None) -> Task:
-    """Check the checkpoint folder, read and split the data, load the tokenizer, and check that
-    the checkpoint loads as a classifier of the data's labels and runs on its tokens.
+
+def load_task(config: TaskConfig, base: Path | None = None,
+              image_size: int | None = None) -> Task:
+    """Check the checkpoint folder, read and split the data, load the tokenizer (or image
+    processor), and check that the checkpoint loads as a classifier of the data's labels and runs
+    on its inputs; an image task's at ``image_size`` (``target.image_size``; by default the image
+    processor's output size).
 
     Raises:
         InputError: the model folder is missing, not a Hugging Face checkpoint, or one that does
-            not load or run with its tokenizer; the data is bad; or the metric's label is not
-            one of its classes.
+            not load or run with its tokenizer or image processor; the data is bad, or of
+            another kind than the checkpoint; or the metric's label is not one of its classes.
     """
     model_path = checkpoint_folder(config.model, base, config.trust_remote_code)
+    kind, channels = _kind(config, model_path)
     dataset = load_dataset(config.data, base)
     Metric.parse(config.metric).check(dataset.label_names)
-    tokenizer = _load_tokenizer(model_path, config.trust_remote_code)
-    task = Task(config=config, model_path=model_path, dataset=dataset, tokenizer=tokenizer)
-    _check_runs(task)
+    if dataset.holds_images != (kind == "image"):
+        wanted = ("images (format: image-folders, or an image_column)" if kind == "image"
+                  else "texts")
+        raise InputError("task.data", f"{model_path} is {A_CLASSIFIER[kind]}: its data must be "
+                                      f"{wanted}")
+    if kind == "text":
+        if image_size is not None:
+            raise InputError("target.image_size", f"{model_path} is a text classifier: it reads "
+                                                  "tokens, not images; remove image_size")
+        task = Task(config=config, model_path=model_path, dataset=dataset,
+                    tokenizer=_load_tokenizer(model_path, config.trust_remote_code))
+        _check_runs(task)
+        return task
+    processor = _load_image_processor(model_path, config.trust_remote_code)
+    task = Task(config=config, model_path=model_path, dataset=dataset, tokenizer=processor,
+                kind=kind, image_size=image_size or output_size(processor, channels),
+                channels=channels)
+    _check_runs_on_images(task, image_size is not None)
     return task
+
+
+def _kind(config: TaskConfig, model_path: Path) -> tuple[TaskKind, int]:
+    """The task's kind (``task.kind``, or the checkpoint's) and its images' colour channels."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(model_path,
+                                              trust_remote_code=config.trust_remote_code)
+    kinds = classifier_kinds(model_config)
+    if config.kind is not None and config.kind not in kinds:
+        raise InputError("task.kind", f"{model_path} is {A_CLASSIFIER[kinds[0]]} "
+                                      f"({model_config.model_type}), not {config.kind}")
+    return config.kind or kinds[0], int(getattr(model_config, "num_channels", 3))
+
+
+def _load_image_processor(model_path: Path, trust_remote_code: bool) -> object:
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except Exception as error:  # OSError without the file, ValueError for an unknown one, ...
+        raise InputError("task.model", f"{model_path}: transformers cannot load its image "
+                                       f"processor ({type(error).__name__}: {error})") from error
+
+
+def _check_runs_on_images(task: Task, size_given: bool) -> None:
+    """Load the checkpoint as fine-tuning will and run it on two training images at the task's
+    size: a ViT, for one, takes only the size its position embeddings were made for."""
+    import torch
+
+    model = load_users_classifier(task.model_path, task.label_names,
+                                  task.config.trust_remote_code, kind="image")
+    images = task.dataset.splits["train"].images[:2]
+    assert task.image_size is not None
+    inputs = pixel_values(task.tokenizer, images, task.image_size, task.channels,
+                          task.native_size)
+    try:
+        with torch.no_grad():
+            model(pixel_values=torch.from_numpy(inputs))
+    except Exception as error:  # any: with trust_remote_code, the code is the checkpoint's own
+        field = "target.image_size" if size_given else "task.model"
+        raise InputError(field, f"{task.model_path}: the model fails on {task.image_size}x"
+                                f"{task.image_size} images ({type(error).__name__}: "
+                                f"{error})") from error
 
 
 def _load_tokenizer(model_path: Path, trust_remote_code: bool) -> object:
@@ -107,7 +195,7 @@ def _check_runs(task: Task) -> None:
     """Load the checkpoint as fine-tuning will and run it on two training texts: the tokenizer's
     ids must be ones the model embeds, and the model must take ``max_length`` tokens."""
     model = load_users_classifier(task.model_path, task.label_names,
-                                  task.config.trust_remote_code)
+                                  task.config.trust_remote_code, kind="text")
     embedded = model.get_input_embeddings().num_embeddings
     highest = max(task.tokenizer.get_vocab().values())  # type: ignore[attr-defined]
     if highest >= embedded:

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 MASK = "attention_mask"
+PIXELS = "pixel_values"  # an image classifier's one input
 
 
 class Logits(torch.nn.Module):
@@ -34,10 +35,13 @@ class Logits(torch.nn.Module):
         return self.model(**named).logits
 
 
-def example_inputs(input_names: list[str], batch_size: int,
-                   sequence_length: int) -> tuple[torch.Tensor, ...]:
-    """Token ids, a mask of ones and zero segment ids, in ``input_names``' order: what a
-    compiler traces the model with."""
+def example_inputs(input_names: list[str], batch_size: int, sequence_length: int,
+                   image_shape: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, ...]:
+    """Token ids, a mask of ones and zero segment ids, or pixel values of ``image_shape``
+    (channels, height, width), in ``input_names``' order: what a compiler traces the model with."""
+    if input_names == [PIXELS]:
+        assert image_shape is not None, "an image classifier is traced at its image size"
+        return (torch.zeros((batch_size, *image_shape)),)
     shape = (batch_size, sequence_length)
     zeros = {"token_type_ids"}
     return tuple(torch.zeros(shape, dtype=torch.long) if name in zeros

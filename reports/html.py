@@ -53,7 +53,7 @@ def render(study: optuna.Study, location: Location) -> str:
     front = data.front_frame(trials)
     reference = data.reference(trials)
     about = context(study, location, trials)
-    latency_title = _latency_title(about.config)
+    latency_title = _latency_title(about.config, about.data.get("image_size"))
     importances = analysis.importances(study)
     progress = analysis.hypervolume(study, trials, len(about.data.get("labels") or []))
     has_trials = (trials["state"] == data.COMPLETE).any()
@@ -101,10 +101,13 @@ def _div(figure: go.Figure | None, name: str) -> Markup | None:
                                  config=PLOTLY_CONFIG))
 
 
-def _latency_title(config: dict[str, Any]) -> str:
+def _latency_title(config: dict[str, Any], image_size: int | None = None) -> str:
+    """What the latency axis measures; ``image_size``: an image study's input side."""
     target = config.get("target") or {}
+    shape = (("px", f"{image_size}x{image_size}") if image_size is not None
+             else ("tokens", target.get("sequence_length")))
     setting = ", ".join(f"{value} {name}" for name, value in (
-        ("batch", target.get("batch_size")), ("tokens", target.get("sequence_length")),
+        ("batch", target.get("batch_size")), shape,
         ("threads", target.get("threads"))) if value is not None)
     return "latency (ms, ONNX Runtime CPU" + (f"; {setting}" if setting else "") + ")"
 

@@ -228,7 +228,7 @@ def confirm(run_dir: Path | None, storage: str | None, study_name: str | None,
     config = given or stored  # a given config's confirm and measure sections apply
     if config.measure.isolate:
         measurement_cores(config.measure.cores, config.target.threads)
-    task = load_task(config.task, config_dir)
+    task = load_task(config.task, config_dir, config.target.image_size)
     console = Console(stderr=True)
     with contextlib.redirect_stdout(sys.stderr), console.status("measuring the front again"):
         confirm_front(study, location, task, config, config_dir)

@@ -22,6 +22,7 @@ from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig
+from edgetune.objectives.vision import with_image_defaults
 from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.baselines import misfit
 from edgetune.search.constraints import Constraints
@@ -108,6 +109,16 @@ class StudyConfig(Strict):
     def runtimes(self) -> list[str]:
         """The runtimes the study compiles for: the target's, then any other the space searches."""
         return list(dict.fromkeys([self.target.runtime, *(self.space.runtime or [])]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_of_an_image_task(cls, data: Any) -> Any:
+        """A config that says its task is image classification searches, unless it lists them,
+        the knobs every image classifier takes (``objectives.vision.IMAGE_SPACE``)."""
+        if not isinstance(data, dict) or _raw(data, "task", "kind") != "image":
+            return data
+        space = data.get("space") or {}
+        return {**data, "space": with_image_defaults(space)} if isinstance(space, dict) else data
 
     @model_validator(mode="before")
     @classmethod
@@ -212,8 +223,12 @@ class StudyConfig(Strict):
         # the earlier studies.
         if fixed["target"]["runtime"] == DEFAULT_RUNTIME:
             del fixed["target"]["runtime"]
-        if fixed["target"]["device"] is None:
-            del fixed["target"]["device"]
+        for unset in ("device", "image_size"):  # image_size: a text study's never set
+            if fixed["target"][unset] is None:
+                del fixed["target"][unset]
+        for section, unset in ((fixed["task"], "kind"), (fixed["task"]["data"], "image_column")):
+            if section[unset] is None:
+                del section[unset]
         for unset in ("runtime", "vocabulary"):
             if fixed["space"][unset] is None:
                 del fixed["space"][unset]

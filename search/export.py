@@ -2,11 +2,12 @@
 
 The folder holds ``model.onnx``; ``model.ort`` and ``model.required_operators.config`` (ONNX
 Runtime's mobile format and the operator list of a reduced build); the tokenizer's files (cutting
-texts at the study's ``max_length``); ``labels.json`` (label names in output order);
-``recipe.json``; ``metrics.json`` (the trial's figures and a fresh re-measurement here: the task
-metric (``metric``: its name) and accuracy on validation and test, with their confusion matrices,
-latency interleaved with the FP32 reference, and whether that latency is reliable:
-``search/reliability.py``); and a README, which marks an unreliable figure beside it.
+texts at the study's ``max_length``), or an image classifier's image processor;
+``labels.json`` (label names in output order); ``recipe.json``; ``metrics.json`` (the trial's
+figures and a fresh re-measurement here: the task metric (``metric``: its name) and accuracy on
+validation and test, with their confusion matrices, latency interleaved with the FP32 reference,
+and whether that latency is reliable: ``search/reliability.py``); and a README, which marks an
+unreliable figure beside it.
 
 The model comes from the artifact store, else it is rebuilt from the trial's recipe: building is
 deterministic from the recipe, the study's config and its seeds. Everything is written to a hidden
@@ -32,6 +33,7 @@ from optuna.trial import TrialState
 from edgetune.errors import InputError
 from edgetune.objectives.accuracy import scored
 from edgetune.objectives.candidate import measure_model
+from edgetune.objectives.images import colour_mode
 from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.metrics import ACCURACY, score_confusion
@@ -41,7 +43,7 @@ from edgetune.objectives.task import Task
 from edgetune.search.config import StudyConfig
 from edgetune.search.front import reference, reference_latencies
 from edgetune.search.models import Models, Source
-from edgetune.search.readme import readme
+from edgetune.search.readme import ImageInputs, readme
 from edgetune.search.record import Figures, TrialRecord, devices, records
 from edgetune.search.reliability import Load, judge
 
@@ -112,16 +114,25 @@ def _write_folder(source: Source, trial: TrialRecord, fp32: TrialRecord, folder:
         models.rebuild(fp32, reference_model)
     deploy_files = runtime_of(model).deploy_files(model)
     reads = models.model_task(trial)  # with the trimmed tokenizer, if the trial trims
-    reads.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
-    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    if task.kind == "text":
+        reads.tokenizer.model_max_length = source.config.task.max_length  # type: ignore[attr-defined]
+    reads.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined] # or image processor
     write_json(folder / LABELS_FILE, task.label_names)
     write_json(folder / RECIPE_FILE, trial.recipe)
     metrics = _metrics(source, trial, "artifact" if fetched else "rebuilt", model,
                        reference_model, task, reads, deploy_files)
     write_json(folder / METRICS_FILE, metrics)
     (folder / "README.md").write_text(
-        readme(metrics, task.label_names, source.config, model, deploy_files))
+        readme(metrics, task.label_names, source.config, model, deploy_files, _images(task)))
     return metrics
+
+
+def _images(task: Task) -> ImageInputs | None:
+    """How an image task's inputs are made, for its README; None for a text task."""
+    if task.image_size is None:
+        return None
+    return ImageInputs(size=task.image_size, mode=colour_mode(task.channels),
+                       processor_resizes=task.image_size == task.native_size)
 
 
 def exportable(study: optuna.Study, number: int) -> TrialRecord:

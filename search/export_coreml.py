@@ -65,6 +65,9 @@ def _write_folder(source: Source, number: int, recipe: Recipe, folder: Path,
     models = Models(source, scratch)
     trial = exportable(source.study, number)
     task = models.load_task(trial, fetched=False)
+    if task.kind == "image":
+        raise InputError("--format", "Core ML export of image classifiers is not supported yet: "
+                                     "export the ONNX model")
     bench = workbench(source.config, task)
     try:
         checkpoint = torch_checkpoint(recipe, bench, Candidate(path=scratch / "torch" / "x"))

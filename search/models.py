@@ -116,7 +116,8 @@ class Models:
 
     def load_task(self, trial: TrialRecord, fetched: bool) -> Task:
         try:
-            self.task = load_task(self.source.config.task, self.source.base)
+            self.task = load_task(self.source.config.task, self.source.base,
+                                  self.source.config.target.image_size)
         except InputError as error:
             if fetched:
                 raise
@@ -167,6 +168,8 @@ def workbench(config: StudyConfig, task: Task) -> Workbench:
     """What the study's candidates are built from: the fine-tuned base (cached) and settings."""
     cache = study_cache(config)
     base = fine_tuned_base(task, config.finetune, cache)
-    return Workbench(task=task, base=base, cache=cache, target=config.target,
+    # An image task's size is its processor's unless the target sets one: compilers need it.
+    target = config.target.model_copy(update={"image_size": task.image_size})
+    return Workbench(task=task, base=base, cache=cache, target=target,
                      measure=config.measure, batch_size=config.finetune.batch_size,
                      seed=config.finetune.seed)

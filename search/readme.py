@@ -7,6 +7,7 @@ with why and which figure to trust instead (``unreliable_note``, which the CLI p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,49 @@ from edgetune.search.config import StudyConfig
 from edgetune.search.record import Figures
 
 EXAMPLE_TEXTS = '["Shares rose sharply after the company reported record profits."]'
+EXAMPLE_IMAGES = '["photo.jpg"]'
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """How an image classifier's inputs are made: ``objectives.images.pixel_values``' recipe."""
+
+    size: int  # the side of the square the model takes
+    mode: str  # the PIL colour mode images are converted to
+    processor_resizes: bool  # the image processor makes ``size`` itself, else edgetune resizes
+
+
+def image_usage(model: Path, images: ImageInputs) -> str:
+    """The README's code running an image classifier with ONNX Runtime, transformers and PIL,
+    preparing images as ``objectives.images.pixel_values`` does."""
+    resize, options = "", ""
+    if not images.processor_resizes:
+        resize = (f"images = [image.resize(({images.size}, {images.size}), "
+                  "Image.Resampling.BICUBIC) for image in images]\n")
+        options = ", do_resize=False, do_center_crop=False"
+    return f"""With only ONNX Runtime, transformers and Pillow:
+
+```python
+import json
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from transformers import AutoImageProcessor
+
+processor = AutoImageProcessor.from_pretrained(".")
+labels = json.load(open("labels.json"))
+session = ort.InferenceSession("{model.name}", providers=["CPUExecutionProvider"])
+images = [Image.open(path).convert("{images.mode}") for path in {EXAMPLE_IMAGES}]
+{resize}pixels = processor(images=images, return_tensors="np"{options})["pixel_values"]
+logits = session.run(None, {{"pixel_values": pixels.astype(np.float32)}})[0]
+print([labels[i] for i in logits.argmax(axis=1)])
+```"""
 
 
 def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, model: Path,
-           deploy_files: list[Path]) -> str:
+           deploy_files: list[Path], images: ImageInputs | None = None) -> str:
+    """The README of an export folder; ``images`` for an image classifier's."""
     runtime = runtime_of(model)
     trial = metrics["trial_figures"]
     here = metrics["remeasured"]
@@ -30,10 +70,24 @@ def readme(metrics: dict[str, Any], labels: list[str], config: StudyConfig, mode
     note = unreliable_note(metrics)
     here_row = "re-measured at export" + (" (**unreliable**, see below)" if note else "")
     note_block = f"\n**{note}**\n" if note else ""
+    if images is None:
+        kind, input_shape, example = "A text classifier", f"{target.sequence_length} tokens", (
+            EXAMPLE_TEXTS)
+        preprocessing = ("- Tokenizer files: `AutoTokenizer.from_pretrained(folder)`; texts are "
+                         f"cut at\n  {config.task.max_length} tokens.")
+        usage = runtime.usage(model, EXAMPLE_TEXTS)
+    else:
+        side = images.size
+        kind, input_shape, example = ("An image classifier", f"{side}x{side} images",
+                                      EXAMPLE_IMAGES)
+        preprocessing = ("- Image processor: `AutoImageProcessor.from_pretrained(folder)`; the "
+                         f"model takes\n  {side}x{side} images (paths or PIL images for "
+                         "`edgetune.load`).")
+        usage = image_usage(model, images)
     return f"""# {metrics['study']}, trial {metrics['trial']}: {metrics['recipe']}
 
 Exported by edgetune {__version__} on {here['date'][:10]} from study `{metrics['study']}`,
-trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.join(labels)}.
+trial {metrics['trial']}. {kind} with {len(labels)} labels: {', '.join(labels)}.
 
 | | validation {name} | test {name} | latency | × FP32 |
 |---|---|---|---|---|
@@ -41,15 +95,14 @@ trial {metrics['trial']}. A text classifier with {len(labels)} labels: {', '.joi
 | {here_row} | {here[f'validation_{name}']:.2%} | {here[f'test_{name}']:.2%} \
 | {here['latency']['median_ms']:.2f} ms | {here['ratio']:.2f} |
 {note_block}
-Latency: {runtime.title} CPU, batch {target.batch_size}, {target.sequence_length} tokens,
+Latency: {runtime.title} CPU, batch {target.batch_size}, {input_shape},
 {target.threads} thread(s), on {here['machine']['cpu']}; "× FP32" is the ratio to the FP32 model
 measured beside it. `metrics.json` holds every figure; `recipe.json` how the model was built.
 
 ## Files
 
 {runtime.files_section(model, deploy_files)}
-- Tokenizer files: `AutoTokenizer.from_pretrained(folder)`; texts are cut at
-  {config.task.max_length} tokens.
+{preprocessing}
 
 ## Run it (from this folder)
 
@@ -59,10 +112,10 @@ With edgetune installed:
 import edgetune
 
 predict = edgetune.load(".")
-print(predict({EXAMPLE_TEXTS}))
+print(predict({example}))
 ```
 
-{runtime.usage(model, EXAMPLE_TEXTS)}
+{usage}
 """
 
 

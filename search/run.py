@@ -31,6 +31,7 @@ from edgetune.objectives.finetune import check_finetune
 from edgetune.objectives.isolation import measurement_cores, training_apart
 from edgetune.objectives.pruning import check_space
 from edgetune.objectives.task import Task, checkpoint_folder, load_task
+from edgetune.objectives.vision import check_image_space
 from edgetune.objectives.vocabulary import check_vocabulary
 from edgetune.search import lost_trials
 from edgetune.search.agent import ARTIFACT_STORE, publish_inputs
@@ -119,7 +120,9 @@ def _run(config: StudyConfig, location: Location, config_dir: Path, console: Con
     model_path = checkpoint_folder(config.task.model, config_dir, config.task.trust_remote_code)
     model_config = json.loads((model_path / "config.json").read_text())
     check_space(model_config, config.space.pruning)  # the space first: it needs no model loaded
-    task = load_task(config.task, config_dir)
+    task = load_task(config.task, config_dir, config.target.image_size)
+    if task.kind == "image":
+        check_image_space(model_config["model_type"], config.target, config.space)
     check_finetune(task, config.finetune)
     check_vocabulary(task, config.space.vocabulary)
 
@@ -142,7 +145,8 @@ def _study(config: StudyConfig, location: Location, config_dir: Path, console: C
         study = open_study(config, location.study, storage, setup_lock=lock, budget=budget,
                            layers=encoder_layers(model_config))
         study.set_user_attr("data", task.dataset.summary()
-                            | {"split_seed": config.task.data.splits.seed})
+                            | {"split_seed": config.task.data.splits.seed}
+                            | ({"image_size": task.image_size} if task.kind == "image" else {}))
         study.set_user_attr(CONFIG_DIR, str(config_dir.resolve()))  # the config's relative paths
         with phase(console, _base_phase(config, task)):
             bench = workbench(config, task)

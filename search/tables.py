@@ -130,8 +130,11 @@ def print_bench(result: dict[str, Any], as_json: bool) -> None:
         return
     target, protocol = result["target"], result["measure"]
     rounds = len(result["models"]["model"]["round_medians_ms"])
+    images = [shape for shape in (result.get("input_shapes") or {}).values() if len(shape) == 4]
+    size = (f"{images[0][2]}x{images[0][3]} images" if images
+            else f"sequence {target['sequence_length']}")
     table = Table(title=f"ONNX Runtime CPU, {target['threads']} thread(s), batch "
-                        f"{target['batch_size']}, sequence {target['sequence_length']}, "
+                        f"{target['batch_size']}, {size}, "
                         f"{result['inputs']} inputs: {rounds} rounds of "
                         f"{protocol['runs']} runs")
     for column in ("model", "median ms", "p90 ms", "spread", "× baseline", "95% interval",

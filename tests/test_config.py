@@ -26,6 +26,8 @@ def run_cli(args: list[str], cwd: Path) -> tuple[int, str]:
     ({"search": {"trials": 0}}, "search.trials", "greater than or equal to 1"),
     ({"search": {"sampler": "bayes"}}, "search.sampler", "'tpe', 'nsga2', 'gp' or 'random'"),
     ({"search": {"trails": 5}}, "search.trails", "unknown key"),
+    # A key written like pydantic's union tags is still the user's.
+    ({"search": {"[": None}}, "search.[", "unknown key"),
     ({"target": {"threads": "two"}}, "target.threads", "valid integer"),
     ({"space": {"pruning": {"methods": []}}}, "space.pruning.methods", "at least 1 item"),
     ({"space": {"recovery": {"steps": {"low": -1, "high": 3}}}}, "space.recovery.steps.low",

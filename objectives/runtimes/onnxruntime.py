@@ -79,8 +79,9 @@ class OnnxRuntime(Runtime):
     def files_section(self, model: Path, deploy_files: list[Path]) -> str:
         ort_file, operators = deploy_files
         return "\n".join([
-            f"- `{model.name}`: the model. Inputs are the tokenizer's outputs as int64; the "
-            "output `logits` has\n  one column per label, in the order of `labels.json`.",
+            f"- `{model.name}`: the model. Inputs are what the folder's tokenizer (int64 token "
+            "ids) or image\n  processor (float32 `pixel_values`) makes; the output `logits` has "
+            "one column per label,\n  in the order of `labels.json`.",
             f"- `{ort_file.name}`: the same model in ONNX Runtime's ORT format, for the mobile "
             "packages\n  (onnxruntime-android, onnxruntime-objc) and minimal builds.",
             f"- `{operators.name}`: the operators it needs, for a reduced ONNX Runtime build:\n"
