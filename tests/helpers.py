@@ -131,3 +131,19 @@ def tiny_qat(export: str = "dynamic"):  # type: ignore[no-untyped-def]
     from edgetune.spaces.qat import QatRecipe
 
     return QatRecipe(steps=2, learning_rate=1e-3, export=export)
+
+
+def run_readme_snippets(folder: Path) -> list[str]:
+    """Run the two Python snippets of an export's README in ``folder`` as a user would paste
+    them, each in a namespace of its own (one interpreter imports the libraries once); return
+    the lines they printed."""
+    import json
+    import re
+
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+    assert len(snippets) == 2
+    runner = "import json, sys\nfor snippet in json.load(sys.stdin):\n    exec(snippet, {})\n"
+    result = subprocess.run([sys.executable, "-c", runner], input=json.dumps(snippets),
+                            cwd=folder, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()

@@ -30,7 +30,7 @@ from edgetune.search.front import front_of
 from edgetune.search.readme import unreliable_note
 from edgetune.search.reliability import Load, judge
 
-from helpers import run_study, tiny_config
+from helpers import run_readme_snippets, run_study, tiny_config
 
 PRUNED_RECIPE = {
     **DYNAMIC_INT8,
@@ -132,14 +132,7 @@ def test_ort_format_loads_and_predicts_like_the_onnx_model(exported: Path,
 
 
 def test_readme_snippets_run_as_written(exported: Path) -> None:
-    snippets = re.findall(r"```python\n(.*?)```", (exported / "README.md").read_text(), re.S)
-    assert len(snippets) == 2
-    # One interpreter runs each snippet in a namespace of its own (and imports libraries once).
-    runner = "import json, sys\nfor snippet in json.load(sys.stdin):\n    exec(snippet, {})\n"
-    result = subprocess.run([sys.executable, "-c", runner], input=json.dumps(snippets),
-                            cwd=exported, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    printed = result.stdout.strip().splitlines()
+    printed = run_readme_snippets(exported)
     assert len(printed) == 2
     assert re.fullmatch(r"\[\{'label': '(politics|sport|tech)', 'score': 0\.\d+\}\]", printed[0])
     assert re.fullmatch(r"\['(politics|sport|tech)'\]", printed[1])

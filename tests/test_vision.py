@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from edgetune.search.baselines import HALF_THE_LAYERS
 from edgetune.search.cli import cli
 from edgetune.search.config import load_config
 
-from helpers import op_counts, run_study, write_config
+from helpers import op_counts, run_readme_snippets, run_study, write_config
 from vision import FAMILIES, build_tiny_vision_model, vision_config, write_image_folder
 
 STUDY = "tiny-vision"
@@ -148,13 +146,7 @@ def test_the_readme_snippets_of_an_image_classifier_run_as_written(
     dynamic = next(t for t in trials(run_dir) if recipe_of(t).startswith("dyn-int8"))
     folder = _model_of(run_dir, dynamic.number).parent
     shutil.copy(next((images / "green").iterdir()), folder / "photo.jpg")  # a PNG: PIL sniffs
-    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
-    assert len(snippets) == 2
-    runner = "import json, sys\nfor snippet in json.load(sys.stdin):\n    exec(snippet, {})\n"
-    result = subprocess.run([sys.executable, "-c", runner], input=json.dumps(snippets),
-                            cwd=folder, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    by_edgetune, by_runtime = result.stdout.strip().splitlines()
+    by_edgetune, by_runtime = run_readme_snippets(folder)
     assert re.fullmatch(r"\[\{'label': 'green', 'score': 0\.\d+\}\]", by_edgetune)
     assert by_runtime == "['green']"
 
