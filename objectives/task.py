@@ -137,6 +137,20 @@ def load_task(config: TaskConfig, base: Path | None = None,
     return task
 
 
+def checkpoint_kind(location: str, base: Path | None) -> TaskKind | None:
+    """The one kind of classifier the checkpoint at ``location`` (``task.model``) makes, if it
+    makes only one: what a config's defaults follow when ``task.kind`` is unset. None when the
+    checkpoint does not load (loading the task says why) or makes both kinds."""
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(resolve_path(location, base, field="task.model"))
+    except Exception:  # noqa: BLE001 - any failure is reported when the task itself is loaded
+        return None
+    kinds = classifier_kinds(model_config)
+    return kinds[0] if len(kinds) == 1 else None
+
+
 def _kind(config: TaskConfig, model_path: Path) -> tuple[TaskKind, int]:
     """The task's kind (``task.kind``, or the checkpoint's) and its images' colour channels."""
     from transformers import AutoConfig

@@ -9,8 +9,9 @@ GELUs (``objectives.graph``). A CNN has none of these: channel pruning (Torch-Pr
 to come. The other knobs (NNCF, QAT, vocabulary trimming) and the other runtimes are text-only
 for now: a space naming them is refused in one line.
 
-A config that states ``task.kind: image`` gets ``IMAGE_SPACE`` where its space leaves a choice
-unset: what every image classifier can take (``with_image_defaults``).
+A config whose task is image classification (``task.kind: image``, or a checkpoint that makes
+only image classifiers) gets ``IMAGE_SPACE`` where its space leaves a choice unset: what every
+image classifier can take (``with_image_defaults``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
@@ -21,7 +21,7 @@ from edgetune.objectives.latency import MeasureConfig, RoundLimits
 from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
-from edgetune.objectives.task import TaskConfig
+from edgetune.objectives.task import TaskConfig, checkpoint_kind
 from edgetune.objectives.vision import with_image_defaults
 from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.baselines import misfit
@@ -112,10 +112,14 @@ class StudyConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _knobs_of_an_image_task(cls, data: Any) -> Any:
-        """A config that says its task is image classification searches, unless it lists them,
-        the knobs every image classifier takes (``objectives.vision.IMAGE_SPACE``)."""
-        if not isinstance(data, dict) or _raw(data, "task", "kind") != "image":
+    def _knobs_of_an_image_task(cls, data: Any, info: ValidationInfo) -> Any:
+        """A config whose task is image classification (``task.kind``, else the checkpoint's
+        only kind, which ``load_config`` passes as ``checkpoint_kind``) searches, unless it lists
+        them, the knobs every image classifier takes (``objectives.vision.IMAGE_SPACE``)."""
+        if not isinstance(data, dict):
+            return data
+        kind = _raw(data, "task", "kind") or (info.context or {}).get("checkpoint_kind")
+        if kind != "image":
             return data
         space = data.get("space") or {}
         return {**data, "space": with_image_defaults(space)} if isinstance(space, dict) else data
@@ -263,8 +267,10 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
         raise InputError(str(path), "expected a mapping of sections (study, task, space, ...)")
     for dotted, value in (overrides or {}).items():
         _set(raw, dotted.split("."), value)
+    model = _raw(raw, "task", "model")
+    kind = checkpoint_kind(model, path.parent) if isinstance(model, str) else None
     try:
-        return StudyConfig.model_validate(raw)
+        return StudyConfig.model_validate(raw, context={"checkpoint_kind": kind})
     except ValidationError as error:
         raise InputError(*_describe(error, raw)) from error
 

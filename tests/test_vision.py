@@ -202,12 +202,17 @@ def test_an_image_that_does_not_decode_is_refused_before_anything_is_written(
     assert not (tmp_path / "run").exists()
 
 
-def test_task_kind_image_makes_the_default_space_one_an_image_task_takes(
+def test_an_image_checkpoint_makes_the_default_space_one_an_image_task_takes(
         images: Path, tmp_path: Path) -> None:
+    """Without a ``space`` section, the knobs are those every image classifier takes, whether
+    ``task.kind: image`` says so or only the checkpoint's config does."""
     model = build_tiny_vision_model(tmp_path / "model", "resnet")
-    config = vision_config(model, images, task={"kind": "image"}, search={"trials": 2})
+    config = vision_config(model, images, search={"trials": 2})
     del config["space"]
+    unstated = load_config(write_config(tmp_path, config)).space
+    config["task"]["kind"] = "image"
     stated = load_config(write_config(tmp_path, config)).space
+    assert unstated == stated
     assert stated.pruning.methods == ["none"] and stated.graph.fusion == [False]
     assert stated.quantization.schemes == ["dynamic", "none", "static"]
     assert stated.quantization.static.op_types == ["all"]
