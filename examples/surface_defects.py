@@ -95,12 +95,12 @@ def photograph(label: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(pixels[..., None] * tint, 0, 255).astype(np.uint8)
 
 
-def write_data(folder: Path, seed: int = SEED) -> None:
-    """``folder/<label>/<n>.png`` for every class of ``COUNTS``, drawn from one seeded stream."""
+def write_data(folder: Path, seed: int = SEED, counts: dict[str, int] = COUNTS) -> None:
+    """``folder/<label>/<n>.png`` for every class of ``counts``, drawn from one seeded stream."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    for label, count in COUNTS.items():
+    for label, count in counts.items():
         (folder / label).mkdir(parents=True, exist_ok=True)
         for n in range(count):
             Image.fromarray(photograph(label, rng)).save(folder / label / f"{n:04d}.png")
