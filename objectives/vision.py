@@ -5,12 +5,16 @@ Gemm of vision transformers) and static INT8 (calibrated Q/DQ, which also covers
 what a CNN needs to gain on a CPU). A vision transformer is built like a text encoder: structured
 pruning drops its blocks, heads and MLP neurons (``objectives.architectures``), unstructured
 pruning zeroes its ``nn.Linear`` weights, and ONNX Runtime fuses its attentions, LayerNorms and
-GELUs (``objectives.graph``). A CNN has none of these: channel pruning (Torch-Pruning) is still
-to come. The other knobs (NNCF, QAT, vocabulary trimming) and the other runtimes are text-only
-for now: a space naming them is refused in one line.
+GELUs (``objectives.graph``). A CNN has none of these: channel pruning (``objectives.channels``,
+Torch-Pruning's dependency graph) narrows its convolutions instead. The other knobs (NNCF, QAT,
+vocabulary trimming) and the other runtimes are text-only for now: a space naming them is
+refused in one line.
 
 A config that states ``task.kind: image`` gets ``IMAGE_SPACE`` where its space leaves a choice
-unset: what every image classifier can take (``with_image_defaults``).
+unset: what every image classifier can take (``with_image_defaults``). That is no pruning: the
+defaults are filled in before the checkpoint is read, so they cannot depend on its architecture,
+and a vision transformer takes no channel pruning nor a CNN structured pruning. A CNN's config
+opts in with ``space.pruning.methods: [none, channels]``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgetune.errors import InputError
+from edgetune.objectives.channels import CHANNEL_PRUNABLE
 from edgetune.objectives.target import TargetConfig
 from edgetune.spaces.knob import DEFAULT_RUNTIME
 from edgetune.spaces.space import SearchSpace
@@ -59,7 +64,8 @@ def check_image_space(model_type: str, target: TargetConfig, space: SearchSpace)
         field = "target.runtime" if target.runtime != DEFAULT_RUNTIME else "space.runtime"
         raise InputError(field, f"image tasks run on {DEFAULT_RUNTIME} only for now")
     transformer = model_type in VISION_TRANSFORMERS
-    allowed = {"none", "structured", "unstructured"} if transformer else {"none"}
+    allowed = ({"none", "structured", "unstructured"} if transformer
+               else {"none", "channels"} if model_type in CHANNEL_PRUNABLE else {"none"})
     if refused := sorted(set(space.pruning.methods) - allowed):
         raise InputError("space.pruning.methods",
                          f"{', '.join(refused)} pruning of {model_type!r} image classifiers is not "
