@@ -138,10 +138,10 @@ def test_each_stage_s_fraction_is_sampled_and_keeping_all_is_no_pruning() -> Non
 
 
 CHANNELS_TRIAL = {"pruning.method": "channels", "quantization.scheme": "none",
-                  "graph.fusion": False, "recovery.steps": 10, "recovery.learning_rate": 1e-3,
+                  "graph.fusion": False, "recovery.steps": 20, "recovery.learning_rate": 1e-3,
                   "recovery.distillation": True, "recovery.temperature": 2.0,
                   "recovery.alpha": 0.5,
-                  **{f"pruning.channels.stage{i}": 0.5 for i in range(STAGES)}}
+                  **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)}}
 
 
 def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
@@ -152,17 +152,17 @@ def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
     config = vision_config(model, images, task={"kind": "image"}, search={
         "trials": 2, "enqueue": [CHANNELS_TRIAL]})
     config["space"] = {"pruning": {"methods": ["none", "channels"]},
-                       "recovery": {"steps": {"low": 10, "high": 10},
+                       "recovery": {"steps": {"low": 20, "high": 20},
                                     "learning_rate": {"low": 1e-3, "high": 1e-3}},
                        "quantization": {"schemes": ["none"]}}
     run_dir = run_study(tmp_path, config, trials=2)
     storage = f"sqlite:///{run_dir / 'study.db'}"
     done = [t for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()
             if t.state == optuna.trial.TrialState.COMPLETE]
-    assert [t.user_attrs["recipe_short"].split(" ")[0] for t in done] == [
-        "fp32", "ch0.50/0.50/0.50/0.50"], [t.user_attrs for t in done]
+    recipes = [t.user_attrs["recipe_short"] for t in done]
+    assert recipes[0] == "fp32 reference" and recipes[1].startswith("ch0.75/0.75/0.75/0.75+rec20")
     reference, pruned = done
-    assert pruned.values[0] >= reference.values[0] - 0.3 and pruned.values[1] > 0
+    assert pruned.values[0] >= reference.values[0] - 0.2 and pruned.values[1] > 0
     out = tmp_path / "export"
     result = CliRunner().invoke(cli, ["export", "--run-dir", str(run_dir), "--study", STUDY,
                                       "--trial", str(pruned.number), "--out", str(out)],
