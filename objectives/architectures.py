@@ -4,6 +4,7 @@ structured pruning and by loading what it saved.
 
 Pruned models have per-layer shapes no config can express: ``edgetune-shapes.json`` records them
 beside the weights (``write_shapes``) and ``load_pruned`` rebuilds the model before reading them.
+A channel-pruned CNN records the channels of its coupled layers instead (``objectives.channels``).
 A model whose residual stream was narrowed (``keep_channels``) records its width as the config's
 hidden size, while its heads keep their size.
 """
@@ -17,10 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
+from edgetune.objectives.channels import channel_shapes, keep_channel_shapes
 from edgetune.objectives.classifiers import AUTO_CLASSES, classifier_kinds
+from edgetune.spaces.channels import CHANNEL_PRUNABLE
 
 SHAPES_FILE = "edgetune-shapes.json"  # per-layer shapes beside a structurally pruned checkpoint
 
@@ -91,33 +94,54 @@ def encoder_layers(model_config: dict[str, object]) -> int | None:
 
 
 def write_shapes(model: PreTrainedModel, folder: Path) -> None:
-    """Write, beside a saved checkpoint, the per-layer shapes ``load_pruned`` needs."""
-    if model.config.model_type in ARCHITECTURES:
-        (folder / SHAPES_FILE).write_text(json.dumps(layer_shapes(model), indent=2))
+    """Write, beside a saved checkpoint, the shapes ``load_pruned`` needs: an encoder's per-layer
+    shapes, or a convolutional classifier's channels (``objectives.channels``)."""
+    model_type = model.config.model_type
+    if model_type in ARCHITECTURES:
+        shapes: dict[str, object] = layer_shapes(model)
+    elif model_type in CHANNEL_PRUNABLE:
+        shapes = {"channels": channel_shapes(model)}
+    else:
+        return
+    (folder / SHAPES_FILE).write_text(json.dumps(shapes, indent=2))
 
 
 def load_pruned(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
-    """Rebuild the per-layer shapes recorded in ``edgetune-shapes.json``, then read the weights."""
+    """Rebuild the shapes recorded in ``edgetune-shapes.json``, then read the weights."""
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    attribute, arch = ARCHITECTURES[config.model_type]
-    shapes = json.loads((folder / SHAPES_FILE).read_text())["layers"]
-    width = getattr(config, arch.hidden_attr)
-    # transformers sizes heads as hidden size / head count (and refuses a hidden size the count
-    # does not divide), which a narrowed residual stream no longer gives: build the model at the
-    # width its heads were made at, then narrow it as it was.
-    setattr(config, arch.hidden_attr, getattr(config, arch.heads_attr) * shapes[0]["head_size"])
-    model = AUTO_CLASSES[classifier_kinds(config)[0]].from_config(
-        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
-    for layer, shape in zip(encoder_layer_list(model, attribute, arch), shapes, strict=True):
-        keep_heads(layer, arch, list(range(shape["heads"])), shape["head_size"])
-        keep_neurons(layer, arch, list(range(shape["ffn"])))
-    if width != getattr(model.config, arch.hidden_attr):
-        keep_channels(model, list(range(width)))
+    shapes = json.loads((folder / SHAPES_FILE).read_text())
+    if "channels" in shapes:
+        model = _from_config(config, trust_remote_code)
+        keep_channel_shapes(model, shapes["channels"])
+    else:
+        model = _encoder_of_shapes(config, shapes["layers"], trust_remote_code)
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
     model.load_state_dict(state)
     return model.eval()
+
+
+def _encoder_of_shapes(config: PretrainedConfig, shapes: list[dict[str, int]],
+                       trust_remote_code: bool) -> PreTrainedModel:
+    attribute, arch = ARCHITECTURES[config.model_type]
+    width = getattr(config, arch.hidden_attr)
+    # transformers sizes heads as hidden size / head count (and refuses a hidden size the count
+    # does not divide), which a narrowed residual stream no longer gives: build the model at the
+    # width its heads were made at, then narrow it as it was.
+    setattr(config, arch.hidden_attr, getattr(config, arch.heads_attr) * shapes[0]["head_size"])
+    model = _from_config(config, trust_remote_code)
+    for layer, shape in zip(encoder_layer_list(model, attribute, arch), shapes, strict=True):
+        keep_heads(layer, arch, list(range(shape["heads"])), shape["head_size"])
+        keep_neurons(layer, arch, list(range(shape["ffn"])))
+    if width != getattr(model.config, arch.hidden_attr):
+        keep_channels(model, list(range(width)))
+    return model
+
+
+def _from_config(config: PretrainedConfig, trust_remote_code: bool) -> PreTrainedModel:
+    return AUTO_CLASSES[classifier_kinds(config)[0]].from_config(
+        config, attn_implementation="eager", trust_remote_code=trust_remote_code)
 
 
 def layer_shapes(model: PreTrainedModel) -> dict[str, list[dict[str, int]]]:

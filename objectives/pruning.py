@@ -9,8 +9,11 @@ row of the first FFN layer. Hidden channels go last, ranked by activation
 (``objectives.width``). Where each architecture keeps those parts, and how a pruned model is
 saved and loaded again: ``objectives.architectures``.
 
-Search space: ``edgetune.spaces.pruning``. The knobs (``NONE``, ``STRUCTURED``,
-``UNSTRUCTURED``) are registered as ``edgetune.knobs`` entry points.
+``channels`` removes convolution channels of a CNN with Torch-Pruning (``objectives.channels``).
+
+Search space: ``edgetune.spaces.pruning`` (``edgetune.spaces.channels``). The knobs (``NONE``,
+``STRUCTURED``, ``UNSTRUCTURED``, ``CHANNELS``) are registered as ``edgetune.knobs`` entry
+points.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from edgetune.objectives.architectures import (
     write_shapes,
 )
 from edgetune.objectives.build import Build, Workbench
+from edgetune.objectives.channels import prune_channels
 from edgetune.objectives.checkpoint import save_classifier
 from edgetune.objectives.recovery import recover
 from edgetune.objectives.task import Task
 from edgetune.objectives.width import keep_width
+from edgetune.spaces.channels import CHANNEL_PRUNABLE, ChannelPruning, ChannelsSpace
 from edgetune.spaces.knob import Phases, PruningMethod
 from edgetune.spaces.pruning import (
     NoPruning,
@@ -68,11 +73,19 @@ def check_space(model_config: dict[str, object], space: PruningSpace) -> None:
 
     Raises:
         InputError: structured pruning of an architecture it does not know, as many layers
-            to drop as the model has, or width pruning of an architecture it does not know.
+            to drop as the model has, width pruning of an architecture it does not know, or
+            channel pruning of a model that is not a convolutional classifier it knows.
     """
+    model_type = model_config.get("model_type")
+    if "channels" in space.methods and model_type not in CHANNEL_PRUNABLE:
+        raise InputError(
+            "space.pruning.methods",
+            f"channel pruning supports the convolutional image classifiers "
+            f"{', '.join(sorted(CHANNEL_PRUNABLE))}, not {model_type!r}; remove 'channels' "
+            "from the methods",
+        )
     if "structured" not in space.methods:
         return
-    model_type = model_config.get("model_type")
     if model_type not in ARCHITECTURES:
         raise InputError(
             "space.pruning.methods",
@@ -296,4 +309,10 @@ UNSTRUCTURED = PruningMethod(
     prune=_prune_unstructured, recovers=True,
     steps={"prune_recover": pruned_and_recovered}, training=recovery_phases,
     colour="#17becf", symbol="square",
+)
+CHANNELS = PruningMethod(
+    name="channels", recipe=ChannelPruning, space=ChannelsSpace,
+    prune=prune_channels, recovers=True,
+    steps={"prune_recover": pruned_and_recovered}, training=recovery_phases,
+    colour="#d62728", symbol="hexagon", label="channel pruning",
 )

@@ -137,10 +137,10 @@ def load_task(config: TaskConfig, base: Path | None = None,
     return task
 
 
-def checkpoint_kind(location: str, base: Path | None) -> TaskKind | None:
-    """The one kind of classifier the checkpoint at ``location`` (``task.model``) makes, if it
-    makes only one: what a config's defaults follow when ``task.kind`` is unset. None when the
-    checkpoint does not load (loading the task says why) or makes both kinds."""
+def checkpoint_classifier(location: str, base: Path | None) -> tuple[TaskKind, str] | None:
+    """The one kind of classifier the checkpoint at ``location`` (``task.model``) makes, and its
+    model type, if it makes only one kind: what a config's defaults follow when ``task.kind`` is
+    unset. None when the checkpoint does not load (loading the task says why) or makes both."""
     from transformers import AutoConfig
 
     try:
@@ -148,7 +148,7 @@ def checkpoint_kind(location: str, base: Path | None) -> TaskKind | None:
     except Exception:  # noqa: BLE001 - any failure is reported when the task itself is loaded
         return None
     kinds = classifier_kinds(model_config)
-    return kinds[0] if len(kinds) == 1 else None
+    return (kinds[0], model_config.model_type) if len(kinds) == 1 else None
 
 
 def _kind(config: TaskConfig, model_path: Path) -> tuple[TaskKind, int]:

@@ -5,13 +5,15 @@ Gemm of vision transformers) and static INT8 (calibrated Q/DQ, which also covers
 what a CNN needs to gain on a CPU). A vision transformer is built like a text encoder: structured
 pruning drops its blocks, heads and MLP neurons (``objectives.architectures``), unstructured
 pruning zeroes its ``nn.Linear`` weights, and ONNX Runtime fuses its attentions, LayerNorms and
-GELUs (``objectives.graph``). A CNN has none of these: channel pruning (Torch-Pruning) is still
-to come. The other knobs (NNCF, QAT, vocabulary trimming) and the other runtimes are text-only
-for now: a space naming them is refused in one line.
+GELUs (``objectives.graph``). A CNN has none of these: channel pruning (``objectives.channels``,
+Torch-Pruning's dependency graph) narrows its convolutions instead. The other knobs (NNCF, QAT,
+vocabulary trimming) and the other runtimes are text-only for now: a space naming them is
+refused in one line.
 
 A config whose task is image classification (``task.kind: image``, or a checkpoint that makes
-only image classifiers) gets ``IMAGE_SPACE`` where its space leaves a choice unset: what every
-image classifier can take (``with_image_defaults``).
+only image classifiers) gets ``image_space`` of its checkpoint's model type where its space
+leaves a choice unset: what every image classifier can take, and the pruning its architecture
+takes (``with_image_defaults``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from edgetune.errors import InputError
 from edgetune.objectives.target import TargetConfig
+from edgetune.spaces.channels import CHANNEL_PRUNABLE
 from edgetune.spaces.knob import DEFAULT_RUNTIME
 from edgetune.spaces.space import SearchSpace
 
@@ -37,8 +40,17 @@ IMAGE_SPACE: dict[str, Any] = {
 }
 
 
-def with_image_defaults(space: dict[str, Any], defaults: dict[str, Any] = IMAGE_SPACE,
-                        ) -> dict[str, Any]:
+def image_space(model_type: str | None) -> dict[str, Any]:
+    """The defaults of an image task on a ``model_type`` checkpoint: ``IMAGE_SPACE``, with
+    channel pruning for the CNNs that take it. A vision transformer's structured pruning stays
+    opt-in: how many blocks may go depends on its depth, which the text defaults' range
+    (up to 4 layers dropped) does not fit."""
+    if model_type not in CHANNEL_PRUNABLE:
+        return IMAGE_SPACE
+    return {**IMAGE_SPACE, "pruning": {"methods": ["none", "channels"]}}
+
+
+def with_image_defaults(space: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``space`` (a config's raw ``space:`` section) with ``defaults`` wherever it sets nothing."""
     filled = dict(space)
     for key, value in defaults.items():
@@ -60,7 +72,8 @@ def check_image_space(model_type: str, target: TargetConfig, space: SearchSpace)
         field = "target.runtime" if target.runtime != DEFAULT_RUNTIME else "space.runtime"
         raise InputError(field, f"image tasks run on {DEFAULT_RUNTIME} only for now")
     transformer = model_type in VISION_TRANSFORMERS
-    allowed = {"none", "structured", "unstructured"} if transformer else {"none"}
+    allowed = ({"none", "structured", "unstructured"} if transformer
+               else {"none", "channels"} if model_type in CHANNEL_PRUNABLE else {"none"})
     if refused := sorted(set(space.pruning.methods) - allowed):
         raise InputError("space.pruning.methods",
                          f"{', '.join(refused)} pruning of {model_type!r} image classifiers is not "

@@ -21,8 +21,8 @@ from edgetune.objectives.latency import MeasureConfig, RoundLimits
 from edgetune.objectives.metrics import ACCURACY
 from edgetune.objectives.runtimes import RUNTIMES, missing
 from edgetune.objectives.target import TargetConfig
-from edgetune.objectives.task import TaskConfig, checkpoint_kind
-from edgetune.objectives.vision import with_image_defaults
+from edgetune.objectives.task import TaskConfig, checkpoint_classifier
+from edgetune.objectives.vision import image_space, with_image_defaults
 from edgetune.search.artifacts import ArtifactsConfig
 from edgetune.search.baselines import misfit
 from edgetune.search.constraints import Constraints
@@ -114,15 +114,16 @@ class StudyConfig(Strict):
     @classmethod
     def _knobs_of_an_image_task(cls, data: Any, info: ValidationInfo) -> Any:
         """A config whose task is image classification (``task.kind``, else the checkpoint's
-        only kind, which ``load_config`` passes as ``checkpoint_kind``) searches, unless it lists
-        them, the knobs every image classifier takes (``objectives.vision.IMAGE_SPACE``)."""
+        only kind, which ``load_config`` passes as ``checkpoint``) searches, unless it lists
+        them, the knobs image classifiers of its architecture take (``objectives.vision``)."""
         if not isinstance(data, dict):
             return data
-        kind = _raw(data, "task", "kind") or (info.context or {}).get("checkpoint_kind")
-        if kind != "image":
+        kind, model_type = (info.context or {}).get("checkpoint") or (None, None)
+        if (_raw(data, "task", "kind") or kind) != "image":
             return data
         space = data.get("space") or {}
-        return {**data, "space": with_image_defaults(space)} if isinstance(space, dict) else data
+        return ({**data, "space": with_image_defaults(space, image_space(model_type))}
+                if isinstance(space, dict) else data)
 
     @model_validator(mode="before")
     @classmethod
@@ -268,9 +269,9 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
     for dotted, value in (overrides or {}).items():
         _set(raw, dotted.split("."), value)
     model = _raw(raw, "task", "model")
-    kind = checkpoint_kind(model, path.parent) if isinstance(model, str) else None
+    checkpoint = checkpoint_classifier(model, path.parent) if isinstance(model, str) else None
     try:
-        return StudyConfig.model_validate(raw, context={"checkpoint_kind": kind})
+        return StudyConfig.model_validate(raw, context={"checkpoint": checkpoint})
     except ValidationError as error:
         raise InputError(*_describe(error, raw)) from error
 

@@ -171,8 +171,17 @@ class UnstructuredSpace(Strict):
 
 class PruningSpace(SlotSpace):
     """The ``space.pruning`` section: the methods searched, and a section per method
-    (``structured``, ``unstructured``)."""
+    (``structured``, ``unstructured``, ``channels``)."""
 
     slot: ClassVar = "pruning"
     choice: ClassVar = "methods"
     methods: list[str] = Field(default=["none", "structured", "unstructured"], min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _channels_unstored_unless_chosen(self, handler: SerializerFunctionWrapHandler,
+                                         ) -> dict[str, object]:
+        """Channel pruning came after studies were stored: its section, at its defaults and not
+        chosen, is left out of the dump, so that those configs keep their fingerprints."""
+        section = self.section("channels")
+        return _without_default(handler(self), "channels",
+                                "channels" not in self.methods and section == type(section)())

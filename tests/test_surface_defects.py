@@ -64,4 +64,4 @@ def test_the_demo_config_is_an_image_task_scored_by_macro_f1(tmp_path: Path) -> 
     assert config.objective_names == ["macro_f1", "latency_ms"]
     assert config.target.image_size == generator.SIDE
     assert "static" in config.space.quantization.schemes
-    assert "structured" not in config.space.pruning.methods  # a ResNet: the image defaults
+    assert config.space.pruning.methods == ["none", "channels"]  # a ResNet's defaults

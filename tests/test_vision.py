@@ -204,8 +204,9 @@ def test_an_image_that_does_not_decode_is_refused_before_anything_is_written(
 
 def test_an_image_checkpoint_makes_the_default_space_one_an_image_task_takes(
         images: Path, tmp_path: Path) -> None:
-    """Without a ``space`` section, the knobs are those every image classifier takes, whether
-    ``task.kind: image`` says so or only the checkpoint's config does."""
+    """Without a ``space`` section, the knobs are those every image classifier takes and the
+    pruning its architecture takes (a ResNet's channels), whether ``task.kind: image`` says it
+    is an image task or only the checkpoint's config does."""
     model = build_tiny_vision_model(tmp_path / "model", "resnet")
     config = vision_config(model, images, search={"trials": 2})
     del config["space"]
@@ -213,7 +214,7 @@ def test_an_image_checkpoint_makes_the_default_space_one_an_image_task_takes(
     config["task"]["kind"] = "image"
     stated = load_config(write_config(tmp_path, config)).space
     assert unstated == stated
-    assert stated.pruning.methods == ["none"] and stated.graph.fusion == [False]
+    assert stated.pruning.methods == ["none", "channels"] and stated.graph.fusion == [False]
     assert stated.quantization.schemes == ["dynamic", "none", "static"]
     assert stated.quantization.static.op_types == ["all"]
     run_dir = run_study(tmp_path, config, trials=2)
