@@ -4,8 +4,8 @@ generated surface-defect photographs, and the knobs side by side against FP32.
 Written to ``--work``/results.jsonl as each part finishes:
 
 1. for each model (``--models``): a ``--trials``-trial study of ``examples/surface-defects.yaml``
-   with the knobs its architecture takes (the ResNet: channel pruning where this edgetune has it,
-   and INT8; the ViT: structured pruning, fusion and INT8), its wall time (the base's fine-tuning
+   with the knobs its architecture takes (the ResNet: the demo's channel pruning and INT8; the
+   ViT: structured pruning, fusion and INT8), its wall time (the base's fine-tuning
    apart), and its front with each trial's validation and test macro F1 (``edgetune status
    --json`` after the run's confirmation);
 2. for each study: the FP32 reference, the fastest trial of each pruning method and scheme, all
@@ -39,7 +39,6 @@ from edgetune.objectives.task import load_task
 from edgetune.search.config import load_config
 from edgetune.search.record import TrialRecord, records
 from edgetune.search.study import make_storage
-from edgetune.spaces.registry import knobs
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "surface-defects.yaml"
@@ -95,14 +94,10 @@ def study_config(work: Path, name: str, model: Path) -> Path:
     data["task"]["model"] = str(model)
     data["task"]["data"]["path"] = str(work / "surface-defects" / "data")
     data["cache_dir"] = str(work / f"cache-{name}")
-    if name == "vit":
-        data["space"] = {
-            "pruning": {"methods": ["none", "structured"],
-                        "structured": {"layers_dropped": {"low": 0, "high": 2}}},
-            "graph": {"fusion": [True, False]},
-        }
-    elif "channels" in knobs("pruning"):
-        data.setdefault("space", {})["pruning"] = {"methods": ["none", "channels"]}
+    if name == "vit":  # the demo's space with a transformer's pruning and fusions
+        data["space"]["pruning"] = {"methods": ["none", "structured"],
+                                    "structured": {"layers_dropped": {"low": 0, "high": 2}}}
+        data["space"]["graph"] = {"fusion": [True, False]}
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
