@@ -59,6 +59,8 @@ def scratch(pixels: np.ndarray, rng: np.random.Generator) -> None:
     y, x = np.mgrid[0:SIDE, 0:SIDE]
     for py, px, fade in zip(ys, xs, np.cos(t / length * np.pi) ** 0.5, strict=True):
         near = (y - py) ** 2 + (x - px) ** 2 < 0.8
+        if not near.any():  # a point between pixels, or off the image
+            continue
         pixels[near] = np.where(np.abs(pixels[near] - pixels[near].mean()) < abs(contrast),
                                 pixels[near] + contrast * fade / 3, pixels[near])
 
