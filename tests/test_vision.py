@@ -317,3 +317,48 @@ def test_bench_times_an_image_classifier_at_its_size(study: tuple[str, Path]) ->
                                       "--warmup", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "batch 1, 32x32 images" in " ".join(result.output.split())
+
+
+def test_an_image_study_is_measured_by_its_device_agent(images: Path, tmp_path: Path) -> None:
+    """With ``target.device``, the builder publishes the validation images' pixel values and an
+    agent (here in this process) times and scores every candidate, as for a text study."""
+    from edgetune.search.agent import DEVICE_INPUTS, Agent
+    from edgetune.search.record import device_figures
+    from edgetune.search.study import make_storage
+
+    from helpers import edgetune_command, start, wait_for
+
+    model = build_tiny_vision_model(tmp_path / "model", "resnet")
+    config = vision_config(model, images, target={"threads": 1, "batch_size": 1,
+                                                  "device": "camera"}, search={"trials": 3})
+    config["space"]["quantization"]["schemes"] = ["none", "static"]
+    run_dir = tmp_path / "run"
+    builder = start(edgetune_command("run", write_config(tmp_path, config), "--run-dir", run_dir,
+                                     "--no-report"), tmp_path / "logs", "builder")
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+
+    def published() -> bool:
+        if not (run_dir / "study.db").exists():
+            return False
+        try:
+            study = optuna.load_study(study_name=STUDY, storage=make_storage(storage))
+        except KeyError:  # no study yet
+            return False
+        return DEVICE_INPUTS in study.user_attrs
+
+    # From then on the builder hands over a candidate every few seconds: an agent idle for 10
+    # has seen them all.
+    wait_for(published, "the builder's inputs", timeout=240, process=builder)
+    agent = Agent(storage, STUDY, "camera", ["onnxruntime"], log=lambda line: None)
+    try:
+        measured = agent.serve(idle_exit=10)
+    finally:
+        agent.close()
+    assert builder.wait(timeout=300) == 0, (tmp_path / "logs" / "builder.err").read_text()
+    done = trials(run_dir)
+    assert measured == len(done) >= 2
+    for trial in done:
+        figures = device_figures(trial, "camera")
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert figures is not None and figures.measurement is not None
+        assert trial.values[0] == figures.measurement["accuracy"]  # the device's score
