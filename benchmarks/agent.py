@@ -24,18 +24,17 @@ trial end).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import yaml
 from scipy.stats import spearmanr
+from side_by_side import write
 
 from edgetune.search.front import front
 from edgetune.search.record import records
@@ -44,13 +43,6 @@ from edgetune.search.study import make_storage
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "bbc-news.yaml"
 DEVICE, SECOND = "agent-1-thread", "agent-2-threads"
-
-
-def write(work: Path, row: dict[str, Any]) -> None:
-    row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **row}
-    with (work / "results.jsonl").open("a") as out:
-        out.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
 
 
 def install_agent(work: Path) -> Path:

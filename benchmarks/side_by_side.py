@@ -7,9 +7,12 @@ Imported by the benchmark scripts of this folder (run as ``python benchmarks/<na
 from __future__ import annotations
 
 import datetime
+import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgetune.objectives.accuracy import accuracy
 from edgetune.objectives.latency import Latency, MeasureConfig, latency_inputs, measure, ratio
@@ -19,6 +22,15 @@ from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import Task
 
 REFERENCE = "fp32 reference"  # the name every benchmark gives its FP32 ONNX row
+
+
+def write(work: Path, row: dict[str, Any]) -> None:
+    """Append ``row``, dated, to ``work``/results.jsonl and print it: a benchmark's figures
+    kept as they come, so a run stopped midway keeps what it measured."""
+    row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **row}
+    with (work / "results.jsonl").open("a") as out:
+        out.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
 
 
 @dataclass

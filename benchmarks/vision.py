@@ -31,6 +31,7 @@ from typing import Any
 
 import optuna
 import yaml
+from side_by_side import REFERENCE, write
 
 from edgetune.objectives.accuracy import scored
 from edgetune.objectives.latency import MeasureConfig, latency_inputs, measure, ratio
@@ -42,14 +43,6 @@ from edgetune.search.study import make_storage
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "surface-defects.yaml"
-REFERENCE = "fp32 reference"
-
-
-def write(work: Path, row: dict[str, Any]) -> None:
-    row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **row}
-    with (work / "results.jsonl").open("a") as out:
-        out.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
 
 
 def demo_generator() -> Any:
