@@ -50,7 +50,7 @@ from edgetune.objectives.latency import MeasureConfig
 from edgetune.objectives.machine import machine_record
 from edgetune.objectives.measurement import measure_arrays
 from edgetune.objectives.metrics import ACCURACY
-from edgetune.objectives.runtimes import RUNTIMES, missing, runtime_of
+from edgetune.objectives.runtimes import RUNTIMES, check_installed, missing, runtime_of
 from edgetune.objectives.target import TargetConfig
 from edgetune.search.annotations import annotating_storage
 from edgetune.search.artifacts import ArtifactsConfig, fetch, model_artifact, open_store
@@ -360,10 +360,6 @@ def installed_runtimes(names: list[str] | None) -> list[str]:
     if names is None:
         return [name for name in RUNTIMES if missing(name) is None]
     for name in names:
-        if name not in RUNTIMES:
-            raise InputError("--runtime", f"unknown runtime {name!r} (expected one of: "
-                                          f"{', '.join(RUNTIMES)})")
-        if (why := missing(name)) is not None:
-            raise InputError("--runtime", why)
+        check_installed(name, "--runtime")
     return names
 

@@ -19,7 +19,7 @@ from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
 from edgetune.objectives.latency import MeasureConfig, RoundLimits
 from edgetune.objectives.metrics import ACCURACY
-from edgetune.objectives.runtimes import RUNTIMES, missing
+from edgetune.objectives.runtimes import RUNTIMES, check_installed
 from edgetune.objectives.target import TargetConfig
 from edgetune.objectives.task import TaskConfig, checkpoint_classifier
 from edgetune.objectives.vision import image_space, with_image_defaults
@@ -157,11 +157,7 @@ class StudyConfig(Strict):
         named = [("target.runtime", self.target.runtime),
                  *((f"space.runtime.{i}", name) for i, name in enumerate(self.space.runtime or []))]
         for where, name in named:
-            if name not in RUNTIMES:
-                raise InputError(where, f"unknown runtime {name!r} (expected one of: "
-                                        f"{', '.join(RUNTIMES)})")
-            if (why := missing(name)) is not None:
-                raise InputError(where, why)
+            check_installed(name, where)
         quantization = self.space.quantization
         for i, name in enumerate(quantization.schemes):
             scheme = knob("quantization", name)

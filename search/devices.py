@@ -67,9 +67,8 @@ class DeviceTrials:
             self._record_measured(progress)
             self._beat()
             with self.lock:
-                for number in lost_trials.fail_lost_trials(self.study, self.storage, self.retry):
-                    self.console.print(f"[yellow]trial {number} was lost with its worker"
-                                       "[/yellow]: failed")
+                lost_trials.announce_lost_trials(self.study, self.storage, self.retry,
+                                                 self.console)
                 has_room = (taken(self.study) < budget and len(self.waiting) < AHEAD
                             and not self._converged())
                 if not has_room and not self.waiting:

@@ -27,6 +27,7 @@ import optuna
 import psutil
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
 
 from edgetune.search.failures import INTERRUPTED, failure_record, lost_record
 from edgetune.search.record import FAILURE, STAGE, WORKER
@@ -84,6 +85,14 @@ def fail_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
                                                         message), retry):
                 lost.append(trial.number)
     return lost
+
+
+def announce_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                         retry: RetryCallback | None, console: Console) -> None:
+    """``fail_lost_trials``, saying on ``console`` which trials were lost (and queued again)."""
+    for number in fail_lost_trials(study, storage, retry):
+        console.print(f"[yellow]trial {number} was lost with its worker[/yellow]: failed"
+                      + (", and queued again" if retry else ""))
 
 
 def fail_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage,

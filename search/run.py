@@ -223,9 +223,7 @@ def _trials(study: optuna.Study, storage: optuna.storages.BaseStorage, objective
         while timeout is None or time.monotonic() - start < timeout:
             try:
                 lock.acquire()
-                for number in lost_trials.fail_lost_trials(study, storage, retry):
-                    console.print(f"[yellow]trial {number} was lost with its worker[/yellow]: "
-                                  "failed" + (", and queued again" if retry else ""))
+                lost_trials.announce_lost_trials(study, storage, retry, console)
                 if taken_trials(study) >= budget:
                     break
                 if repeats_in_a_row(study.get_trials(deepcopy=False)) >= MAX_REPEATS_IN_A_ROW:

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edgetune.errors import InputError
 from edgetune.objectives.runtimes.base import Runtime, RuntimeInfo
 from edgetune.objectives.target import TargetConfig
 from edgetune.spaces.knob import DEFAULT_RUNTIME
@@ -54,6 +55,19 @@ def missing(name: str) -> str | None:
     if all(importlib.util.find_spec(package) is not None for package in info.packages):
         return None
     return str(NotInstalled(info))
+
+
+def check_installed(name: str, field: str) -> None:
+    """Refuse runtime ``name``, the value of ``field``, unless it is known and installed here.
+
+    Raises:
+        InputError: naming ``field``, with the runtimes known or the extra to install.
+    """
+    if name not in RUNTIMES:
+        raise InputError(field, f"unknown runtime {name!r} (expected one of: "
+                                f"{', '.join(RUNTIMES)})")
+    if (why := missing(name)) is not None:
+        raise InputError(field, why)
 
 
 @cache
