@@ -45,10 +45,15 @@ TRACE_SIDE = 224
 
 def prune_channels(model: PreTrainedModel, recipe: ChannelPruning,
                    task: Task) -> PreTrainedModel:
-    """Remove, in place, the output channels ``recipe`` does not keep in each stage (and the
-    inputs that read them), and return ``model``."""
+    """The pruning method's ``prune``: ``prune_stages`` at the task's image size."""
     assert task.image_size is not None
-    example = _example(model, task.image_size)
+    return prune_stages(model, recipe, task.image_size)
+
+
+def prune_stages(model: PreTrainedModel, recipe: ChannelPruning, side: int) -> PreTrainedModel:
+    """Remove, in place, the output channels ``recipe`` does not keep in each stage (and the
+    inputs that read them), tracing the model on ``side`` x ``side`` images; return ``model``."""
+    example = _example(model, side)
     with _evaluating(model):
         layers = _layers_by_stage(model, example)
         classifier = next(reversed(layers))
