@@ -117,6 +117,23 @@ def test_a_pruned_checkpoint_loads_again_and_exports_what_it_computes(
     assert conv_weights(exported) < 0.75 * conv_weights(unpruned)
 
 
+def test_taylor_importance_keeps_other_channels_than_magnitude(images: Path,
+                                                              tmp_path: Path) -> None:
+    """Taylor importance ranks channels by |weight x gradient| of the loss on train images:
+    the same widths, other channels kept, and a recipe that says so."""
+    folder = build_tiny_vision_model(tmp_path / "model", "mobilenet_v2")
+    task = task_of(folder, images)
+    kept = {importance: prune_channels(load_classifier(folder, task.label_names), ChannelPruning(
+        kept=(0.5,) * STAGES, importance=importance), task)
+        for importance in ("magnitude", "taylor")}
+    assert widths(kept["magnitude"]) == widths(kept["taylor"])
+    weights = {importance: model.state_dict() for importance, model in kept.items()}
+    assert any(not torch.equal(weights["magnitude"][name], weights["taylor"][name])
+               for name in weights["magnitude"])
+    assert all(p.grad is None for p in kept["taylor"].parameters())
+    assert ChannelPruning(kept=(0.5,) * STAGES, importance="taylor").short().endswith("-taylor")
+
+
 def conv_weights(path: Path) -> int:
     graph = onnx.load(str(path)).graph
     sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
@@ -129,9 +146,11 @@ def test_each_stage_s_fraction_is_sampled_and_keeping_all_is_no_pruning() -> Non
     for _ in range(30):
         trial = study.ask()
         recipes.append(ChannelsSpace().sample(trial))
-        assert set(trial.params) == {f"pruning.channels.stage{i}" for i in range(STAGES)}
+        stages = {f"pruning.channels.stage{i}" for i in range(STAGES)}
+        assert set(trial.params) - {"pruning.channels.importance"} == stages
     pruned = [r for r in recipes if isinstance(r, ChannelPruning)]
     assert {k for r in pruned for k in r.kept} == {0.5, 0.75, 1.0}
+    assert {r.importance for r in pruned} == {"magnitude"}  # taylor only where a config says
     assert pruned[0].short() == "ch" + "/".join(f"{k:.2f}" for k in pruned[0].kept)
     kept_all = optuna.trial.FixedTrial({f"pruning.channels.stage{i}": 1.0 for i in range(STAGES)})
     assert ChannelsSpace().sample(kept_all) == NoPruning()
@@ -140,7 +159,7 @@ def test_each_stage_s_fraction_is_sampled_and_keeping_all_is_no_pruning() -> Non
 CHANNELS_TRIAL = {"pruning.method": "channels", "quantization.scheme": "none",
                   "graph.fusion": False, "recovery.steps": 20, "recovery.learning_rate": 1e-3,
                   "recovery.distillation": True, "recovery.temperature": 2.0,
-                  "recovery.alpha": 0.5,
+                  "recovery.alpha": 0.5, "pruning.channels.importance": "magnitude",
                   **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)}}
 
 
