@@ -41,15 +41,15 @@ if TYPE_CHECKING:  # objectives.task loads checkpoints, which load channel-prune
 # (tests/test_channels.py): the convolutional image classifiers of transformers that edgetune
 # tests.
 CHANNEL_PRUNABLE = frozenset({"convnext", "efficientnet", "mobilenet_v2", "resnet"})
+# The side of the image the dependency graph is traced on when no image size is known (saving
+# and loading): any size the model runs on groups its layers the same way.
+TRACE_SIDE = 224
 IMPORTANCES: dict[Importance, Callable[[], tp.importance.Importance]] = {
     "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
     "taylor": tp.importance.GroupTaylorImportance,
 }
 TAYLOR_ROWS = 32  # train images whose loss gradients rank channels by Taylor importance
 TAYLOR_BATCH = 8  # of them in one backward pass
-# The side of the image the dependency graph is traced on when no image size is known (saving
-# and loading): any size the model runs on groups its layers the same way.
-TRACE_SIDE = 224
 
 
 def prune_channels(model: PreTrainedModel, recipe: ChannelPruning,
@@ -77,7 +77,8 @@ def prune_stages(model: PreTrainedModel, recipe: ChannelPruning, side: int,
     example = _example(model, side)
     with _evaluating(model):
         layers = _layers_by_stage(model, example)
-        classifier = next(reversed(layers))
+        classifier = next(reversed(layers))  # the head, which keeps one output per label
+        assert getattr(classifier, "out_features", None) == model.config.num_labels, classifier
         pruner = tp.pruner.BasePruner(
             model, example,
             importance=IMPORTANCES[recipe.importance](),
@@ -118,7 +119,7 @@ def keep_channel_shapes(model: PreTrainedModel, channels: dict[str, int]) -> Non
     keeping each group's first channels: the weights read after replace them all."""
     graph = _graph(model)
     names = {module: name for name, module in model.named_modules()}
-    history = []  # Torch-Pruning's record of pruned groups: root, output channels?, indices gone
+    history = []  # as Torch-Pruning records a pruned group: [root, its outputs?, indices removed]
     for root in _roots(graph):
         now = graph.get_out_channels(root)
         if channels[names[root]] < now:
