@@ -5,6 +5,7 @@ refused before anything is written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ import torch_pruning as tp
 from click.testing import CliRunner
 from torch import nn
 
+import edgetune
 from edgetune.objectives.architectures import SHAPES_FILE, write_shapes
 from edgetune.objectives.channels import prune_channels
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
-from edgetune.objectives.data import DataConfig
+from edgetune.objectives.data import DataConfig, load_dataset
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
@@ -156,30 +158,36 @@ def test_each_stage_s_fraction_is_sampled_and_keeping_all_is_no_pruning() -> Non
     assert ChannelsSpace().sample(kept_all) == NoPruning()
 
 
-CHANNELS_TRIAL = {"pruning.method": "channels", "quantization.scheme": "none",
-                  "graph.fusion": False, "recovery.steps": 20, "recovery.learning_rate": 1e-3,
-                  "recovery.distillation": True, "recovery.temperature": 2.0,
-                  "recovery.alpha": 0.5, "pruning.channels.importance": "magnitude",
-                  **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)}}
+CHANNELS_TRIAL = {"pruning.method": "channels", "graph.fusion": False, "recovery.steps": 20,
+                  "recovery.learning_rate": 1e-3, "recovery.distillation": True,
+                  "recovery.temperature": 2.0, "recovery.alpha": 0.5,
+                  "pruning.channels.importance": "magnitude",
+                  **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)},
+                  "quantization.scheme": "static",
+                  **{f"quantization.static.{name}": value for name, value in {
+                      "format": "qdq", "calibration": "minmax", "activation_type": "uint8",
+                      "per_channel": True, "op_types": "all", "keep_fp32": "none"}.items()}}
 
 
 def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
         images: Path, tmp_path: Path) -> None:
-    """The reference, then a channel-pruned, distilled recovery: measured, on the front's
-    accuracy scale, and exported from its cached checkpoint."""
+    """The reference, then channel pruning with a distilled recovery and static INT8: measured,
+    within reach of the reference's accuracy, exported from its cached checkpoint, and the export
+    labels images as measured."""
     model = build_tiny_vision_model(tmp_path / "model", "resnet")
     config = vision_config(model, images, task={"kind": "image"}, search={
         "trials": 2, "enqueue": [CHANNELS_TRIAL]})
-    config["space"] = {"pruning": {"methods": ["none", "channels"]},
-                       "recovery": {"steps": {"low": 20, "high": 20},
-                                    "learning_rate": {"low": 1e-3, "high": 1e-3}},
-                       "quantization": {"schemes": ["none"]}}
+    config["space"]["quantization"]["schemes"] = ["none", "static"]  # no dynamic baseline
+    config["space"] |= {"pruning": {"methods": ["none", "channels"]},
+                        "recovery": {"steps": {"low": 20, "high": 20},
+                                     "learning_rate": {"low": 1e-3, "high": 1e-3}}}
     run_dir = run_study(tmp_path, config, trials=2)
     storage = f"sqlite:///{run_dir / 'study.db'}"
     done = [t for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()
             if t.state == optuna.trial.TrialState.COMPLETE]
     recipes = [t.user_attrs["recipe_short"] for t in done]
-    assert recipes[0] == "fp32 reference" and recipes[1].startswith("ch0.75/0.75/0.75/0.75+rec20")
+    assert recipes[0] == "fp32 reference", recipes
+    assert recipes[1].startswith("ch0.75/0.75/0.75/0.75+rec20") and "static" in recipes[1]
     reference, pruned = done
     assert pruned.values[0] >= reference.values[0] - 0.2 and pruned.values[1] > 0
     out = tmp_path / "export"
@@ -187,7 +195,13 @@ def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
                                       "--trial", str(pruned.number), "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert conv_weights(out / "model.onnx") > 0
+    validation = load_dataset(DataConfig(path=str(images))).splits["validation"]
+    labels = json.loads((out / "labels.json").read_text())
+    predicted = edgetune.load(out)([str(path) for path in validation.images])
+    correct = np.mean([labels.index(p["label"]) == label
+                       for p, label in zip(predicted, validation.labels.tolist())])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert correct == pytest.approx(metrics["remeasured"]["validation_accuracy"])
 
 
 @pytest.mark.parametrize("family", ["vit", "text"])
