@@ -5,9 +5,10 @@ Torch-Pruning traces the model once and groups the layers whose channels are cou
 convolution's outputs, its BatchNorm, the inputs of the layers reading them, the other branch of
 a residual sum, a depthwise convolution and the layer feeding it, a squeeze-excitation's gate);
 removing a group's channels together keeps the model valid and makes its convolutions, and so
-ONNX Runtime's kernels, really smaller. Groups are ranked by the L2 norm of the weights their
-channels own (``GroupMagnitudeImportance``), within each layer, and each gets the pruning ratio of
-its stage (``edgetune.spaces.channels``); the classifier keeps its outputs, one per label.
+ONNX Runtime's kernels, really smaller. Groups are ranked within each layer by the L2 norm of the
+weights their channels own (``GroupMagnitudeImportance``) or, where the recipe says, by Taylor
+importance on train images (``GroupTaylorImportance``), and each gets the pruning ratio of its
+stage (``edgetune.spaces.channels``); the classifier keeps its outputs, one per label.
 
 A pruned checkpoint's weights no longer have the shapes its ``config.json`` gives:
 ``channel_shapes`` records the channels each group kept, ``edgetune-shapes.json`` holds them
@@ -19,17 +20,19 @@ Recipe and space: ``edgetune.spaces.channels``; the knob: ``edgetune.objectives.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
-from edgetune.spaces.channels import STAGES, ChannelPruning
+from edgetune.spaces.channels import STAGES, ChannelPruning, Importance
 
 if TYPE_CHECKING:  # objectives.task loads checkpoints, which load channel-pruned ones with this
     from edgetune.objectives.task import Task
@@ -37,28 +40,67 @@ if TYPE_CHECKING:  # objectives.task loads checkpoints, which load channel-prune
 # The side of the image the dependency graph is traced on when no image size is known (saving
 # and loading): any size the model runs on groups its layers the same way.
 TRACE_SIDE = 224
+IMPORTANCES: dict[Importance, Callable[[], tp.importance.Importance]] = {
+    "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "taylor": tp.importance.GroupTaylorImportance,
+}
+TAYLOR_ROWS = 32  # train images whose loss gradients rank channels by Taylor importance
+TAYLOR_BATCH = 8  # of them in one backward pass
 
 
 def prune_channels(model: PreTrainedModel, recipe: ChannelPruning,
                    task: Task) -> PreTrainedModel:
-    """Remove, in place, the output channels ``recipe`` does not keep in each stage (and the
-    inputs that read them), and return ``model``."""
+    """The pruning method's ``prune``: ``prune_stages`` at the task's image size, Taylor
+    importance measured on ``TAYLOR_ROWS`` train images drawn at random (a split lists its
+    images in the data's order, which an image folder sorts by label)."""
     assert task.image_size is not None
-    example = _example(model, task.image_size)
+    rows = None
+    if recipe.importance == "taylor":
+        labels = task.labels("train")
+        drawn = np.random.default_rng(0).permutation(len(labels))[:TAYLOR_ROWS]
+        rows = (torch.from_numpy(task.encoded("train")["pixel_values"][drawn]),
+                torch.from_numpy(labels[drawn]).long())
+    return prune_stages(model, recipe, task.image_size, rows)
+
+
+def prune_stages(model: PreTrainedModel, recipe: ChannelPruning, side: int,
+                 rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> PreTrainedModel:
+    """Remove, in place, the output channels ``recipe`` does not keep in each stage (and the
+    inputs that read them), tracing the model on ``side`` x ``side`` images; return ``model``.
+
+    ``rows`` (images and their labels) are what Taylor importance takes the loss's gradients on.
+    """
+    example = _example(model, side)
     with _evaluating(model):
         layers = _layers_by_stage(model, example)
-        classifier = next(reversed(layers))
+        classifier = next(reversed(layers))  # the head, which keeps one output per label
+        assert getattr(classifier, "out_features", None) == model.config.num_labels, classifier
         pruner = tp.pruner.BasePruner(
             model, example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            importance=IMPORTANCES[recipe.importance](),
             pruning_ratio=0.0,
             pruning_ratio_dict={layer: 1 - recipe.kept[min(stage, STAGES - 1)]
                                 for layer, stage in layers.items() if layer is not classifier},
             ignored_layers=[classifier],
             output_transform=_logits,
         )
+        if recipe.importance == "taylor":
+            assert rows is not None, "Taylor importance needs train rows"
+            _loss_gradients(model, *rows)
     pruner.step()
+    model.zero_grad(set_to_none=True)
     return model
+
+
+def _loss_gradients(model: PreTrainedModel, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Accumulate in the weights' ``.grad`` the gradient of the mean loss over ``images``, a few
+    at a time (a backward pass holds every activation)."""
+    model.zero_grad(set_to_none=True)
+    for start in range(0, len(images), TAYLOR_BATCH):
+        batch = slice(start, start + TAYLOR_BATCH)
+        logits = model(pixel_values=images[batch]).logits
+        loss = F.cross_entropy(logits, labels[batch], reduction="sum") / len(images)
+        loss.backward()
 
 
 def channel_shapes(model: PreTrainedModel) -> dict[str, int]:
@@ -73,7 +115,7 @@ def keep_channel_shapes(model: PreTrainedModel, channels: dict[str, int]) -> Non
     keeping each group's first channels: the weights read after replace them all."""
     graph = _graph(model)
     names = {module: name for name, module in model.named_modules()}
-    history = []  # Torch-Pruning's record of pruned groups: root, output channels?, indices gone
+    history = []  # as Torch-Pruning records a pruned group: [root, its outputs?, indices removed]
     for root in _roots(graph):
         now = graph.get_out_channels(root)
         if channels[names[root]] < now:

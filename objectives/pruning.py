@@ -314,5 +314,5 @@ CHANNELS = PruningMethod(
     name="channels", recipe=ChannelPruning, space=ChannelsSpace,
     prune=prune_channels, recovers=True,
     steps={"prune_recover": pruned_and_recovered}, training=recovery_phases,
-    colour="#d62728", symbol="hexagon", label="channel pruning",
+    colour="#637939", symbol="hexagon", label="channel pruning",
 )

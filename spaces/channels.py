@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 import optuna
 from pydantic import Field
 
-from edgetune.spaces.base import Strict
+from edgetune.spaces.base import Strict, suggest_choice
 from edgetune.spaces.pruning import FractionRange, NoPruning
 
 # The model types whose channels Torch-Pruning prunes and whose pruned checkpoints load again
@@ -29,24 +29,36 @@ CHANNEL_PRUNABLE = frozenset({"convnext", "efficientnet", "mobilenet_v2", "resne
 STAGES = 4  # fractions sampled; the last one also applies to any deeper stage
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
+# How a channel's importance is measured: the L2 norm of the weights it owns, or the first-order
+# Taylor estimate of the loss change its removal causes (|weight x gradient|, on train images).
+Importance = Literal["magnitude", "taylor"]
 
 
 class ChannelPruning(Strict):
-    """Output channels removed from every convolution (and the layers coupled with it), ranked
-    by the L2 norm of the weights they own, keeping ``kept[i]`` of each stage ``i``."""
+    """Output channels removed from every convolution (and the layers coupled with it), the least
+    important first, keeping ``kept[i]`` of each stage ``i``."""
 
     method: Literal["channels"] = "channels"
     kept: tuple[Fraction, ...] = Field(min_length=STAGES, max_length=STAGES,
                                        description="fraction of channels kept, per stage")
+    importance: Importance = "magnitude"
 
     def short(self) -> str:
-        return "ch" + "/".join(f"{kept:.2f}" for kept in self.kept)
+        ranked = "" if self.importance == "magnitude" else f"-{self.importance}"
+        return "ch" + "/".join(f"{kept:.2f}" for kept in self.kept) + ranked
 
 
 class ChannelsSpace(Strict):
-    """Each stage's fraction is sampled as ``pruning.channels.stage<i>`` from ``kept``."""
+    """Each stage's fraction is sampled as ``pruning.channels.stage<i>`` from ``kept``, then the
+    importance as ``pruning.channels.importance``.
+
+    ``importance`` is ``[magnitude]`` by default: Taylor importance costs a backward pass over
+    train images and has not been measured against magnitude on an image task here; a config
+    opts in with ``[magnitude, taylor]``.
+    """
 
     kept: FractionRange = FractionRange(low=0.5, high=1.0, step=0.25)
+    importance: list[Importance] = Field(default=["magnitude"], min_length=1)
 
     def sample(self, trial: optuna.Trial) -> ChannelPruning | NoPruning:
         """A channel recipe, or no pruning when every stage keeps all of its channels: that is
@@ -55,4 +67,5 @@ class ChannelsSpace(Strict):
                      for i in range(STAGES))
         if all(fraction == 1 for fraction in kept):
             return NoPruning()
-        return ChannelPruning(kept=kept)
+        return ChannelPruning(kept=kept, importance=suggest_choice(
+            trial, "pruning.channels.importance", self.importance))

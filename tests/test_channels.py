@@ -5,6 +5,7 @@ refused before anything is written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ import torch_pruning as tp
 from click.testing import CliRunner
 from torch import nn
 
+import edgetune
 from edgetune.objectives.architectures import SHAPES_FILE, write_shapes
 from edgetune.objectives.channels import prune_channels
 from edgetune.objectives.checkpoint import load_classifier, save_classifier
-from edgetune.objectives.data import DataConfig
+from edgetune.objectives.data import DataConfig, load_dataset
 from edgetune.objectives.export import export_onnx
 from edgetune.objectives.task import Task, TaskConfig, load_task
 from edgetune.search.cli import cli
@@ -117,6 +119,23 @@ def test_a_pruned_checkpoint_loads_again_and_exports_what_it_computes(
     assert conv_weights(exported) < 0.75 * conv_weights(unpruned)
 
 
+def test_taylor_importance_keeps_other_channels_than_magnitude(images: Path,
+                                                              tmp_path: Path) -> None:
+    """Taylor importance ranks channels by |weight x gradient| of the loss on train images:
+    the same widths, other channels kept, and a recipe that says so."""
+    folder = build_tiny_vision_model(tmp_path / "model", "mobilenet_v2")
+    task = task_of(folder, images)
+    kept = {importance: prune_channels(load_classifier(folder, task.label_names), ChannelPruning(
+        kept=(0.5,) * STAGES, importance=importance), task)
+        for importance in ("magnitude", "taylor")}
+    assert widths(kept["magnitude"]) == widths(kept["taylor"])
+    weights = {importance: model.state_dict() for importance, model in kept.items()}
+    assert any(not torch.equal(weights["magnitude"][name], weights["taylor"][name])
+               for name in weights["magnitude"])
+    assert all(p.grad is None for p in kept["taylor"].parameters())
+    assert ChannelPruning(kept=(0.5,) * STAGES, importance="taylor").short().endswith("-taylor")
+
+
 def conv_weights(path: Path) -> int:
     graph = onnx.load(str(path)).graph
     sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
@@ -129,38 +148,46 @@ def test_each_stage_s_fraction_is_sampled_and_keeping_all_is_no_pruning() -> Non
     for _ in range(30):
         trial = study.ask()
         recipes.append(ChannelsSpace().sample(trial))
-        assert set(trial.params) == {f"pruning.channels.stage{i}" for i in range(STAGES)}
+        stages = {f"pruning.channels.stage{i}" for i in range(STAGES)}
+        assert set(trial.params) - {"pruning.channels.importance"} == stages
     pruned = [r for r in recipes if isinstance(r, ChannelPruning)]
     assert {k for r in pruned for k in r.kept} == {0.5, 0.75, 1.0}
+    assert {r.importance for r in pruned} == {"magnitude"}  # taylor only where a config says
     assert pruned[0].short() == "ch" + "/".join(f"{k:.2f}" for k in pruned[0].kept)
     kept_all = optuna.trial.FixedTrial({f"pruning.channels.stage{i}": 1.0 for i in range(STAGES)})
     assert ChannelsSpace().sample(kept_all) == NoPruning()
 
 
-CHANNELS_TRIAL = {"pruning.method": "channels", "quantization.scheme": "none",
-                  "graph.fusion": False, "recovery.steps": 20, "recovery.learning_rate": 1e-3,
-                  "recovery.distillation": True, "recovery.temperature": 2.0,
-                  "recovery.alpha": 0.5,
-                  **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)}}
+CHANNELS_TRIAL = {"pruning.method": "channels", "graph.fusion": False, "recovery.steps": 20,
+                  "recovery.learning_rate": 1e-3, "recovery.distillation": True,
+                  "recovery.temperature": 2.0, "recovery.alpha": 0.5,
+                  "pruning.channels.importance": "magnitude",
+                  **{f"pruning.channels.stage{i}": 0.75 for i in range(STAGES)},
+                  "quantization.scheme": "static",
+                  **{f"quantization.static.{name}": value for name, value in {
+                      "format": "qdq", "calibration": "minmax", "activation_type": "uint8",
+                      "per_channel": True, "op_types": "all", "keep_fp32": "none"}.items()}}
 
 
 def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
         images: Path, tmp_path: Path) -> None:
-    """The reference, then a channel-pruned, distilled recovery: measured, on the front's
-    accuracy scale, and exported from its cached checkpoint."""
+    """The reference, then channel pruning with a distilled recovery and static INT8: measured,
+    within reach of the reference's accuracy, exported from its cached checkpoint, and the export
+    labels images as measured."""
     model = build_tiny_vision_model(tmp_path / "model", "resnet")
     config = vision_config(model, images, task={"kind": "image"}, search={
         "trials": 2, "enqueue": [CHANNELS_TRIAL]})
-    config["space"] = {"pruning": {"methods": ["none", "channels"]},
-                       "recovery": {"steps": {"low": 20, "high": 20},
-                                    "learning_rate": {"low": 1e-3, "high": 1e-3}},
-                       "quantization": {"schemes": ["none"]}}
+    config["space"]["quantization"]["schemes"] = ["none", "static"]  # no dynamic baseline
+    config["space"] |= {"pruning": {"methods": ["none", "channels"]},
+                        "recovery": {"steps": {"low": 20, "high": 20},
+                                     "learning_rate": {"low": 1e-3, "high": 1e-3}}}
     run_dir = run_study(tmp_path, config, trials=2)
     storage = f"sqlite:///{run_dir / 'study.db'}"
     done = [t for t in optuna.load_study(study_name=STUDY, storage=storage).get_trials()
             if t.state == optuna.trial.TrialState.COMPLETE]
     recipes = [t.user_attrs["recipe_short"] for t in done]
-    assert recipes[0] == "fp32 reference" and recipes[1].startswith("ch0.75/0.75/0.75/0.75+rec20")
+    assert recipes[0] == "fp32 reference", recipes
+    assert recipes[1].startswith("ch0.75/0.75/0.75/0.75+rec20") and "static" in recipes[1]
     reference, pruned = done
     assert pruned.values[0] >= reference.values[0] - 0.2 and pruned.values[1] > 0
     out = tmp_path / "export"
@@ -168,7 +195,13 @@ def test_a_cnn_study_searches_channel_pruning_and_exports_its_trial(
                                       "--trial", str(pruned.number), "--out", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert conv_weights(out / "model.onnx") > 0
+    validation = load_dataset(DataConfig(path=str(images))).splits["validation"]
+    labels = json.loads((out / "labels.json").read_text())
+    predicted = edgetune.load(out)([str(path) for path in validation.images])
+    correct = np.mean([labels.index(p["label"]) == label
+                       for p, label in zip(predicted, validation.labels.tolist())])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert correct == pytest.approx(metrics["remeasured"]["validation_accuracy"])
 
 
 @pytest.mark.parametrize("family", ["vit", "text"])
