@@ -13,6 +13,7 @@ Written to ``--work``/results.jsonl as each part finishes:
    each scored on validation and test.
 
     python benchmarks/vision.py --work /tmp/vision-bench [--trials 20] [--models resnet,vit]
+        [--side-by-side-only]
 
 The ViT is the demo's other architecture, made as the demo's ResNet is: from its config, with
 seeded random weights (``vit_model``), trained by the study's fine-tuning.
@@ -171,11 +172,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--models", default="resnet,vit")
+    parser.add_argument("--side-by-side-only", action="store_true",
+                        help="time the studies run before again (on a quieter machine)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     models = prepare(args.work)
     for name in args.models.split(","):
-        run_study(args.work, name, models[name], args.trials)
+        if not args.side_by_side_only:
+            run_study(args.work, name, models[name], args.trials)
         side_by_side(args.work, name)
 
 
