@@ -11,7 +11,8 @@
   quantized per block at run time, ``accuracy_level`` 4); searched only where a config lists it;
 - ``qat``: quantization-aware training with NNCF (see ``edgetune.spaces.qat``).
 
-Every INT8 post-training scheme can keep a group of layers in FP32 (mixed precision, ``keep_fp32``).
+Every INT8 post-training scheme can keep a group of layers in FP32 (mixed precision,
+``keep_fp32``).
 QAT is a scheme here rather than a separate switch because it decides how the model is
 quantized: sampling it beside a post-training scheme would sample settings that are then ignored.
 Build steps and knob declarations: ``edgetune.objectives.quantization`` and
