@@ -126,7 +126,7 @@ def int4_config(model: Path, data: Path, **int4: Any) -> dict[str, Any]:
                                "enqueue": [ENQUEUED]})
 
 
-def test_a_study_listing_int4_completes_an_int4_trial(tmp_path: Path, tiny_model: Path,
+def test_a_study_listing_int4_completes_and_exports_an_int4_trial(tmp_path: Path, tiny_model: Path,
                                                       tiny_csv: Path) -> None:
     run = run_study(tmp_path, int4_config(tiny_model, tiny_csv, block_size=[16]), trials=2)
     reference, enqueued = optuna.load_study(
@@ -140,6 +140,13 @@ def test_a_study_listing_int4_completes_an_int4_trial(tmp_path: Path, tiny_model
     size_mb = enqueued.user_attrs["measurement"]["size_mb"]
     assert size_mb < reference.user_attrs["measurement"]["size_mb"]
     assert enqueued.values[2] == size_mb  # size_mb, the third objective
+
+    exported = tmp_path / "export"
+    result = CliRunner().invoke(cli, ["export", "--run-dir", str(run), "--trial",
+                                      str(enqueued.number), "--out", str(exported), "--json"])
+    assert result.exit_code == 0, result.output
+    assert op_counts(exported / "model.onnx")["GatherBlockQuantized"] == 3
+    assert (exported / "model.ort").stat().st_size > 0  # the mobile format takes the contrib ops
 
 
 def test_a_bad_int4_setting_is_refused_in_one_line_naming_it(tmp_path: Path, tiny_model: Path,
