@@ -15,12 +15,16 @@ from typing import Any
 import numpy as np
 import onnx
 import optuna
+import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from edgetune.objectives.accuracy import predict
 from edgetune.objectives.build import Candidate, Workbench
 from edgetune.objectives.candidate import build
+from edgetune.objectives.checkpoint import load_classifier
+from edgetune.objectives.export import export_onnx
+from edgetune.objectives.quantization import quantize_int4
 from edgetune.search.cli import cli
 from edgetune.search.config import StudyConfig
 from edgetune.spaces.graph import GraphRecipe
@@ -30,6 +34,7 @@ from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.recovery import RecoveryRecipe
 from edgetune.spaces.vocabulary import VocabularyRecipe
 
+from conftest import LABELS, build_tiny_model
 from helpers import Build, op_counts, run_study, tiny_config, write_config
 
 WORD_EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
@@ -101,6 +106,23 @@ def test_after_the_fusions_every_weight_matrix_is_still_4_bit(
     assert ops["SkipLayerNormalization"] > 0
     reference, quantized = logits(study_bench.reference(), study_bench), logits(model, study_bench)
     assert (quantized.argmax(1) == reference.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+def test_other_encoder_families_quantize_to_the_same_operators(family: str, study_bench: Workbench,
+                                                               tmp_path: Path) -> None:
+    """RoBERTa's positions start after the padding index; DistilBERT has no token types."""
+    model = load_classifier(build_tiny_model(tmp_path / family, family), LABELS)
+    fp32 = export_onnx(model, ["input_ids", "attention_mask"], tmp_path / "fp32.onnx")
+    int4 = tmp_path / "int4.onnx"
+    quantize_int4(fp32, int4, Int4Quantization(block_size=16))
+    ops = op_counts(int4)
+    assert ops["MatMulNBits"] == 12 and ops["GatherBlockQuantized"] >= 2
+    inputs = {name: value for name, value in study_bench.task.encoded("validation").items()
+              if name in ("input_ids", "attention_mask")}
+    reference = predict(fp32, inputs, study_bench.target)
+    quantized = predict(int4, inputs, study_bench.target)
+    assert np.abs(quantized - reference).max() < 0.25 * np.abs(reference).max()
 
 
 def test_int4_composes_with_dropped_layers_and_a_trimmed_vocabulary(
