@@ -3,8 +3,8 @@ the CPU provider, stay close to the FP32 logits, shrink the file below dynamic I
 with the fusions, layer dropping and vocabulary trimming, and are searched only where a config
 lists them.
 
-Built on the tiny fine-tuned BERT (hidden 32, 2 layers): blocks of 16 and 32 weights, since a
-block larger than a weight's input dimension is padded.
+Built on the tiny fine-tuned BERT (hidden 32, 2 layers; RoBERTa and DistilBERT exports too):
+blocks of 16 and 32 weights, since a block larger than a weight's input dimension is padded.
 """
 
 from __future__ import annotations
