@@ -298,7 +298,7 @@ INT4 = QuantizationScheme(
     # A fused Attention packs the Q/K/V weights into one input, which MatMulNBits does not take
     # (they would stay FP32), and with attention fused the optimizer also folds the embedding
     # Gathers into EmbedLayerNormalization (FP32 tables). Without it, the LayerNorm and GELU
-    # fusions still apply and every weight matrix is 4-bit.
+    # fusions still apply and every MatMul weight and embedding table is 4-bit.
     fusion=lambda recipe: "without_attention",
     colour="#637939", symbol="hexagram", label="INT4 weights",
     runtimes=ONNX_RUNTIME_ONLY,
