@@ -84,6 +84,9 @@ def variants() -> dict[str, Recipe]:
     recipes |= {f"keep 3, {name}, trimmed +0": Recipe(quantization=int4, vocabulary=TRIMMED,
                                                       **KEEP_3)
                 for name, int4 in INT4.items()}
+    recipes["keep 3, int4 b128 sym, trimmed +0, fused"] = Recipe(
+        quantization=Int4Quantization(block_size=128, symmetric=True), vocabulary=TRIMMED,
+        graph=GraphRecipe(fusion=True), **KEEP_3)
     recipes["keep 2, dynamic int8"] = Recipe(quantization=DynamicQuantization(), **KEEP_2)
     recipes["keep 2, int4 b128 sym, trimmed +0"] = Recipe(
         quantization=Int4Quantization(block_size=128, symmetric=True), vocabulary=TRIMMED,
