@@ -1,11 +1,11 @@
 """Post-training quantization knobs and their build steps: ONNX Runtime dynamic and static INT8,
-NNCF post-training INT8 (QAT: ``edgetune.objectives.qat``).
+NNCF post-training INT8, ONNX Runtime 4-bit weights (QAT: ``edgetune.objectives.qat``).
 
 Mixed precision keeps a group of nodes in FP32; the group is resolved to node names on the graph
 being quantized (``fp32_nodes``), so one definition serves ONNX Runtime's ``nodes_to_exclude``
 and NNCF's ``ignored_scope``, on plain and fused graphs alike.
 Search space: ``edgetune.spaces.quantization``. The knobs (``NONE``, ``DYNAMIC``, ``STATIC``,
-``NNCF``) are registered as ``edgetune.knobs`` entry points.
+``NNCF``, ``INT4``) are registered as ``edgetune.knobs`` entry points.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -35,6 +36,8 @@ from edgetune.spaces.quantization import (
     DynamicQuantization,
     DynamicSpace,
     Fp32Group,
+    Int4Quantization,
+    Int4Space,
     NncfQuantization,
     NncfSpace,
     NoQuantization,
@@ -65,6 +68,16 @@ OP_TYPES: dict[str, list[str]] = {
     "matmul_gather": [*GEMMS, "Gather", "EmbedLayerNormalization"],
     "all": sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - MASK_OPS),
 }
+
+# What MatMulNBitsQuantizer quantizes: the MatMul weights (MatMulNBits), and the embedding
+# tables' Gathers (GatherBlockQuantized). Gemm (the pooler and classifier) it does not take.
+INT4_OP_TYPES = {"matmul": ("MatMul",), "matmul_gather": ("MatMul", "Gather")}
+# Blocks run along MatMul's input dimension (the only axis MatMulNBits takes) and along each
+# embedding row (axis 1 of the [vocabulary, hidden] table), so that a looked-up row is
+# dequantized from its own blocks.
+INT4_AXES = (("MatMul", 0), ("Gather", 1))
+# INT4 tensors (GatherBlockQuantized's table) need opset 21.
+INT4_OPSET = 21
 
 # Node names come from the exporter's module scopes, e.g. /model/bert/encoder/layer.3/output/
 # dense/MatMul (BERT, RoBERTa), /model/distilbert/transformer/layer.3/ffn/lin2/MatMul or
@@ -189,6 +202,36 @@ def quantize_nncf(source: Path, target: Path, recipe: NncfQuantization,
     onnx.save(quantized, str(target))
 
 
+def quantize_int4(source: Path, target: Path, recipe: Int4Quantization) -> None:
+    """Write ``source`` to ``target`` with 4-bit block-wise weights (ONNX Runtime's
+    ``MatMulNBitsQuantizer``, round to nearest: no calibration)."""
+    # Imported when used: the module calls logging.basicConfig(level=INFO) on import.
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    _quiet()
+    model = onnx.load(str(source))
+    op_types = INT4_OP_TYPES[recipe.op_types]
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if "Gather" in op_types and opset < INT4_OPSET:
+        # The quantizer would only relabel the opset ("the generated model may not be a valid
+        # model"); converting rewrites the ops whose signatures changed since.
+        model = version_converter.convert_version(model, INT4_OPSET)
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=recipe.block_size,
+        is_symmetric=recipe.symmetric,
+        accuracy_level=recipe.accuracy_level,
+        op_types_to_quantize=op_types,
+        quant_axes=INT4_AXES,
+    )
+    # An all-zero block (the padding token's embedding row) has a zero scale, which the
+    # quantizer divides by before np.where discards the result: numpy's warning is noise.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(target))
+
+
 def calibration_rows(model: Path, inputs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """The calibration split one example at a time, restricted to ``model``'s own inputs."""
     names = {i.name for i in onnx.load(str(model), load_external_data=False).graph.input}
@@ -246,5 +289,17 @@ NNCF = QuantizationScheme(
     steps={"quantize": post_training(quantize_nncf)},
     fusion=lambda recipe: "none",  # NNCF's graph analysis fails on the fused contrib ops
     colour="#8c564b", symbol="x",
+    runtimes=ONNX_RUNTIME_ONLY,
+)
+INT4 = QuantizationScheme(
+    name="int4", recipe=Int4Quantization, space=Int4Space,
+    steps={"quantize": post_training(
+        lambda source, target, recipe, _: quantize_int4(source, target, recipe))},
+    # A fused Attention packs the Q/K/V weights into one input, which MatMulNBits does not take
+    # (they would stay FP32), and with attention fused the optimizer also folds the embedding
+    # Gathers into EmbedLayerNormalization (FP32 tables). Without it, the LayerNorm and GELU
+    # fusions still apply and every MatMul weight and embedding table is 4-bit.
+    fusion=lambda recipe: "without_attention",
+    colour="#8c6d31", symbol="hexagram", label="INT4 weights",
     runtimes=ONNX_RUNTIME_ONLY,
 )

@@ -97,6 +97,12 @@ def suggest_choice(trial: optuna.Trial, name: str, choices: Sequence[T]) -> T:
     return trial.suggest_categorical(name, list(choices))  # type: ignore[arg-type,return-value]
 
 
+def without_default(data: dict[str, object], field: str, is_default: bool) -> dict[str, object]:
+    """``data`` without ``field`` when it holds its default: for a field added after studies were
+    stored, whose dumps (recipes, config fingerprints) must stay as they were."""
+    return {k: v for k, v in data.items() if k != field} if is_default else data
+
+
 class CountRange(IntRange):
     """A count that cannot be negative, such as training steps."""
 

@@ -15,7 +15,13 @@ from typing import ClassVar, Literal
 import optuna
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from edgetune.spaces.base import CountRange, FloatRange, Strict, suggest_choice
+from edgetune.spaces.base import (
+    CountRange,
+    FloatRange,
+    Strict,
+    suggest_choice,
+    without_default,
+)
 from edgetune.spaces.registry import SlotSpace, recipe_of
 
 Scope = Literal["layer", "global"]
@@ -65,7 +71,7 @@ class StructuredPruning(Strict):
 
     @model_serializer(mode="wrap")
     def _full_width_unstored(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _without_default(handler(self), "hidden_kept", self.hidden_kept == 1)
+        return without_default(handler(self), "hidden_kept", self.hidden_kept == 1)
 
     def short(self) -> str:
         parts = []
@@ -76,12 +82,6 @@ class StructuredPruning(Strict):
         if self.hidden_kept < 1:
             parts.append(f"hid{self.hidden_kept:.2f}")
         return "/".join(parts) or "structured-none"
-
-
-def _without_default(data: dict[str, object], field: str, is_default: bool) -> dict[str, object]:
-    """``data`` without ``field`` when it holds its default: for a field added after studies were
-    stored, whose dumps (recipes, config fingerprints) must stay as they were."""
-    return {k: v for k, v in data.items() if k != field} if is_default else data
 
 
 class UnstructuredPruning(Strict):
@@ -130,8 +130,8 @@ class StructuredSpace(Strict):
 
     @model_serializer(mode="wrap")
     def _width_off_unstored(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        return _without_default(handler(self), "hidden_kept",
-                                self.hidden_kept == FractionRange(low=1.0, high=1.0))
+        return without_default(handler(self), "hidden_kept",
+                               self.hidden_kept == FractionRange(low=1.0, high=1.0))
 
     @property
     def searches_width(self) -> bool:
@@ -183,5 +183,5 @@ class PruningSpace(SlotSpace):
         """Channel pruning came after studies were stored: its section, at its defaults and not
         chosen, is left out of the dump, so that those configs keep their fingerprints."""
         section = self.section("channels")
-        return _without_default(handler(self), "channels",
-                                "channels" not in self.methods and section == type(section)())
+        return without_default(handler(self), "channels",
+                               "channels" not in self.methods and section == type(section)())

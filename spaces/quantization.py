@@ -1,4 +1,4 @@
-"""Quantization knob: how the model is brought to INT8.
+"""Quantization knob: how the model is brought to INT8 (or to 4-bit weights).
 
 - ``dynamic``: ONNX Runtime quantizes weights ahead of time and activations at run time;
 - ``static``: ONNX Runtime quantizes activations too, with ranges calibrated on the calibration
@@ -6,9 +6,13 @@
   the full-INT8 graphs edge NPUs need;
 - ``nncf``: NNCF post-training quantization of the ONNX model (Q/DQ), with its transformer
   settings and SmoothQuant;
+- ``int4``: ONNX Runtime's 4-bit block-wise weight-only quantization (MatMulNBits, and
+  GatherBlockQuantized for the embedding tables): the smallest file, activations in float (or
+  quantized per block at run time, ``accuracy_level`` 4); searched only where a config lists it;
 - ``qat``: quantization-aware training with NNCF (see ``edgetune.spaces.qat``).
 
-Every post-training scheme can keep a group of layers in FP32 (mixed precision, ``keep_fp32``).
+Every INT8 post-training scheme can keep a group of layers in FP32 (mixed precision,
+``keep_fp32``).
 QAT is a scheme here rather than a separate switch because it decides how the model is
 quantized: sampling it beside a post-training scheme would sample settings that are then ignored.
 Build steps and knob declarations: ``edgetune.objectives.quantization`` and
@@ -20,9 +24,9 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import optuna
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from edgetune.spaces.base import FloatRange, Strict, suggest_choice
+from edgetune.spaces.base import FloatRange, Strict, suggest_choice, without_default
 from edgetune.spaces.registry import SlotSpace, recipe_of
 
 IntType = Literal["int8", "uint8"]
@@ -35,6 +39,11 @@ StaticOps = Literal["matmul", "matmul_gather", "all"]
 # Mixed precision: a group of nodes left in FP32 (see edgetune.objectives.quantization).
 Fp32Group = Literal["none", "classifier", "attention", "ffn_output", "first_layer", "last_layer"]
 NncfPreset = Literal["performance", "mixed"]
+# MatMulNBits and GatherBlockQuantized take power-of-two blocks of at least 16 weights.
+BlockSize = Literal[16, 32, 64, 128, 256]
+# MatMulNBits' accuracy_level: 0 computes in FP32 with the weights dequantized; 4 quantizes the
+# activations to INT8 per block at run time (ONNX Runtime's integer kernels on CPU).
+AccuracyLevel = Literal[0, 4]
 
 
 class NoQuantization(Strict):
@@ -96,6 +105,18 @@ class NncfQuantization(Strict):
         sq = "" if self.smooth_quant_alpha is None else f"-sq{self.smooth_quant_alpha:.2f}"
         return (f"nncf-{self.preset}" + ("-transformer" if self.transformer else "") + sq
                 + _fp32_suffix(self.keep_fp32))
+
+
+class Int4Quantization(Strict):
+    scheme: Literal["int4"] = "int4"
+    block_size: BlockSize = 32
+    symmetric: bool = False
+    accuracy_level: AccuracyLevel = 4
+    op_types: DynamicOps = "matmul_gather"
+
+    def short(self) -> str:
+        return (f"int4-b{self.block_size}" + ("-sym" if self.symmetric else "")
+                + ("-fp32acc" if self.accuracy_level == 0 else "") + _ops_suffix(self.op_types))
 
 
 QuantizationRecipe = recipe_of("quantization")  # the recipe of any registered scheme
@@ -163,11 +184,33 @@ class NncfSpace(Strict):
         )
 
 
+class Int4Space(Strict):
+    """Not a default scheme: a config lists ``int4`` to search it. Embedding tables are quantized
+    by default: with FP32 embeddings the file stays over 50 MB on the default task."""
+
+    block_size: list[BlockSize] = Field(default=[32, 128], min_length=1)
+    symmetric: list[bool] = Field(default=[False, True], min_length=1)
+    accuracy_level: list[AccuracyLevel] = Field(default=[4], min_length=1)
+    op_types: list[DynamicOps] = Field(default=["matmul_gather"], min_length=1)
+
+    def sample(self, trial: optuna.Trial) -> Int4Quantization:
+        return Int4Quantization(**_choices(trial, "int4", self))
+
+
 class QuantizationSpace(SlotSpace):
     """The ``space.quantization`` section: the schemes searched, and a section per scheme
-    (``dynamic``, ``static``, ``nncf``, ``qat``)."""
+    (``dynamic``, ``static``, ``nncf``, ``qat``, ``int4``)."""
 
     slot: ClassVar = "quantization"
     choice: ClassVar = "schemes"
     schemes: list[str] = Field(default=["none", "dynamic", "static", "nncf", "qat"],
                                min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _int4_unstored_unless_chosen(self, handler: SerializerFunctionWrapHandler,
+                                     ) -> dict[str, object]:
+        """int4 came after studies were stored: its section, at its defaults and not chosen, is
+        left out of the dump, so that those configs keep their fingerprints."""
+        section = self.section("int4")
+        return without_default(handler(self), "int4",
+                               "int4" not in self.schemes and section == type(section)())
