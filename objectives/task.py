@@ -137,14 +137,16 @@ def load_task(config: TaskConfig, base: Path | None = None,
     return task
 
 
-def checkpoint_classifier(location: str, base: Path | None) -> tuple[TaskKind, str] | None:
+def checkpoint_classifier(location: str, base: Path | None,
+                          trust_remote_code: bool = False) -> tuple[TaskKind, str] | None:
     """The one kind of classifier the checkpoint at ``location`` (``task.model``) makes, and its
     model type, if it makes only one kind: what a config's defaults follow when ``task.kind`` is
     unset. None when the checkpoint does not load (loading the task says why) or makes both."""
     from transformers import AutoConfig
 
     try:
-        model_config = AutoConfig.from_pretrained(resolve_path(location, base, field="task.model"))
+        model_config = AutoConfig.from_pretrained(resolve_path(location, base, field="task.model"),
+                                                  trust_remote_code=trust_remote_code)
     except Exception:  # noqa: BLE001 - any failure is reported when the task itself is loaded
         return None
     kinds = classifier_kinds(model_config)

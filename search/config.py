@@ -265,7 +265,9 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> StudyCon
     for dotted, value in (overrides or {}).items():
         _set(raw, dotted.split("."), value)
     model = _raw(raw, "task", "model")
-    checkpoint = checkpoint_classifier(model, path.parent) if isinstance(model, str) else None
+    trusted = _raw(raw, "task", "trust_remote_code") is True
+    checkpoint = (checkpoint_classifier(model, path.parent, trusted) if isinstance(model, str)
+                  else None)
     try:
         return StudyConfig.model_validate(raw, context={"checkpoint": checkpoint})
     except ValidationError as error:
