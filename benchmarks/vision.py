@@ -150,7 +150,7 @@ def side_by_side(work: Path, name: str) -> None:
     for kind, number in fastest_of_each_kind(study).items():
         out = work / f"{name}-export" / str(number)
         subprocess.run(edgetune("export", "--run-dir", str(run_dir), "--trial", str(number),
-                                "--out", str(out)), check=True, capture_output=True)
+                                "--out", str(out), "--force"), check=True, capture_output=True)
         models[REFERENCE if kind == "reference" else f"{kind} (trial {number})"] = (
             out / "model.onnx")
     settings = MeasureConfig(rounds=40, max_rounds=40)
