@@ -8,8 +8,11 @@ the studies of the run share one cache instead: a model is built from its recipe
 training seed, which the sampler's seed does not change, so a recipe that two studies sample (the
 baselines, the start-up trials of samplers seeded alike, where samplers converge) is trained once.
 Trial counts still compare fairly; wall times then favour the studies run after the first (the
-order of ``--seeds``, then ``--samplers``). Then it prints Markdown for
-``benchmarks/RESULTS.md``:
+order of ``--seeds``, then ``--samplers``). With ``--rungs 25,50`` every sampler also runs as
+``<sampler>+rungs``, its recoveries compared at those steps (``search.rungs``), right after the
+plain study with the same seed: old and new search back to back on the same host. A study the
+script finished in ``--work`` before is read, not run again, so a run cut short goes on where it
+stopped. Then it prints Markdown for ``benchmarks/RESULTS.md``:
 
 (a) hypervolume after 10, 20, ... trials and after equal wall time, per sampler (mean over seeds),
     then seed by seed at the budget, beside random with the same seed, and writes the curves to
@@ -18,16 +21,18 @@ order of ``--seeds``, then ``--samplers``). Then it prints Markdown for
     ``search.constraints.max_accuracy_drop``, 1 point if unset) and the FP32 latency; latency is
     taken as a ratio to FP32, so studies measured under different machine load compare. Infeasible
     trials add nothing (Optuna's hypervolume history).
-(b) the first study's front confirmed with ``edgetune confirm`` (when this edgetune has it): the
+(b) each study's front confirmed with ``edgetune confirm`` (when this edgetune has it): the
     best confirmed latency ratio within 1 point of FP32 test accuracy, beside FP32, dynamic INT8
     and the peer tool's 0.42x;
-(c) the first study's wall time, split into training, export and measurement (the trials'
-    ``stage_seconds``), early-stopping checks, and edgetune's own overhead (the rest);
+(c) each study's wall time, split into training, export and measurement (the trials'
+    ``stage_seconds``), accuracy checks (early stopping, rungs), and edgetune's own overhead
+    (the rest);
 (d) early stopping judged by the trials it let finish: at each check, the forecast (and the
     margin the rule adds to it) beside the validation accuracy the trial ended with.
 
     flock /tmp/edgetune-heavy.lock python benchmarks/search.py \\
-        [--trials 40] [--samplers tpe,nsga2,gp,random] [--seeds 0] [--work runs/bench-search]
+        [--trials 40] [--samplers tpe,nsga2,gp,random] [--seeds 0] [--work runs/bench-search] \\
+        [--rungs 25,50 [--only-rungs]]
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from edgetune.search.early_stopping import stopping_record
+from edgetune.search.record import RUNGS
 from edgetune.search.repeats import is_repeat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +65,7 @@ TRAINING_STAGES = ("prune_recover", "qat")
 
 @dataclass
 class Run:
-    sampler: str
+    sampler: str  # with +rungs for a study run with search.rungs (--rungs)
     seed: int
     study: optuna.Study
     started: datetime  # when the `edgetune run` process was started
@@ -82,37 +88,53 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="only read the studies this script already ran in --work (a "
                              "sampler and seed it did not run are left out)")
+    parser.add_argument("--rungs", default="",
+                        help="recovery steps, such as 25,50: each sampler also runs as "
+                             "<sampler>+rungs with search.rungs set to them, after the plain one")
+    parser.add_argument("--only-rungs", action="store_true",
+                        help="with --rungs, run only the +rungs studies (the plain ones are "
+                             "still read where --work has them)")
     args = parser.parse_args()
+    rungs = [int(step) for step in args.rungs.split(",") if step]
+    variants = ([[]] if not rungs else [[], rungs])
     runs = [run for seed in args.seeds.split(",") for sampler in args.samplers.split(",")
-            if (run := run_study(args, sampler, int(seed))) is not None]
+            for steps in variants
+            if (run := run_study(args, sampler, int(seed), steps,
+                                 read_only=args.reuse or (args.only_rungs and not steps)))
+            is not None]
     curves = {(run.sampler, run.seed): hypervolume_curve(run) for run in runs}
     write_plot(curves, args.plot)
     print(section_a(curves, args.trials, args.shared_cache))
     if not args.no_confirm:
-        print(section_b(runs[0]))
-    print(section_c(runs[0]))
+        for run in runs:
+            print(section_b(run))
+    for run in runs:
+        print(section_c(run))
     print(section_d(runs))
 
 
-def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run | None:
-    """One ``edgetune run`` in its own process and run folder, with a cold cache but the base
-    (with ``--reuse``, the study run before, or None)."""
-    name = f"{sampler}-s{seed}"
+def run_study(args: argparse.Namespace, sampler: str, seed: int, rungs: list[int],
+              read_only: bool) -> Run | None:
+    """One ``edgetune run`` in its own process and run folder, with a cold cache but the base,
+    with ``search.rungs`` set to ``rungs`` if any. A study this script finished in ``--work``
+    before is read, not run again; ``read_only``: None where there is none."""
+    label = f"{sampler}+rungs" if rungs else sampler
+    name = f"{label}-s{seed}"
     folder = args.work / name
     timing = folder / "wall.json"
-    if args.reuse and not timing.exists():
+    if read_only and not timing.exists():
         print(f"{name}: not run in {args.work}, left out", file=sys.stderr)
         return None
     folder.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(args.config.read_text())
     config["study"] = f"bench-{name}"
     config["search"] = {**config.get("search", {}), "sampler": sampler, "seed": seed,
-                        "trials": args.trials}
+                        "trials": args.trials, **({"rungs": rungs} if rungs else {})}
     config["task"]["model"] = _absolute(config["task"]["model"], args.config.parent)
     config["task"]["data"]["path"] = _absolute(config["task"]["data"]["path"], args.config.parent)
     config_file = folder / "study.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    if not args.reuse:
+    if not timing.exists():
         cache = args.work / "cache" if args.shared_cache else folder / "cache"
         env = {**os.environ, "EDGETUNE_CACHE_DIR": str(_cold_cache(cache))}
         started, start = datetime.now(), time.monotonic()
@@ -126,7 +148,7 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Run | None:
     recorded = json.loads(timing.read_text())
     study = optuna.load_study(study_name=config["study"],
                               storage=f"sqlite:///{folder / 'run' / 'study.db'}")
-    return Run(sampler, seed, study, datetime.fromisoformat(recorded["started"]),
+    return Run(label, seed, study, datetime.fromisoformat(recorded["started"]),
                recorded["wall_seconds"], folder / "run", config_file)
 
 
@@ -267,11 +289,13 @@ def write_plot(curves: dict[tuple[str, int], Curve], path: Path) -> None:
 # (b) ---------------------------------------------------------------------------------------
 
 def section_b(run: Run) -> str:
-    """The confirmed front's best ratio within 1 point of FP32 test accuracy."""
-    confirm = subprocess.run(
-        [sys.executable, "-m", "edgetune", "confirm", str(run.config), "--run-dir",
-         str(run.run_dir)], capture_output=True, text=True, check=False)
+    """The confirmed front's best ratio within 1 point of FP32 test accuracy (confirmed here if
+    the run did not confirm it at its end)."""
     title = f"### (b) confirmed front of {run.sampler} seed {run.seed}"
+    confirm = subprocess.CompletedProcess([], 0) if "confirmation" in run.study.user_attrs else (
+        subprocess.run([sys.executable, "-m", "edgetune", "confirm", str(run.config),
+                        "--run-dir", str(run.run_dir)], capture_output=True, text=True,
+                       check=False))
     if confirm.returncode != 0:
         return (f"{title}\n\nnot measured: `edgetune confirm` exited {confirm.returncode}: "
                 f"{confirm.stderr.strip().splitlines()[-1:]}\n")
@@ -312,13 +336,14 @@ def section_c(run: Run) -> str:
     for trial in trials:
         for stage, seconds in trial.user_attrs.get("stage_seconds", {}).items():
             stages[stage] = stages.get(stage, 0.0) + seconds
-        checks += stopping_record(trial).get("seconds", 0.0)
+        checks += (stopping_record(trial).get("seconds", 0.0)
+                   + (trial.user_attrs.get(RUNGS) or {}).get("seconds", 0.0))
     in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     staged = sum(stages.values())
     wall = run.wall_seconds
-    rows = [(f"{stage}{' (incl. early-stopping checks)' if stage in TRAINING_STAGES else ''}",
+    rows = [(f"{stage}{' (incl. accuracy checks)' if stage in TRAINING_STAGES else ''}",
              seconds) for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1])]
-    rows += [("  of which early-stopping accuracy checks", checks),
+    rows += [("  of which accuracy checks (early stopping, rungs)", checks),
              ("in trials, outside stages (sampling, storage, artifacts)", in_trials - staged),
              ("outside trials (start-up, data, base model, end-of-run report/confirmation)",
               wall - in_trials)]

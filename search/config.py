@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edgetune.errors import InputError
 from edgetune.objectives.finetune import FinetuneConfig
@@ -61,6 +68,11 @@ class SearchConfig(Strict):
     # floor (edgetune.search.early_stopping).
     early_stopping: bool = Field(
         default=False, description="stop training whose forecast falls below the accuracy floor"
+    )
+    # Off by default until measured to pay on the default task (edgetune.search.rungs).
+    rungs: list[PositiveInt] = Field(
+        default=[], description="recovery steps at which a recovery is compared with those of "
+                                "smaller candidates, and stopped behind them"
     )
 
     @field_validator("objectives")
@@ -235,6 +247,8 @@ class StudyConfig(Strict):
                 del fixed["space"][unset]
         if fixed["task"]["metric"] == ACCURACY:
             del fixed["task"]["metric"]
+        if not fixed["search"]["rungs"]:
+            del fixed["search"]["rungs"]
         return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
+import torch
 from optuna.artifacts import upload_artifact
+from optuna.trial import FrozenTrial
 
 from edgetune.objectives.accuracy import scored
 from edgetune.objectives.build import Candidate, StageError, Workbench
@@ -38,7 +40,7 @@ from edgetune.objectives.candidate import build, evaluate, model_file, training_
 from edgetune.objectives.machine import machine_key, machine_record
 from edgetune.objectives.measurement import Measurement
 from edgetune.objectives.metrics import texts_behind
-from edgetune.objectives.training import torch_score
+from edgetune.objectives.training import StepCallback, torch_score
 from edgetune.search import constraints
 from edgetune.search.baselines import reference_params
 from edgetune.search.config import SearchConfig
@@ -58,6 +60,7 @@ from edgetune.search.record import (
     RECIPE_SHORT,
     REFERENCE,
     ROLE,
+    RUNGS,
     STAGE,
     STAGE_SECONDS,
     WORKER,
@@ -66,6 +69,7 @@ from edgetune.search.record import (
     anchors,
 )
 from edgetune.search.repeats import earlier_trial, prune_as_duplicate
+from edgetune.search.rungs import Rungs, peers_of
 from edgetune.search.study import REFERENCE_LATENCY
 from edgetune.spaces.recipe import Recipe
 from edgetune.spaces.space import SearchSpace
@@ -130,6 +134,24 @@ class Objective:
         return EarlyStopping(self.floor, phases, lambda model: torch_score(model, task),
                              noise_margin(self.floor, scored_texts))
 
+    def rungs(self, trial: optuna.Trial, recipe: Recipe) -> Rungs | None:
+        """A training callback that compares the recovery with smaller candidates' at the
+        ``search.rungs`` steps, if the recipe recovers and rungs are set."""
+        phases = training_phases(recipe, self.bench)
+        if not self.search.rungs or not phases or phases[0][0] != "recovery":
+            return None
+        task = self.bench.task
+
+        def peers() -> list[FrozenTrial]:
+            return peers_of(recipe, (t for t in trial.study.get_trials(deepcopy=False)
+                                     if t.number != trial.number))
+
+        return Rungs(self.search.rungs, phases[0][1], peers,
+                     lambda model: torch_score(model, task),
+                     texts_behind(task.config.metric, task.labels("validation"),
+                                  task.label_names),
+                     lambda record: trial.set_user_attr(RUNGS, record))
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Build the trial's candidate, measure it here beside the FP32 reference, record it."""
         stages = self._start(trial)
@@ -192,9 +214,14 @@ class Objective:
         workdir = self.run_dir / "work" / f"trial-{trial.number}"
         candidate = Candidate(path=workdir / model_file(recipe, self.bench), on_stage=stages.enter)
         stopper = self.early_stopping(recipe)
+        rungs = self.rungs(trial, recipe)
+        callbacks = [c for c in (stopper, rungs) if c is not None]
         try:
-            build(recipe, self.bench, candidate, stopper, 1 if stopper else 0)
+            build(recipe, self.bench, candidate, _each(callbacks), 1 if callbacks else 0)
         except optuna.TrialPruned:
+            if rungs is not None and rungs.reason is not None:
+                trial.set_user_attr(PRUNED, {"stage": "recovery", "reason": rungs.reason})
+                raise
             assert stopper is not None and stopper.reason is not None
             trial.set_user_attr(PRUNED, {"stage": stopper.checks[-1].phase,
                                            "reason": stopper.reason})
@@ -235,6 +262,18 @@ class Objective:
         values = {"accuracy": measurement.accuracy, "latency_ms": measured.latency_ms,
                   "size_mb": measurement.size_mb}
         return tuple(values[name] for name in self.search.objectives)
+
+
+def _each(callbacks: list[StepCallback]) -> StepCallback | None:
+    """One training callback that calls ``callbacks`` in turn (None for none)."""
+    if not callbacks:
+        return None
+
+    def call(step: int, model: torch.nn.Module) -> None:
+        for callback in callbacks:
+            callback(step, model)
+
+    return call
 
 
 @contextlib.contextmanager

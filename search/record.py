@@ -13,7 +13,7 @@ below are the stored format, unchanged since edgetune 0.1, so studies of any ver
 - ``machine`` (``objectives.machine.machine_record``), ``worker``, ``stage``, ``stage_seconds``;
 - ``failure`` {stage, error, type, traceback}, or ``pruned`` {stage, reason} with
   ``duplicate_of`` for a repeated recipe and ``early_stopping`` for a trial stopped below the
-  accuracy floor;
+  accuracy floor; ``rungs`` for a recovery scored at the ``search.rungs`` steps (stopped or not);
 - with measurement agents (``edgetune agent``): ``awaiting_device`` (the device a built candidate
   waits for), ``claim:<device>`` (the agent measuring it, with its heartbeat) and
   ``device:<device>``, that device's ``DeviceFigures``. ``TrialRecord.of(trial, device=NAME)``
@@ -63,6 +63,7 @@ FAILURE = "failure"
 PRUNED = "pruned"
 DUPLICATE_OF = "duplicate_of"
 EARLY_STOPPING = "early_stopping"
+RUNGS = "rungs"  # a recovery's scores at the search.rungs steps (``edgetune.search.rungs``)
 AWAITING = "awaiting_device"
 BUILD_NOTES = "build_notes"  # a device trial's notes of its build, until the device measured it
 DEVICE_PREFIX = "device:"

@@ -47,6 +47,11 @@ class ChannelPruning(Strict):
         ranked = "" if self.importance == "magnitude" else f"-{self.importance}"
         return "ch" + "/".join(f"{kept:.2f}" for kept in self.kept) + ranked
 
+    def no_larger_than(self, other: object) -> bool:
+        """Whether this recipe keeps at most ``other``'s fraction of every stage's channels."""
+        return isinstance(other, ChannelPruning) and all(
+            mine <= theirs for mine, theirs in zip(self.kept, other.kept, strict=True))
+
 
 class ChannelsSpace(Strict):
     """Each stage's fraction is sampled as ``pruning.channels.stage<i>`` from ``kept``, then the

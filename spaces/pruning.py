@@ -34,6 +34,11 @@ class NoPruning(Strict):
     def short(self) -> str:
         return ""
 
+    def no_larger_than(self, other: object) -> bool:
+        """Whether this recipe's model is pruned at least as far as ``other``'s on every axis:
+        what ``search.rungs`` compares recoveries by."""
+        return isinstance(other, NoPruning)
+
 
 class StructuredPruning(Strict):
     """Heads and FFN neurons ranked by weight magnitude; whole encoder layers dropped.
@@ -83,6 +88,14 @@ class StructuredPruning(Strict):
             parts.append(f"hid{self.hidden_kept:.2f}")
         return "/".join(parts) or "structured-none"
 
+    def no_larger_than(self, other: object) -> bool:
+        """Whether this recipe's model is pruned at least as far as ``other``'s on every axis
+        (layers, heads, FFN neurons, width), whichever ones it picks."""
+        return (isinstance(other, StructuredPruning)
+                and self.layers_dropped >= other.layers_dropped
+                and self.heads_kept <= other.heads_kept and self.ffn_kept <= other.ffn_kept
+                and self.hidden_kept <= other.hidden_kept)
+
 
 class UnstructuredPruning(Strict):
     method: Literal["unstructured"] = "unstructured"
@@ -90,6 +103,10 @@ class UnstructuredPruning(Strict):
 
     def short(self) -> str:
         return f"l1-{self.ratio:.2f}"
+
+    def no_larger_than(self, other: object) -> bool:
+        """Whether this recipe zeroes at least as many weights as ``other``'s."""
+        return isinstance(other, UnstructuredPruning) and self.ratio >= other.ratio
 
 
 PruningRecipe = recipe_of("pruning")  # the recipe of any registered pruning method
