@@ -88,14 +88,24 @@ def trials_of(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
     Reads only: it never creates the database or its tables under a worker that is doing so.
     """
+    return _read(storage, study, lambda stored: stored.get_trials(deepcopy=False), [])
+
+
+def study_attrs_of(storage: str, study: str) -> dict[str, Any]:
+    """The study's user attrs as stored now ({} while the study does not exist yet); reads only,
+    as ``trials_of``."""
+    return _read(storage, study, lambda stored: stored.user_attrs, {})
+
+
+def _read(storage: str, study: str, read: Callable[[optuna.Study], Any], missing: Any) -> Any:
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
-        return []
+        return missing
     try:
         reader = optuna.storages.RDBStorage(storage, skip_table_creation=True,
                                             skip_compatibility_check=True)
-        return optuna.load_study(study_name=study, storage=reader).get_trials(deepcopy=False)
+        return read(optuna.load_study(study_name=study, storage=reader))
     except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
-        return []
+        return missing
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120,

@@ -324,9 +324,8 @@ def test_an_image_study_is_measured_by_its_device_agent(images: Path, tmp_path: 
     agent (here in this process) times and scores every candidate, as for a text study."""
     from edgetune.search.agent import DEVICE_INPUTS, Agent
     from edgetune.search.record import device_figures
-    from edgetune.search.study import make_storage
 
-    from helpers import edgetune_command, start, wait_for
+    from helpers import edgetune_command, start, study_attrs_of, wait_for
 
     model = build_tiny_vision_model(tmp_path / "model", "resnet")
     config = vision_config(model, images, target={"threads": 1, "batch_size": 1,
@@ -336,19 +335,10 @@ def test_an_image_study_is_measured_by_its_device_agent(images: Path, tmp_path: 
     builder = start(edgetune_command("run", write_config(tmp_path, config), "--run-dir", run_dir,
                                      "--no-report"), tmp_path / "logs", "builder")
     storage = f"sqlite:///{run_dir / 'study.db'}"
-
-    def published() -> bool:
-        if not (run_dir / "study.db").exists():
-            return False
-        try:
-            study = optuna.load_study(study_name=STUDY, storage=make_storage(storage))
-        except KeyError:  # no study yet
-            return False
-        return DEVICE_INPUTS in study.user_attrs
-
     # From then on the builder hands over a candidate every few seconds: an agent idle for 10
     # has seen them all.
-    wait_for(published, "the builder's inputs", timeout=240, process=builder)
+    wait_for(lambda: DEVICE_INPUTS in study_attrs_of(storage, STUDY), "the builder's inputs",
+             timeout=240, process=builder)
     agent = Agent(storage, STUDY, "camera", ["onnxruntime"], log=lambda line: None)
     try:
         measured = agent.serve(idle_exit=10)
