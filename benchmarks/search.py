@@ -119,7 +119,7 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int, rungs: list[int
     with ``search.rungs`` set to ``rungs`` if any. A study this script finished in ``--work``
     before is read, not run again; ``read_only``: None where there is none."""
     label = f"{sampler}+rungs" if rungs else sampler
-    name = f"{label}-s{seed}"
+    name = f"{sampler}-rungs-s{seed}" if rungs else f"{sampler}-s{seed}"  # a valid study name
     folder = args.work / name
     timing = folder / "wall.json"
     if read_only and not timing.exists():
