@@ -69,7 +69,8 @@ class SearchConfig(Strict):
     early_stopping: bool = Field(
         default=False, description="stop training whose forecast falls below the accuracy floor"
     )
-    # Off by default until measured to pay on the default task (edgetune.search.rungs).
+    # Off by default: on the default task it stopped 2-4 of ~30 recoveries a study, and its
+    # checks cost more than that saved (benchmarks/RESULTS.md, search, 2026-12-07).
     rungs: list[PositiveInt] = Field(
         default=[], description="recovery steps at which a recovery is compared with those of "
                                 "smaller candidates, and stopped behind them"
