@@ -128,11 +128,18 @@ class Objective:
         phases = training_phases(recipe, self.bench)
         if not phases or not self.search.early_stopping or self.floor is None:
             return None
+        return EarlyStopping(self.floor, phases, self._torch_score,
+                             noise_margin(self.floor, self._scored_texts))
+
+    def _torch_score(self, model: torch.nn.Module) -> float:
+        """The task metric of a model still training, on validation: what a check compares."""
+        return torch_score(model, self.bench.task)
+
+    @functools.cached_property
+    def _scored_texts(self) -> int:
+        """How many validation texts the task metric is computed over (its noise margin's)."""
         task = self.bench.task
-        scored_texts = texts_behind(task.config.metric, task.labels("validation"),
-                                    task.label_names)
-        return EarlyStopping(self.floor, phases, lambda model: torch_score(model, task),
-                             noise_margin(self.floor, scored_texts))
+        return texts_behind(task.config.metric, task.labels("validation"), task.label_names)
 
     def rungs(self, trial: optuna.Trial, recipe: Recipe) -> Rungs | None:
         """A training callback that compares the recovery with smaller candidates' at the
@@ -140,17 +147,13 @@ class Objective:
         phases = training_phases(recipe, self.bench)
         if not self.search.rungs or not phases or phases[0][0] != "recovery":
             return None
-        task = self.bench.task
 
         def peers() -> list[FrozenTrial]:
             return peers_of(recipe, (t for t in trial.study.get_trials(deepcopy=False)
                                      if t.number != trial.number))
 
-        return Rungs(self.search.rungs, phases[0][1], peers,
-                     lambda model: torch_score(model, task),
-                     texts_behind(task.config.metric, task.labels("validation"),
-                                  task.label_names),
-                     lambda record: trial.set_user_attr(RUNGS, record))
+        return Rungs(self.search.rungs, phases[0][1], peers, self._torch_score,
+                     self._scored_texts, lambda record: trial.set_user_attr(RUNGS, record))
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Build the trial's candidate, measure it here beside the FP32 reference, record it."""

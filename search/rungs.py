@@ -100,8 +100,8 @@ class Rungs:
         score = self.evaluate(model)
         self.seconds += time.perf_counter() - start
         self.scores[step] = score
-        ahead = [(rung_scores(peer)[step], peer.number) for peer in self.peers()
-                 if step in rung_scores(peer)]
+        ahead = [(scores[step], peer.number) for peer in self.peers()
+                 if step in (scores := rung_scores(peer))]
         if ahead:
             best, number = max(ahead)
             margin = noise_margin(best, self.samples)
